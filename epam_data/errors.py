@@ -1,0 +1,19 @@
+"""Exceptions for problems a user can fix. The CLIs print them as one line, without a traceback."""
+
+__all__ = ["EpamError", "NameParseError", "LabelFileError", "ProtocolError"]
+
+
+class EpamError(Exception):
+    """A problem the user can fix; the message names the file or value and what would work."""
+
+
+class NameParseError(EpamError):
+    """A file or sample name does not follow the dataset's naming scheme."""
+
+
+class LabelFileError(EpamError):
+    """A label or split file is missing, unreadable or malformed."""
+
+
+class ProtocolError(EpamError):
+    """A protocol cannot be built from what was given (unknown name, missing split file)."""
