@@ -55,7 +55,7 @@ def _manifest_file(name: str) -> str:
     return resources.files("epam_manifests").joinpath(name).read_text(encoding="utf-8")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _read_classes(file_name: str) -> tuple[str, ...]:
     lines = [line for line in _manifest_file(file_name).splitlines() if line and not line.startswith("#")]
     rows = list(csv.DictReader(lines))
@@ -64,7 +64,7 @@ def _read_classes(file_name: str) -> tuple[str, ...]:
     return names
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _read_dataset(dataset: str) -> dict[str, Any]:
     if dataset not in DATASETS:
         raise ProtocolError(f"unknown dataset {dataset!r}; protocols exist for {', '.join(DATASETS)}")
@@ -91,7 +91,7 @@ def _build_protocol(dataset: str, name: str, spec: dict[str, Any], classes: tupl
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_protocols(dataset: str) -> dict[str, Protocol]:
     """All protocols of a dataset by name, in the order of its manifest file."""
     spec = _read_dataset(dataset)

@@ -8,6 +8,7 @@ names are all counted and listed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from epam_data.datasets import Rejected, Sample, Scan, normalize_name, parse_sample_id, scan_names
+from epam_data.datasets import Rejected, Sample, Scan, normalize_name, parse_sample_id
 from epam_data.datasets.pku_mmd import read_split_file
 from epam_data.errors import EpamError, NameParseError, ProtocolError
 from epam_data.protocols import Protocol, load_protocols
@@ -100,12 +101,11 @@ def _resolve(protocol: Protocol, splits_dir: Path | None) -> tuple[Protocol, str
         return protocol, None
     path = splits_dir / protocol.split_file if splits_dir is not None else None
     if path is not None and path.is_file():
-        splits = read_split_file(path)
-        return Protocol(protocol.dataset, protocol.name, protocol.description, protocol.key, splits,
-                        protocol.classes), None
+        return dataclasses.replace(protocol, splits=read_split_file(path), split_file=None, fallback=None), None
     where = f"{path} does not exist" if path is not None else "no --splits-dir given"
     if protocol.fallback is not None:
-        rule = ", ".join(f"{split} {' '.join(map(str, sorted(ids)))}" for split, ids in protocol.fallback.splits.items())
+        rule = ", ".join(f"{split} {' '.join(map(str, sorted(ids)))}"
+                         for split, ids in protocol.fallback.splits.items())
         return protocol.fallback, (f"{protocol.name}: {where}; used the official rule on {protocol.fallback.key} "
                                    f"({rule})")
     raise ProtocolError(f"{protocol.dataset} {protocol.name} is defined by the official {protocol.split_file} "

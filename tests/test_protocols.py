@@ -1,8 +1,8 @@
 """The shipped protocol facts agree with the official sources in ../shared (class names, split ids)."""
 
 import pytest
-
 from conftest import read_shared_csv
+
 from epam_data.errors import ProtocolError
 from epam_data.protocols import DATASETS, class_names, load_protocols
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from conftest import read_list, read_shared_csv
+
 from epam_data.datasets import scan_names
 from epam_data.errors import EpamError, ProtocolError
 from epam_data.splits import make_splits, scan_index
@@ -115,7 +115,8 @@ def pku_labels(protocols_dir, tmp_path):
         (labels / f"{row['video_id']}.txt").write_text("\n".join(lines) + "\n")
     splits_dir = tmp_path / "split"
     splits_dir.mkdir()
-    for ours, theirs in (("pku_mmd_cross_subject.txt", "cross-subject.txt"), ("pku_mmd_cross_view.txt", "cross-view.txt")):
+    for ours, theirs in (("pku_mmd_cross_subject.txt", "cross-subject.txt"),
+                         ("pku_mmd_cross_view.txt", "cross-view.txt")):
         (splits_dir / theirs).write_text("\n".join(read_list(protocols_dir / ours)) + "\n")
     return videos, labels, splits_dir
 
