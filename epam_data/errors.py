@@ -1,6 +1,6 @@
 """Exceptions for problems a user can fix. The CLIs print them as one line, without a traceback."""
 
-__all__ = ["EpamError", "NameParseError", "LabelFileError", "ProtocolError"]
+__all__ = ["EpamError", "LabelFileError", "NameParseError", "ProtocolError", "ShardError", "VideoDecodeError"]
 
 
 class EpamError(Exception):
@@ -17,3 +17,11 @@ class LabelFileError(EpamError):
 
 class ProtocolError(EpamError):
     """A protocol cannot be built from what was given (unknown name, missing split file)."""
+
+
+class VideoDecodeError(EpamError):
+    """A video cannot be opened or decoded, or a requested frame is not in it (the extract loop records it)."""
+
+
+class ShardError(EpamError):
+    """A prepared dataset folder (shards, index.csv, dataset.json) is inconsistent or cannot be written."""

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
+import fractions
+import functools
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from epam_data.datasets import Sample, parse_sample_id
+from epam_data.shards import PreparedSample
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 PROTOCOLS = SHARED / "research" / "protocols"
@@ -26,3 +33,100 @@ def protocols_dir() -> Path:
     if not PROTOCOLS.is_dir():
         pytest.skip(f"{PROTOCOLS} not found: these checks need the shared/ folder beside the checkout")
     return PROTOCOLS
+
+
+# --- media and shards made on the fly (tests/test_video.py, tests/test_shards.py) -----------------------------
+# Videos are written by a real encoder (PyAV's bundled ffmpeg); JPEG frames by ffmpeg's mjpeg encoder.
+
+MEDIA = SHARED / "media"
+
+
+def frame_level(index: int) -> int:
+    """The grey level of frame `index` in the videos `write_video` makes, so tests can tell frames apart."""
+    return 16 + (index * 5) % 224
+
+
+def write_video(path: Path, num_frames: int, *, hw: tuple[int, int] = (48, 64), codec: str = "libx264",
+                fps: int = 25, noise: bool = False, faststart: bool = False) -> Path:
+    """A real video: frame i is grey level `frame_level(i)` with a white bar at x = 2 i (mod width).
+
+    `noise` fills half the pixels with random values so that frames are large (a truncated file then loses
+    whole frames); `faststart` puts the mp4 index first, as streaming tools do.
+    """
+    import av
+
+    rng = np.random.default_rng(0)
+    height, width = hw
+    options = {"movflags": "faststart"} if faststart else {}
+    with av.open(str(path), "w", options=options) as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.bit_rate = 2_000_000  # mpeg4 defaults to 200 kb/s, too coarse to tell grey levels apart
+        for index in range(num_frames):
+            image = np.full((height, width, 3), frame_level(index), dtype=np.uint8)
+            if noise:
+                image[::2] = rng.integers(0, 256, image[::2].shape, dtype=np.uint8)
+            image[:, (2 * index) % width] = 255
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def encode_jpeg(image: np.ndarray) -> bytes:
+    """uint8 [H, W, 3] RGB (even H and W) -> JPEG bytes, with ffmpeg's mjpeg encoder."""
+    import av
+
+    context = av.CodecContext.create("mjpeg", "w")
+    context.width, context.height, context.pix_fmt = image.shape[1], image.shape[0], "yuvj420p"
+    context.time_base = fractions.Fraction(1, 25)
+    frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(format="yuvj420p")
+    return b"".join(bytes(packet) for packet in [*context.encode(frame), *context.encode(None)])
+
+
+@functools.cache
+def jpeg_pool(count: int = 8, size: int = 32) -> tuple[bytes, ...]:
+    """A few distinct real JPEG frames, encoded once per process and reused by `prepared_sample`."""
+    rng = np.random.default_rng(1)
+    return tuple(encode_jpeg(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)) for _ in range(count))
+
+
+def ntu_sample(index: int) -> Sample:
+    """A valid NTU RGB+D 60 sample, distinct for each index below 120, with its metadata parsed from the name."""
+    name = f"S001C{index % 3 + 1:03d}P{index % 40 + 1:03d}R{index // 60 % 2 + 1:03d}A{index % 60 + 1:03d}"
+    return dataclasses.replace(parse_sample_id("ntu60", name), path=f"nturgb+d_rgb/{name}_rgb.avi")
+
+
+def prepared_sample(index: int, *, persons: int = 2, frames: int = 12, rgb: bool = True,
+                    heatmaps: bool = False) -> PreparedSample:
+    """A deterministic PreparedSample of `ntu_sample(index)`: the same for the same arguments, in any process."""
+    rng = np.random.default_rng(index)
+    sample = ntu_sample(index)
+    pool = jpeg_pool()
+    keypoints = (rng.random((persons, frames, 17, 2)) * 200).astype(np.float32)
+    scores = rng.random((persons, frames, 17)).astype(np.float16)
+    boxes = rng.random((persons, frames, 5), dtype=np.float32)
+    jpegs = [pool[int(k)] for k in rng.integers(0, len(pool), frames)] if rgb else None
+    joint = rng.integers(0, 256, (frames, 17, 16, 16), dtype=np.uint8) if heatmaps else None
+    limb = rng.integers(0, 256, (frames, 19, 16, 16), dtype=np.uint8) if heatmaps else None
+    return PreparedSample(
+        sample=sample, keypoints=keypoints, scores=scores, boxes=boxes, frame_indices=np.arange(frames) * 2,
+        total_frames=2 * frames + 1, original_hw=(1080, 1920), fps=30.0, rgb=jpegs, joint_heatmaps=joint,
+        limb_heatmaps=limb, crop_box=(100.5, 20.0, 700.5, 620.0), num_person_raw=persons + 1, source=sample.path,
+        extra={"pose_backend": "blazepose", "jpeg_quality": 90, "tracked": True, "mean_score": 0.75},
+    )
+
+
+@pytest.fixture(scope="session")
+def media_dir() -> Path:
+    """The real clips in ../shared/media (skips when the checkout has no shared/)."""
+    if not MEDIA.is_dir():
+        pytest.skip(f"{MEDIA} not found: these checks decode the real clips in the shared/ folder beside the checkout")
+    return MEDIA
+
+
+@pytest.fixture(scope="session")
+def pyav() -> object:
+    """PyAV, the encoder the media fixtures write real videos and JPEGs with (a test extra)."""
+    return pytest.importorskip("av", reason="PyAV writes the test videos: pip install -e '.[test]'")
