@@ -98,3 +98,37 @@ def splits(
         for message in report.protocol_errors:
             err_console.print(f"[red]error:[/red] {message}", soft_wrap=True, highlight=False)
         raise typer.Exit(code=1)
+
+
+@app.command()
+def render(
+        dataset_dir: Annotated[Path, typer.Argument(help="Prepared dataset folder (the one with index.csv).")],
+        sample_id: Annotated[str, typer.Argument(help="Sample to draw, as index.csv names it.")],
+        out: Annotated[Path, typer.Option(
+            "--out", "-o", help="Picture to write: .png (contact sheet) or .gif (one frame per kept frame).")],
+        frames: Annotated[Optional[int], typer.Option(
+            help="Frames shown, evenly spaced: PNG rows (default 4); GIF: all, at most 300, unless given.")] = None,
+        fps: Annotated[Optional[float], typer.Option(
+            help="GIF frame rate (default: real time, from the sample's fps and frame spacing).")] = None,
+        size: Annotated[int, typer.Option(help="Heatmap canvas side in pixels, when volumes are rendered.")] = 56,
+        sigma: Annotated[float, typer.Option(help="Gaussian sigma in canvas pixels, when volumes are rendered.")
+                         ] = 0.6,
+        person: Annotated[Optional[int], typer.Option(help="Draw only this person (0-based index).")] = None,
+        min_score: Annotated[float, typer.Option(help="Joints scored below this are left off the skeleton.")
+                             ] = 0.3,
+        heatmaps: Annotated[str, typer.Option(
+            help="auto (stored volumes when the sample has them), stored, or rendered.")] = "auto",
+        panel: Annotated[int, typer.Option(help="Side of each panel in the picture, in pixels.")] = 256,
+) -> None:
+    """Draw one sample: RGB crop with skeleton | joint heatmaps | limb heatmaps, as a PNG sheet or a GIF."""
+    from epam_data.render import render_dataset_sample  # Pillow is loaded only by this command
+
+    try:
+        report = render_dataset_sample(dataset_dir, sample_id, out, frames=frames, fps=fps, size=size, sigma=sigma,
+                                       person=person, min_score=min_score, heatmaps=heatmaps, panel=panel)
+    except EpamError as err:
+        raise fail(str(err)) from None
+    for note in report.notes:
+        console.print(f"[yellow]note:[/yellow] {note}", soft_wrap=True, highlight=False)
+    console.print(f"{report.path}: {len(report.frames)} frame(s) of {report.sample_id}, heatmaps {report.heatmaps}",
+                  soft_wrap=True, highlight=False, markup=False)
