@@ -1,6 +1,7 @@
 """Exceptions for problems a user can fix. The CLIs print them as one line, without a traceback."""
 
-__all__ = ["EpamError", "LabelFileError", "NameParseError", "ProtocolError", "ShardError", "VideoDecodeError"]
+__all__ = ["EpamError", "LabelFileError", "NameParseError", "PoseBackendError", "ProtocolError", "ShardError",
+           "VideoDecodeError"]
 
 
 class EpamError(Exception):
@@ -25,3 +26,7 @@ class VideoDecodeError(EpamError):
 
 class ShardError(EpamError):
     """A prepared dataset folder (shards, index.csv, dataset.json) is inconsistent or cannot be written."""
+
+
+class PoseBackendError(EpamError):
+    """A pose backend cannot be loaded (model files or runtime missing, unknown backend, bad option)."""

@@ -130,3 +130,60 @@ def media_dir() -> Path:
 def pyav() -> object:
     """PyAV, the encoder the media fixtures write real videos and JPEGs with (a test extra)."""
     return pytest.importorskip("av", reason="PyAV writes the test videos: pip install -e '.[test]'")
+
+
+# --- a real person, without ../shared (tests/test_pose.py) -----------------------------------------------------
+# scikit-image's wheel ships astronaut.png (Eileen Collins, NASA, public domain; 512x512, waist up). Only the file is
+# used, so `pip install --no-deps scikit-image` is enough; it is decoded with PyAV.
+
+
+def person_photo() -> np.ndarray:
+    """The astronaut photograph as uint8 [512, 512, 3] RGB; skips when scikit-image's files are not installed."""
+    from importlib import metadata
+
+    import av
+
+    try:
+        dist = metadata.distribution("scikit-image")
+    except metadata.PackageNotFoundError:
+        pytest.skip("needs the astronaut photo from scikit-image's wheel: pip install --no-deps scikit-image")
+    path = next((dist.locate_file(f) for f in dist.files or () if str(f) == "skimage/data/astronaut.png"), None)
+    if path is None:
+        pytest.skip("this scikit-image wheel has no skimage/data/astronaut.png")
+    with av.open(str(path)) as container:
+        return next(container.decode(video=0)).to_ndarray(format="rgb24")
+
+
+PERSON_CLIP_FRAMES = 16
+PERSON_CLIP_STEP = (4, 2)  # (dx, dy) pixels per frame
+
+
+def write_person_clip(path: Path, *, num_frames: int = PERSON_CLIP_FRAMES, canvas_hw: tuple[int, int] = (480, 640),
+                      step: tuple[int, int] = PERSON_CLIP_STEP, fps: int = 25) -> Path:
+    """A real H.264 video of the astronaut photo (scaled to 384x384) on grey, moved by `step` pixels per frame.
+
+    Frame i shows the photo's top-left corner at (8 + i * dx, 8 + i * dy) on a (480, 640) canvas.
+    """
+    import av
+
+    photo = person_photo()[::4, ::4].repeat(3, 0).repeat(3, 1)  # 384x384: nearest-neighbour, exact and cheap
+    height, width = canvas_hw
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"crf": "18"}
+        for index in range(num_frames):
+            canvas = np.full((height, width, 3), 128, np.uint8)
+            x0, y0 = 8 + index * step[0], 8 + index * step[1]
+            canvas[y0:y0 + photo.shape[0], x0:x0 + photo.shape[1]] = photo[:height - y0, :width - x0]
+            for packet in stream.encode(av.VideoFrame.from_ndarray(canvas, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="session")
+def person_clip(tmp_path_factory: pytest.TempPathFactory, pyav: object) -> Path:
+    """`write_person_clip` once per session: a real video of a real person that needs no ../shared."""
+    return write_person_clip(tmp_path_factory.mktemp("person") / "astronaut.mp4")
