@@ -7,7 +7,7 @@ exit code 1, never a traceback.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -16,6 +16,9 @@ from rich.table import Table
 from epam_data.datasets import DATASET_NAMES, scan_names
 from epam_data.errors import EpamError
 from epam_data.splits import SplitReport, make_splits, read_names, scan_index
+
+if TYPE_CHECKING:
+    from epam_data.extract import ExtractReport
 
 __all__ = ["app"]
 
@@ -132,3 +135,213 @@ def render(
         console.print(f"[yellow]note:[/yellow] {note}", soft_wrap=True, highlight=False)
     console.print(f"{report.path}: {len(report.frames)} frame(s) of {report.sample_id}, heatmaps {report.heatmaps}",
                   soft_wrap=True, highlight=False, markup=False)
+
+
+# --- extract, info, verify ---------------------------------------------------------------------------------------
+
+def _heatmap_kinds(text: str) -> tuple[str, ...]:
+    return tuple(kind.strip() for kind in text.split(",") if kind.strip())
+
+
+def _command_info() -> dict[str, object]:
+    import platform
+    import socket
+    import sys
+
+    from epam_data import __version__
+
+    return {"command": " ".join(sys.argv), "host": socket.gethostname(), "python": platform.python_version(),
+            "epam": __version__}
+
+
+def print_extract_report(report: ExtractReport) -> None:
+    seconds = max(report.elapsed_s, 1e-9)
+    table = Table(title=f"extract: {report.out_dir}")
+    table.add_column("", justify="left")
+    table.add_column("count", justify="right")
+    rows = [("video samples listed", report.listed), ("names left out (rejected.csv)", len(report.rejected)),
+            ("samples in this part", report.in_part), ("already done, skipped", report.already_done),
+            ("written, status ok", report.ok), ("written, no person found", report.no_person),
+            ("failed (failures.csv)", report.failed), ("frames processed", report.frames),
+            ("frames/s end to end", f"{report.frames / seconds:.1f}"), ("wall time", f"{report.elapsed_s:.1f} s"),
+            ("shards finished", len(report.shards))]
+    times = report.times
+    busy = [("decode", times.decode), ("pose", times.pose), ("crop + JPEG", times.crop), ("heatmaps", times.heatmaps)]
+    rows += [(f"  {name} (worker s, frames/s)", f"{value:.1f} s, {report.frames / value:.0f}/s" if value > 0 else "-")
+             for name, value in busy]
+    for name, value in rows:
+        table.add_row(name, str(value))
+    console.print(table)
+    for rejected in report.rejected[:MAX_LISTED]:
+        console.print(f"[yellow]left out:[/yellow] {rejected.reason}", soft_wrap=True, highlight=False)
+    if len(report.rejected) > MAX_LISTED:
+        console.print(f"  ... {len(report.rejected) - MAX_LISTED} more in {report.out_dir / 'rejected.csv'}")
+    for sample_id, reason in report.failures[:MAX_LISTED]:
+        console.print(f"[red]failed:[/red] {sample_id}: {reason}", soft_wrap=True, highlight=False)
+    if len(report.failures) > MAX_LISTED:
+        console.print(f"  ... {len(report.failures) - MAX_LISTED} more in {report.out_dir / 'failures.csv'}")
+
+
+@app.command()
+def extract(
+        input_dir: Annotated[Path, typer.Argument(help="Folder of raw videos (searched recursively).")],
+        dataset: Annotated[str, typer.Option("--dataset", "-d", help=f"One of {', '.join(DATASET_NAMES)}.")],
+        out: Annotated[Path, typer.Option("--out", "-o", help="Dataset folder to create or resume.")],
+        backend: Annotated[str, typer.Option(help="Pose backend: blazepose (offline) or mmlab.")] = "blazepose",
+        max_persons: Annotated[Optional[int], typer.Option(
+            help="Persons kept per sample (default: 2 for NTU mutual actions, else 1).")] = None,
+        jobs: Annotated[int, typer.Option("--jobs", "-j", help="Videos prepared in parallel (processes).")] = 1,
+        part: Annotated[Optional[str], typer.Option(
+            help="Do part i of n (1-based: 1/4 .. 4/4), e.g. --part $SLURM_ARRAY_TASK_ID/4; parts share --out.")
+        ] = None,
+        rgb_size: Annotated[int, typer.Option(help="Side of the stored square RGB crops, in pixels.")] = 256,
+        no_rgb: Annotated[bool, typer.Option("--no-rgb", help="Store no RGB crops (skeletons only).")] = False,
+        jpeg_quality: Annotated[int, typer.Option(help="JPEG quality of the crops (1-100).")] = 90,
+        frame_stride: Annotated[int, typer.Option(help="Keep every n-th frame.")] = 1,
+        labels: Annotated[Optional[Path], typer.Option(
+            help="PKU-MMD: folder of the label files 0002-L.txt.")] = None,
+        list_file: Annotated[Optional[Path], typer.Option(
+            "--list", help="generic: CSV path,label (paths relative to INPUT_DIR); others: names to include.")] = None,
+        heatmaps: Annotated[str, typer.Option(
+            help="Also store uint8 heatmap volumes: joint, limb or joint,limb.")] = "",
+        heatmap_size: Annotated[int, typer.Option(help="Side of the stored heatmap canvas.")] = 56,
+        samples_per_shard: Annotated[int, typer.Option(help="Samples per HDF5 shard.")] = 256,
+        dask: Annotated[Optional[str], typer.Option(
+            help="Run on this Dask scheduler (tcp://host:8786) through joblib's dask backend.")] = None,
+        limit: Annotated[Optional[int], typer.Option(help="Only the first N samples (by sample id).")] = None,
+) -> None:
+    """Detect and track people, estimate COCO-17 poses, crop RGB and write HDF5 shards. Safe to re-run.
+
+    Exit code 1 when any sample failed (listed in OUT/failures.csv; a re-run retries them), else 0.
+    """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from epam_data.extract import ExtractOptions, extract_dataset, parse_part
+
+    try:
+        if dataset not in DATASET_NAMES:
+            raise EpamError(f"--dataset {dataset!r}: choose one of {', '.join(DATASET_NAMES)}")
+        if not input_dir.is_dir():
+            raise EpamError(f"{input_dir}: not a folder of videos")
+        options = ExtractOptions(backend=backend, max_persons=max_persons, rgb_size=None if no_rgb else rgb_size,
+                                 jpeg_quality=jpeg_quality, frame_stride=frame_stride,
+                                 heatmaps=_heatmap_kinds(heatmaps), heatmap_size=heatmap_size)
+        part_index = parse_part(part) if part is not None else None
+        progress = Progress(TextColumn("[bold]extract[/bold]"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[fps]} frames/s"), TimeElapsedColumn(), TimeRemainingColumn(),
+                            console=err_console)
+        state = {"frames": 0, "start": 0.0}
+
+        def on_start(pending: int) -> None:
+            import time
+
+            state["start"] = time.perf_counter()
+            state["task"] = progress.add_task("extract", total=pending, fps="-")
+
+        def on_result(outcome: object) -> None:
+            import time
+
+            state["frames"] += outcome.frames  # type: ignore[attr-defined]
+            fps = state["frames"] / max(time.perf_counter() - state["start"], 1e-9)
+            progress.update(state["task"], advance=1, fps=f"{fps:.1f}")
+
+        with progress:
+            report = extract_dataset(input_dir, out, dataset, options=options, jobs=jobs, part=part_index,
+                                     samples_per_shard=samples_per_shard, labels_dir=labels, list_file=list_file,
+                                     dask_address=dask, limit=limit, on_start=on_start, on_result=on_result,
+                                     info=_command_info())
+    except (EpamError, ValueError) as err:
+        raise fail(str(err)) from None
+    print_extract_report(report)
+    if report.failed:
+        raise typer.Exit(code=1)
+
+
+def _counts(values: object, limit: int = 30) -> str:
+    """'1: 40, 2: 38, ...' in natural order (numbers as numbers), empty cells as (none)."""
+    from collections import Counter
+
+    counts = Counter(str(value) or "(none)" for value in values)  # type: ignore[attr-defined]
+    keys = sorted(counts, key=lambda key: (0, int(key), "") if key.lstrip("-").isdigit() else (1, 0, key))
+    text = ", ".join(f"{key}: {counts[key]}" for key in keys[:limit])
+    return text + (f", ... ({len(keys)} values)" if len(keys) > limit else "")
+
+
+@app.command()
+def info(
+        dataset_dir: Annotated[Path, typer.Argument(help="Prepared dataset folder (the one with index.csv).")],
+) -> None:
+    """Counts of a prepared dataset: samples per label, subject, camera, split and status; persons, frames, size."""
+    import pandas as pd
+
+    from epam_data.shards import read_dataset_json
+
+    try:
+        meta = read_dataset_json(dataset_dir)
+        index_path = dataset_dir / "index.csv"
+        if meta is None or not index_path.is_file():
+            raise EpamError(f"{dataset_dir}: no dataset.json or index.csv; is this a folder written by "
+                            "`epam-data extract`?")
+        index = pd.read_csv(index_path, dtype=str, keep_default_na=False)
+    except (EpamError, OSError, pd.errors.ParserError) as err:
+        raise fail(str(err)) from None
+    failures_path = dataset_dir / "failures.csv"
+    failures = len(pd.read_csv(failures_path, dtype=str)) if failures_path.is_file() else 0
+    shards = sorted((dataset_dir / "shards").glob("*.h5"))
+    size = sum(shard.stat().st_size for shard in shards)
+    frames = pd.to_numeric(index["frames"], errors="coerce") if len(index) else pd.Series([], dtype=float)
+    options = meta.get("options", {})
+    table = Table(title=f"{dataset_dir}: {meta['dataset']}, {len(index)} samples")
+    table.add_column("", justify="left")
+    table.add_column("", justify="left", overflow="fold")
+    rows = [("pose backend", f"{options.get('pose_backend')} {options.get('pose_models', '')}"),
+            ("options", ", ".join(f"{key}={value}" for key, value in sorted(options.items())
+                                  if key not in ("pose_backend", "pose_models"))),
+            ("status", _counts(index.get("status", []))), ("failures (failures.csv)", str(failures)),
+            ("persons kept", _counts(index.get("persons", []))),
+            ("frames", f"{int(frames.sum())} in all, {frames.mean():.1f} mean, {int(frames.min())}-{int(frames.max())}"
+             if len(frames) else "0")]
+    for column in ("label", "subject", "camera", "setup", "view"):
+        if column in index and (index[column] != "").any():
+            rows.append((f"per {column}", _counts(index[column])))
+    manifests = sorted((dataset_dir / "manifests").glob("*.csv"))
+    if manifests:
+        rows.append(("splits", ", ".join(f"{path.stem}: {len(pd.read_csv(path, dtype=str))}" for path in manifests)))
+    rows.append(("size on disk", f"{size / 2**20:.1f} MiB in {len(shards)} shard(s)"
+                 + (f", {size / len(index) / 1024:.0f} KiB per sample" if len(index) else "")))
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+
+
+@app.command()
+def verify(
+        dataset_dir: Annotated[Path, typer.Argument(help="Prepared dataset folder (the one with index.csv).")],
+        deep: Annotated[bool, typer.Option(help="Also read and check every array (slower).")] = False,
+) -> None:
+    """Check a prepared dataset: index rows in finished shards, shards open, shapes and attributes agree.
+
+    Exit code 1 when anything is wrong, with one line per problem.
+    """
+    from rich.markup import escape
+
+    from epam_data.shards import verify_dataset
+
+    if not dataset_dir.is_dir():
+        raise fail(f"{dataset_dir}: not a folder")
+    problems = verify_dataset(dataset_dir, deep=deep)
+    for problem in problems:
+        err_console.print(f"[red]problem:[/red] {escape(problem)}", soft_wrap=True, highlight=False)
+    if problems:
+        raise fail(f"{dataset_dir}: {len(problems)} problem(s)")
+    index = dataset_dir / "index.csv"
+    count = max(0, len(index.read_text(encoding="utf-8").splitlines()) - 1)
+    console.print(f"{dataset_dir}: ok, {count} samples in {len(list((dataset_dir / 'shards').glob('*.h5')))} "
+                  "shard(s)", highlight=False, markup=False)

@@ -1,0 +1,532 @@
+"""The extract pipeline: raw videos -> tracked people -> COCO-17 skeletons + RGB crops (+ heatmaps) -> HDF5 shards.
+
+The unit of work is `prepare_video(spec) -> PreparedSample`, a function of one sample (STYLE.md section 3): it
+decodes the sample's frames in chunks (`epam_data.video.iter_frames`), runs the pose backend over them with
+tracking carried across chunks, keeps the best M persons (`epam_data.persons`), cuts every kept frame to one
+square box around them (`epam_data.crops`) and optionally renders uint8 heatmap volumes on that crop
+(`epam_data.heatmaps`). It never touches the output folder, so it runs unchanged in this process, in joblib's
+worker processes (`--jobs`), on a Dask cluster (`--dask`) or in one `--part i/n` job of a cluster array. Only
+`extract_dataset`, in the main process, writes: results stream back as they complete (joblib's
+`return_as="generator_unordered"`) into the single `ShardWriter`, so memory holds a few samples, not the run.
+
+What PYSKL / MMAction2 get wrong and we do not (anchors.md 1.2, 2.2, 8): all frames of a video held in RAM
+(we hold at most one chunk, plus the kept frames of one sample when they fit `frame_budget_bytes`, else the
+frames are decoded a second time for the crops); identities swapping between frames (tracked slots); a crash
+on a video with no person (flagged "no_person" in the index, see below); one pickle written at the end
+(shards are committed as they fill, and a re-run skips finished samples).
+
+Policy for a sample in which nobody is found: it is written like any other (zero keypoints with score 0, RGB
+frames of the whole scene: `crops.whole_frame_box`) with status "no_person" in index.csv. It is finished work
+(re-running would find nobody again), so a re-run skips it, `epam-data splits` leaves it out of the manifests
+(they keep status "ok" only), and the summary counts it apart from failures. Samples that cannot be prepared
+(undecodable files, frame ranges past the end of the video) go to failures.csv and are retried by a re-run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from epam_data.crops import CROP_MIN_SCORE, CROP_PADDING, crop_frame, encode_jpeg, person_box, whole_frame_box
+from epam_data.datasets import Rejected, Sample, normalize_name, scan_generic, scan_names
+from epam_data.datasets.base import VIDEO_EXTENSIONS
+from epam_data.errors import EpamError, VideoDecodeError
+from epam_data.heatmaps import CropBox, crop_keypoints, render, resize_keypoints
+from epam_data.persons import default_max_persons, select_persons
+from epam_data.pose import load_backend
+from epam_data.shards import PreparedSample, ShardWriter, done_ids, write_dataset_json
+from epam_data.splits import read_names
+from epam_data.video import iter_frames, probe_video
+
+__all__ = ["HEATMAP_KINDS", "ExtractOptions", "ExtractReport", "Outcome", "VideoSpec", "extract_dataset",
+           "find_videos", "list_samples", "parse_part", "prepare_video", "run_spec", "select_part"]
+
+HEATMAP_KINDS = ("joint", "limb")
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+@dataclass(frozen=True)
+class ExtractOptions:
+    """Everything that shapes a prepared sample; recorded in dataset.json, and a resumed run must match it.
+
+    max_persons: M for every sample; None: `persons.default_max_persons` (2 for NTU mutual actions, else 1).
+    rgb_size: side of the stored JPEG crops in pixels; None stores no RGB. heatmaps: kinds of uint8 volumes
+    to store ("joint", "limb"), rendered with `heatmap_sigma` on a heatmap_size x heatmap_size canvas that shows
+    the crop box. detect_every: how often the tracker looks for a missing person. chunk_size and
+    frame_budget_bytes only bound memory (decoded frames per chunk; kept frames of one sample held for the
+    crops, beyond which they are decoded again) and do not change the result; nor does prefetch (decode the
+    next chunk in a thread while the pose model runs on this one).
+    """
+
+    backend: str = "blazepose"
+    max_persons: int | None = None
+    rgb_size: int | None = 256
+    jpeg_quality: int = 90
+    frame_stride: int = 1
+    heatmaps: tuple[str, ...] = ()
+    heatmap_size: int = 56
+    heatmap_sigma: float = 0.6
+    detect_every: int = 10
+    chunk_size: int = 8  # 8 frames of 1080p = 50 MB; 64-frame chunks decoded 2x slower here (page faults)
+    frame_budget_bytes: int = 768 << 20
+    prefetch: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = [kind for kind in self.heatmaps if kind not in HEATMAP_KINDS]
+        if unknown:
+            raise EpamError(f"--heatmaps {','.join(self.heatmaps)}: unknown kind {unknown[0]!r}; use joint, limb or "
+                            "joint,limb")
+        checks = {"--frame-stride": self.frame_stride, "--heatmap-size": self.heatmap_size,
+                  "--max-persons": 1 if self.max_persons is None else self.max_persons,
+                  "--rgb-size": 16 if self.rgb_size is None else self.rgb_size - 15}
+        for name, value in checks.items():
+            if value < 1:
+                raise EpamError(f"{name} must be at least {16 if name == '--rgb-size' else 1}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise EpamError(f"--jpeg-quality must be in 1..100 (Pillow), got {self.jpeg_quality}")
+
+    def dataset_options(self, model_ids: dict[str, str]) -> dict[str, Any]:
+        """The options dataset.json records and compares (memory bounds are left out: they change nothing)."""
+        return {"pose_backend": self.backend, "pose_models": dict(model_ids), "detect_every": self.detect_every,
+                "max_persons": "default (2 for NTU mutual actions, else 1)" if self.max_persons is None
+                else self.max_persons, "rgb_size": self.rgb_size, "jpeg_quality": self.jpeg_quality if self.rgb_size
+                else None, "frame_stride": self.frame_stride, "crop": {"padding": CROP_PADDING, "min_score":
+                                                                       CROP_MIN_SCORE, "square": True},
+                "heatmaps": list(self.heatmaps), "heatmap_size": self.heatmap_size if self.heatmaps else None,
+                "heatmap_sigma": self.heatmap_sigma if self.heatmaps else None,
+                "heatmap_quantisation": "uint8 = round(value * 255)" if self.heatmaps else None}
+
+
+@dataclass(frozen=True)
+class VideoSpec:
+    """One sample to prepare: its metadata, the video file (absolute) and its path relative to the input root."""
+
+    sample: Sample
+    path: str
+    source: str
+    options: ExtractOptions
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent per stage for one sample (or summed over many)."""
+
+    decode: float = 0.0
+    pose: float = 0.0
+    crop: float = 0.0
+    heatmaps: float = 0.0
+
+    def add(self, other: StageTimes) -> None:
+        for name in ("decode", "pose", "crop", "heatmaps"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a worker sends back: the prepared sample, or why there is none."""
+
+    sample: Sample
+    source: str
+    prepared: PreparedSample | None
+    reason: str = ""
+    frames: int = 0
+    times: StageTimes = field(default_factory=StageTimes)
+
+
+@dataclass
+class ExtractReport:
+    """What a run did, for the summary table; `failed` decides the exit code."""
+
+    out_dir: Path
+    listed: int = 0
+    rejected: list[Rejected] = field(default_factory=list)
+    in_part: int = 0
+    already_done: int = 0
+    ok: int = 0
+    no_person: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (sample_id, reason)
+    frames: int = 0
+    persons: int = 0
+    elapsed_s: float = 0.0
+    times: StageTimes = field(default_factory=StageTimes)
+    shards: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
+
+    def add(self, outcome: Outcome) -> None:
+        self.frames += outcome.frames
+        self.times.add(outcome.times)
+        if outcome.prepared is None:
+            self.failures.append((outcome.sample.sample_id, outcome.reason))
+        elif outcome.prepared.status == "no_person":
+            self.no_person += 1
+        else:
+            self.ok += 1
+            self.persons += int(outcome.prepared.num_persons)
+
+
+# --- the samples of a run -------------------------------------------------------------------------------------
+
+def find_videos(input_dir: Path) -> list[Path]:
+    """Video files under `input_dir` (recursively, by extension, case-insensitive; hidden files skipped), sorted."""
+    return sorted(path for path in input_dir.rglob("*") if path.is_file() and not path.name.startswith(".")
+                  and path.suffix.lower() in VIDEO_EXTENSIONS)
+
+
+def list_samples(input_dir: Path, dataset: str, *, labels_dir: Path | None = None,
+                 list_file: Path | None = None) -> tuple[list[tuple[Sample, Path]], list[Rejected]]:
+    """The samples of a run, each with its video file, and the names that could not be used, with why.
+
+    ntu60 / ntu120 / toyota: the video files under `input_dir`, parsed by name. pku_mmd: the videos `NNNN-V.*`
+    cut into clips by their label files in `labels_dir`. generic: the `path,label` CSV `list_file` (paths relative
+    to `input_dir`) or, without it, one sub-folder per class. For the other datasets `list_file` restricts the
+    run to the names it lists (one per line). Samples come back sorted by sample_id.
+    """
+    if not input_dir.is_dir():
+        raise EpamError(f"{input_dir}: not a folder of videos")
+    rejected: list[Rejected] = []
+    found: list[tuple[Sample, Path]] = []
+    if dataset == "generic":
+        scan = scan_generic(list_file if list_file is not None else input_dir)
+        rejected.extend(scan.rejected)
+        for sample in scan.samples:
+            found.append((sample, input_dir / sample.path))
+    else:
+        videos = find_videos(input_dir)
+        if list_file is not None:
+            wanted = {normalize_name(name) for name in read_names(list_file)}
+            videos = [video for video in videos if normalize_name(video.name) in wanted]
+        by_name: dict[str, Path] = {}
+        for video in videos:
+            key = normalize_name(video.name) if dataset == "pku_mmd" else video.name
+            if key in by_name:
+                rejected.append(Rejected(str(video.relative_to(input_dir)), f"same name as {by_name[key]}; left out"))
+                continue
+            by_name[key] = video
+        scan = scan_names(dataset, list(by_name), labels_dir=labels_dir)
+        rejected.extend(scan.rejected)
+        stems = {normalize_name(name): path for name, path in by_name.items()}
+        for sample in scan.samples:
+            video = by_name.get(sample.path) or stems.get(sample.video or sample.sample_id) \
+                or stems.get(normalize_name(sample.sample_id))
+            if video is None:
+                rejected.append(Rejected(sample.sample_id, f"no video file found for {sample.sample_id}"))
+                continue
+            found.append((sample, video))
+    seen: dict[str, Path] = {}
+    unique = []
+    for sample, video in sorted(found, key=lambda item: item[0].sample_id):
+        if sample.sample_id in seen:
+            rejected.append(Rejected(str(video), f"same sample id {sample.sample_id!r} as {seen[sample.sample_id]}"))
+            continue
+        seen[sample.sample_id] = video
+        unique.append((dataclasses.replace(sample, path=video.relative_to(input_dir).as_posix()), video))
+    return unique, rejected
+
+
+def parse_part(text: str) -> tuple[int, int]:
+    """`--part i/n` (1-based, as SLURM array indices usually are: 1/4 .. 4/4) -> ShardWriter's 0-based (i-1, n)."""
+    try:
+        index, count = (int(value) for value in text.split("/"))
+    except ValueError:
+        raise EpamError(f"--part {text!r}: expected i/n with 1 <= i <= n, e.g. 1/4") from None
+    if not 1 <= index <= count:
+        raise EpamError(f"--part {text!r}: expected i/n with 1 <= i <= n (1-based), e.g. 1/{max(count, 1)}")
+    return index - 1, count
+
+
+def select_part(items: list[Any], part: tuple[int, int] | None, key: Callable[[Any], str]) -> list[Any]:
+    """Part (i, n) (0-based) of `items`: every n-th item from the i-th, in sorted order of `key` (the sample id).
+
+    Deterministic for the same inputs on every machine, balanced to one sample, and the parts cover every item
+    exactly once. A sample that moves to another part when the input list changes is still skipped there,
+    because `done_ids` sees the finished shards of every part.
+    """
+    ordered = sorted(items, key=key)
+    return ordered if part is None else ordered[part[0]::part[1]]
+
+
+# --- one sample -----------------------------------------------------------------------------------------------
+
+_local = threading.local()  # per worker process, and per thread where a Dask worker runs several
+
+
+def _limit_threads() -> None:
+    """One compute thread per worker: the parallelism is one process per video (blazepose.py's measurements)."""
+    if getattr(_local, "limited", False):
+        return
+    for name in THREAD_ENV:
+        os.environ.setdefault(name, "1")
+    import sys
+
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:
+        pass
+    _local.limited = True
+
+
+def _backend(options: ExtractOptions, max_persons: int) -> Any:
+    """This process's (thread's) pose backend tracking `max_persons` persons, made on first use and kept: it
+    holds tflite interpreters, which can be neither pickled nor shared between threads."""
+    cache = getattr(_local, "backends", None)
+    if cache is None:
+        cache = _local.backends = {}
+    key = (options.backend, max_persons, options.detect_every)
+    if key not in cache:
+        cache[key] = load_backend(options.backend, max_persons=max_persons, detect_every=options.detect_every)
+    return cache[key]
+
+
+def _frame_indices(spec: VideoSpec, num_frames: int) -> np.ndarray:
+    sample = spec.sample
+    start = sample.start_frame if sample.start_frame is not None else 0
+    end = sample.end_frame if sample.end_frame is not None else num_frames - 1
+    if end >= num_frames or start > end:
+        raise VideoDecodeError(f"{spec.path}: clip {sample.sample_id} asks for frames {start}-{end} (0-based, "
+                               f"inclusive) but the video has {num_frames} frames (0-{num_frames - 1}); check the "
+                               "label file against the video")
+    return np.arange(start, end + 1, spec.options.frame_stride, dtype=np.int64)
+
+
+def _timed(chunks: Iterator[np.ndarray], times: StageTimes) -> Iterator[np.ndarray]:
+    """The chunks of a decoder, with the time spent decoding them added to `times.decode`."""
+    while True:
+        start = time.perf_counter()
+        try:
+            chunk = next(chunks)
+        except StopIteration:
+            return
+        finally:
+            times.decode += time.perf_counter() - start
+        yield chunk
+
+
+def _prefetch(chunks: Iterator[np.ndarray], depth: int = 2) -> Iterator[np.ndarray]:
+    """The chunks of a decoder, decoded up to `depth` chunks ahead in a thread, so that decoding (decord releases
+    the GIL) overlaps the pose model of the previous chunk. Errors reach the caller at the chunk where they
+    happened; a caller that stops early stops the thread."""
+    import queue
+
+    done, stop = object(), threading.Event()
+    ready: queue.Queue[Any] = queue.Queue(maxsize=depth)
+
+    def decode() -> None:
+        try:
+            for chunk in chunks:
+                while not stop.is_set():
+                    try:
+                        ready.put(chunk, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            ready.put(done)
+        except BaseException as err:  # noqa: BLE001 (handed to the consumer, which raises it)
+            ready.put(err)
+
+    thread = threading.Thread(target=decode, name="epam-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = ready.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def _heatmap_volumes(keypoints: np.ndarray, scores: np.ndarray, box: CropBox, options: ExtractOptions
+                     ) -> dict[str, np.ndarray]:
+    """uint8 [T, C, S, S] volumes rendered on the crop canvas: keypoints mapped into the box, then to S x S.
+
+    Quantised as round(value * 255): values lie in [0, 1], so the error is at most 1/510 per pixel.
+    """
+    size = options.heatmap_size
+    canvas = resize_keypoints(crop_keypoints(keypoints, box), box.canvas_hw, (size, size))
+    volumes = {}
+    for kind in options.heatmaps:
+        volume = render(canvas, scores, (size, size), kind=kind, sigma=options.heatmap_sigma)
+        volumes[f"{kind}_heatmaps"] = np.rint(np.clip(volume, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return volumes
+
+
+def prepare_video(spec: VideoSpec, *, times: StageTimes | None = None) -> PreparedSample:
+    """Decode, pose, persons, crops and heatmaps of one sample (module docstring). Raises VideoDecodeError
+    (or another EpamError) when the sample cannot be prepared; `times` collects seconds per stage."""
+    times = times if times is not None else StageTimes()
+    options, sample = spec.options, spec.sample
+    start = time.perf_counter()
+    info = probe_video(spec.path)
+    times.decode += time.perf_counter() - start
+    indices = _frame_indices(spec, info.num_frames)
+    max_persons = default_max_persons(sample, options.max_persons)
+    backend = _backend(options, max_persons)
+    backend.reset()
+    height, width = info.frame_hw
+    hold = options.rgb_size is not None and len(indices) * height * width * 3 <= options.frame_budget_bytes
+    held: list[np.ndarray] = []
+    poses = []
+    decoded = iter_frames(spec.path, indices, chunk_size=options.chunk_size)
+    for chunk in _timed(_prefetch(decoded) if options.prefetch else decoded, times):
+        start = time.perf_counter()
+        poses.extend(backend.estimate(chunk))
+        times.pose += time.perf_counter() - start
+        if hold:
+            held.append(chunk)
+    if len(poses) != len(indices):
+        raise EpamError(f"{spec.path}: decoded {len(poses)} of {len(indices)} frames")  # decoder contract broken
+    tracks = select_persons(poses, max_persons)
+    scores = tracks.scores.astype(np.float16)
+    box = person_box(tracks.keypoints, scores, info.frame_hw)
+    status = "ok" if box is not None and tracks.present.any() else "no_person"
+    box = box or whole_frame_box(info.frame_hw)
+    jpegs = None
+    if options.rgb_size is not None:
+        frames = held if hold else _timed(iter_frames(spec.path, indices, chunk_size=options.chunk_size), times)
+        start = time.perf_counter()
+        jpegs = [encode_jpeg(crop_frame(frame, box, options.rgb_size), options.jpeg_quality)
+                 for chunk in frames for frame in chunk]
+        times.crop += time.perf_counter() - start
+    held.clear()
+    start = time.perf_counter()
+    volumes = _heatmap_volumes(tracks.keypoints, scores.astype(np.float32), box, options) if options.heatmaps else {}
+    times.heatmaps += time.perf_counter() - start
+    extra: dict[str, Any] = {"max_persons": max_persons, "frame_stride": options.frame_stride}
+    if options.heatmaps:
+        extra.update(heatmap_size=options.heatmap_size, heatmap_sigma=options.heatmap_sigma)
+    return PreparedSample(
+        sample=sample, keypoints=tracks.keypoints, scores=scores, boxes=tracks.boxes, frame_indices=indices,
+        total_frames=info.num_frames, original_hw=info.frame_hw, fps=info.fps, rgb=jpegs,
+        crop_box=(box.x0, box.y0, box.x1, box.y1), num_person_raw=tracks.num_person_raw, source=spec.source,
+        status=status, extra=extra, **volumes)
+
+
+def run_spec(spec: VideoSpec) -> Outcome:
+    """`prepare_video` that never raises: a failure becomes an Outcome with the reason, so one bad video cannot
+    stop the run."""
+    times = StageTimes()
+    try:
+        prepared = prepare_video(spec, times=times)
+    except EpamError as err:
+        return Outcome(spec.sample, spec.source, None, reason=str(err), times=times)
+    except Exception as err:  # noqa: BLE001 (a bug or a library error on one video must not end the run)
+        return Outcome(spec.sample, spec.source, None, reason=f"{type(err).__name__}: {err}", times=times)
+    return Outcome(spec.sample, spec.source, prepared, frames=prepared.num_frames, times=times)
+
+
+def _run_in_worker(spec: VideoSpec) -> Outcome:
+    """What joblib and Dask workers execute: `run_spec` with one compute thread in the worker process."""
+    _limit_threads()
+    return run_spec(spec)
+
+
+# --- the run ---------------------------------------------------------------------------------------------------
+
+def _results(specs: list[VideoSpec], jobs: int, dask_address: str | None) -> Iterator[Outcome]:
+    """Outcomes as the samples complete: in this process (jobs 1), joblib's process pool, or a Dask cluster."""
+    if dask_address is None and jobs == 1:
+        yield from map(run_spec, specs)
+        return
+    from joblib import Parallel, delayed, parallel_config
+
+    tasks = (delayed(_run_in_worker)(spec) for spec in specs)
+    if dask_address is not None:
+        try:
+            from distributed import Client
+        except ImportError:
+            raise EpamError("--dask needs dask and distributed: pip install 'epam[dask]'") from None
+        try:
+            client = Client(dask_address, timeout="20s")
+        except (OSError, TimeoutError) as err:
+            raise EpamError(f"--dask {dask_address}: cannot connect to the scheduler ({err})") from None
+        try:
+            with parallel_config(backend="dask"):
+                yield from Parallel(n_jobs=-1, batch_size=1, return_as="generator_unordered")(tasks)
+        finally:
+            client.close()
+        return
+    parallel = Parallel(n_jobs=jobs, backend="loky", batch_size=1, inner_max_num_threads=1,
+                        return_as="generator_unordered")
+    yield from parallel(tasks)
+
+
+def extract_dataset(
+        input_dir: str | Path, out_dir: str | Path, dataset: str, *, options: ExtractOptions = ExtractOptions(),
+        jobs: int = 1, part: tuple[int, int] | None = None, samples_per_shard: int = 256,
+        labels_dir: Path | None = None, list_file: Path | None = None, dask_address: str | None = None,
+        limit: int | None = None, on_start: Callable[[int], None] | None = None,
+        on_result: Callable[[Outcome], None] | None = None, info: dict[str, Any] | None = None,
+) -> ExtractReport:
+    """Prepare every sample of `input_dir` not yet in `out_dir` (see the module docstring). Safe to re-run.
+
+    part: (i, n), 0-based, as `ShardWriter` takes it (the CLI's `--part` is 1-based). limit: only the first
+    `limit` samples (in sample-id order, before the part split). on_start(pending) and on_result(outcome) let
+    the caller draw progress. Raises EpamError for problems with the run itself (bad folder, options that
+    differ from those the folder was made with); problems with single samples end up in the report.
+    """
+    input_dir, out_dir = Path(input_dir), Path(out_dir)
+    if jobs < 1:
+        raise EpamError(f"--jobs must be at least 1, got {jobs}")
+    started = time.perf_counter()
+    samples, rejected = list_samples(input_dir, dataset, labels_dir=labels_dir, list_file=list_file)
+    report = ExtractReport(out_dir=out_dir, listed=len(samples), rejected=rejected)
+    if limit is not None:
+        samples = samples[:limit]
+    samples = select_part(samples, part, key=lambda item: item[0].sample_id)
+    report.in_part = len(samples)
+    backend = load_backend(options.backend, max_persons=1)  # fails early, in one line, if it cannot run here
+    write_dataset_json(out_dir, dataset, options.dataset_options(backend.model_ids), info=info)
+    del backend
+    done = done_ids(out_dir)
+    specs = [VideoSpec(sample, str(video), sample.path, options) for sample, video in samples
+             if sample.sample_id not in done]
+    report.already_done = len(samples) - len(specs)
+    _write_rejected(out_dir, rejected)
+    if on_start is not None:
+        on_start(len(specs))
+    with ShardWriter(out_dir, samples_per_shard=samples_per_shard, part=part) as writer:
+        for outcome in _results(specs, jobs, dask_address):
+            if outcome.prepared is not None:
+                writer.write(outcome.prepared)
+            else:
+                writer.fail(outcome.sample, outcome.reason)
+            report.add(outcome)
+            if on_result is not None:
+                on_result(outcome)
+    report.shards = list(writer.shards_finished)
+    report.elapsed_s = time.perf_counter() - started
+    return report
+
+
+def _write_rejected(out_dir: Path, rejected: Iterable[Rejected]) -> None:
+    """`<out>/rejected.csv`: the input names no sample came from, with why (rewritten by every run)."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["name", "reason"])
+    writer.writerows((item.name, " ".join(item.reason.split())) for item in rejected)
+    tmp = out_dir / f".rejected.csv.{os.getpid()}.tmp"
+    tmp.write_text(buffer.getvalue(), encoding="utf-8")
+    os.replace(tmp, out_dir / "rejected.csv")
