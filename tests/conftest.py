@@ -187,3 +187,15 @@ def write_person_clip(path: Path, *, num_frames: int = PERSON_CLIP_FRAMES, canva
 def person_clip(tmp_path_factory: pytest.TempPathFactory, pyav: object) -> Path:
     """`write_person_clip` once per session: a real video of a real person that needs no ../shared."""
     return write_person_clip(tmp_path_factory.mktemp("person") / "astronaut.mp4")
+
+
+@pytest.fixture
+def single_torch_thread():
+    """The model tests use small tensors: with 2 OpenMP threads fork/join dominates, and on a busy 2-core machine a
+    forward that takes 30 ms on one thread took 1-4 s. One thread keeps them fast and steady; restored afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

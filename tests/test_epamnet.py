@@ -20,14 +20,7 @@ POSE_SMALL = (2, 17, 12, 16, 16)       # -> 2 x 2 features, 12 pose steps for 4 
 TINY_RGB = (2, 3, 4, 32, 32)           # tiny_epam: -> 4 x 4, as POSE_SMALL
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """These tensors are small: with 2 OpenMP threads, fork/join dominates, and on a busy 2-core machine a forward
-    that takes 30 ms on one thread took 1-4 s. One thread keeps the suite fast and steady; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def tiny_epam(num_classes: int = 3, layout: str = "frames") -> EpamNet:

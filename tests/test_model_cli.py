@@ -10,14 +10,7 @@ from epam_model.cli import app
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """These tensors are small: with 2 OpenMP threads, fork/join dominates, and on a busy 2-core machine a forward
-    that takes 30 ms on one thread took 1-4 s. One thread keeps the suite fast and steady; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def test_model_info_prints_the_paper_figures() -> None:

@@ -13,14 +13,7 @@ BUILDERS = {"rgb": xshiftnet_rgb, "pose": xshiftnet_pose}
 SMALL_INPUTS = {"rgb": (2, 3, 4, 64, 64), "pose": (2, 17, 6, 16, 16)}     # both reduce to 2 x 2 feature maps
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """These tensors are small: with 2 OpenMP threads, fork/join dominates, and on a busy 2-core machine a forward
-    that takes 30 ms on one thread took 1-4 s. One thread keeps the suite fast and steady; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def shift_reference(clip: torch.Tensor, fold_div: int) -> torch.Tensor:
