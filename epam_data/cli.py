@@ -311,7 +311,8 @@ def info(
     for column in ("label", "subject", "camera", "setup", "view"):
         if column in index and (index[column] != "").any():
             rows.append((f"per {column}", _counts(index[column])))
-    manifests = sorted((dataset_dir / "manifests").glob("*.csv"))
+    manifests = sorted(path for path in (dataset_dir / "manifests").glob("*.csv")  # <protocol>_<split>.csv only
+                       if not path.stem.endswith("_classes") and path.stem != "rejected")
     if manifests:
         rows.append(("splits", ", ".join(f"{path.stem}: {len(pd.read_csv(path, dtype=str))}" for path in manifests)))
     rows.append(("size on disk", f"{size / 2**20:.1f} MiB in {len(shards)} shard(s)"

@@ -139,19 +139,13 @@ def pyav() -> object:
 
 def person_photo() -> np.ndarray:
     """The astronaut photograph as uint8 [512, 512, 3] RGB; skips when scikit-image's files are not installed."""
-    from importlib import metadata
-
-    import av
+    from epam_data.errors import EpamError
+    from epam_data.synth import person_photo as read_photo
 
     try:
-        dist = metadata.distribution("scikit-image")
-    except metadata.PackageNotFoundError:
-        pytest.skip("needs the astronaut photo from scikit-image's wheel: pip install --no-deps scikit-image")
-    path = next((dist.locate_file(f) for f in dist.files or () if str(f) == "skimage/data/astronaut.png"), None)
-    if path is None:
-        pytest.skip("this scikit-image wheel has no skimage/data/astronaut.png")
-    with av.open(str(path)) as container:
-        return next(container.decode(video=0)).to_ndarray(format="rgb24")
+        return read_photo()
+    except EpamError as err:
+        pytest.skip(str(err))
 
 
 PERSON_CLIP_FRAMES = 16
@@ -164,23 +158,11 @@ def write_person_clip(path: Path, *, num_frames: int = PERSON_CLIP_FRAMES, canva
 
     Frame i shows the photo's top-left corner at (8 + i * dx, 8 + i * dy) on a (480, 640) canvas.
     """
-    import av
+    from epam_data.synth import write_photo_clip
 
     photo = person_photo()[::4, ::4].repeat(3, 0).repeat(3, 1)  # 384x384: nearest-neighbour, exact and cheap
-    height, width = canvas_hw
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": "18"}
-        for index in range(num_frames):
-            canvas = np.full((height, width, 3), 128, np.uint8)
-            x0, y0 = 8 + index * step[0], 8 + index * step[1]
-            canvas[y0:y0 + photo.shape[0], x0:x0 + photo.shape[1]] = photo[:height - y0, :width - x0]
-            for packet in stream.encode(av.VideoFrame.from_ndarray(canvas, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    return write_photo_clip(path, photo, num_frames=num_frames, canvas_hw=canvas_hw, origin=(8, 8), step=step,
+                            fps=fps, crf=18)
 
 
 @pytest.fixture(scope="session")

@@ -399,3 +399,13 @@ def test_info_and_verify_on_broken_folders(astronaut_out: Path, tmp_path: Path) 
     result = runner.invoke(app, ["verify", str(astronaut_out)])
     assert result.exit_code == 0 and "ok, 2 samples" in result.output
     assert os.path.getsize(astronaut_out / "dataset.json") > 0
+
+
+def test_info_lists_split_manifests_only(astronaut_out: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "with_splits"
+    shutil.copytree(astronaut_out, folder)
+    assert runner.invoke(app, ["splits", str(folder)]).exit_code == 0
+    result = runner.invoke(app, ["info", str(folder)], terminal_width=400)
+    assert result.exit_code == 0, result.output
+    assert "xsub_train: " in result.output and "xview_test: " in result.output
+    assert "_classes" not in result.output and "rejected" not in result.output
