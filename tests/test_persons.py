@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from epam_data.datasets import parse_sample_id
-from epam_data.persons import PersonTracks, default_max_persons, select_persons
+from epam_data.persons import PersonTracks, default_max_persons, select_persons, stitch_tracks
 from epam_data.pose import FramePoses
 
 
@@ -107,3 +109,80 @@ def test_bad_input() -> None:
 ])
 def test_default_max_persons(name: str, dataset: str, override: int | None, expected: int) -> None:
     assert default_max_persons(parse_sample_id(dataset, name), override) == expected
+
+
+# --- stitching broken tracks ---------------------------------------------------------------------------------------
+
+def walker(track_id: int, frame: int, x: float, score: float = 0.9) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """A 50 x 100 px person whose box starts at x: keypoints hold the frame index, so slots can be checked."""
+    keypoints = np.stack([np.full(17, x + 25.0), np.full(17, float(frame))], axis=1).astype(np.float32)
+    box = np.array([x, 100, x + 50, 200, score], np.float32)
+    return track_id, keypoints, np.full(17, score, np.float32), box
+
+
+def scene(pieces: list[tuple[int, range, float, float]], num_frames: int) -> list[FramePoses]:
+    """pieces: (track id, frames, x at the first frame, x step per frame)."""
+    frames = []
+    for t in range(num_frames):
+        here = [walker(tid, t, x0 + step * (t - span.start)) for tid, span, x0, step in pieces if t in span]
+        frames.append(frame_of(*here))
+    return frames
+
+
+def test_broken_track_is_stitched_into_one_slot() -> None:
+    # person A walks right at 2 px a frame and is lost twice (tracks 0, 2, 5); person B stands at x=400 (1, 4)
+    walk = [(0, range(0, 20), 0.0, 2.0), (2, range(25, 50), 50.0, 2.0), (5, range(60, 80), 120.0, 2.0)]
+    stand = [(1, range(0, 30), 400.0, 0.0), (4, range(40, 80), 400.0, 0.0)]
+    frames = scene(walk + stand, 80)
+    assert stitch_tracks(frames) == {0: 0, 1: 1, 2: 0, 4: 1, 5: 0}
+    result = select_persons(frames, max_persons=2)
+    assert result.track_ids.tolist() == [1, 0] and result.num_person_raw == 5  # B: 70 frames, A: 65
+    walking = np.isin(np.arange(80), np.r_[0:20, 25:50, 60:80])
+    standing = ~np.isin(np.arange(80), np.r_[30:40])
+    assert result.present[0].tolist() == standing.tolist() and result.present[1].tolist() == walking.tolist()
+    # each slot stays on its person
+    assert np.all(result.keypoints[0, standing, 0, 0] == 425) and np.all(result.keypoints[1, walking, 0, 0] < 300)
+    unstitched = select_persons(frames, max_persons=2, max_gap=-1)
+    assert unstitched.present.sum() < result.present.sum() - 40
+
+
+def test_no_stitch_across_a_long_gap_a_jump_or_an_overlap() -> None:
+    far_in_time = scene([(0, range(0, 10), 0.0, 0.0), (1, range(45, 60), 0.0, 0.0)], 60)  # 34 frames unseen
+    assert stitch_tracks(far_in_time) == {0: 0, 1: 1}
+    assert stitch_tracks(far_in_time, max_gap=40) == {0: 0, 1: 0}
+    far_away = scene([(0, range(0, 10), 0.0, 0.0), (1, range(12, 20), 300.0, 0.0)], 20)  # 300 px / 71 px box
+    assert stitch_tracks(far_away) == {0: 0, 1: 1}
+    overlapping = scene([(0, range(0, 10), 0.0, 0.0), (1, range(9, 20), 5.0, 0.0)], 20)
+    assert stitch_tracks(overlapping) == {0: 0, 1: 1}
+    # a track joins the nearer of two chains that ended
+    two_ends = scene([(0, range(0, 10), 0.0, 0.0), (1, range(0, 10), 60.0, 0.0), (2, range(12, 20), 55.0, 0.0)], 20)
+    assert stitch_tracks(two_ends) == {0: 0, 1: 1, 2: 1}
+
+
+@pytest.fixture(scope="module")
+def arm_wrestling_poses(media_dir: Path) -> list[FramePoses]:
+    from epam_data.pose import PoseBackendError, load_backend
+    from epam_data.video import read_frames
+
+    try:
+        backend = load_backend("blazepose", max_persons=2)
+    except PoseBackendError as err:
+        pytest.skip(f"blazepose cannot run here: {err}")
+    return backend.estimate(read_frames(media_dir / "arm_wrestling_340x256.mp4", np.arange(0, 280, 2)))
+
+
+def test_stitching_on_the_real_close_up(arm_wrestling_poses: list[FramePoses]) -> None:
+    """The arm wrestlers are close up and cut off by the frame, so the tracker keeps losing them. Stitched, the
+    two slots hold someone in far more frames, and the two slots stay two different people."""
+    counts = np.array([len(p) for p in arm_wrestling_poses])
+    whole = select_persons(arm_wrestling_poses, max_persons=2, max_gap=-1)
+    stitched = select_persons(arm_wrestling_poses, max_persons=2)
+    print(f"raw: >=1 person in {np.mean(counts >= 1):.0%}, 2 in {np.mean(counts >= 2):.0%} of frames; slots filled "
+          f"{whole.present.mean():.0%} whole tracks vs {stitched.present.mean():.0%} stitched "
+          f"({whole.num_person_raw} tracks)")
+    assert whole.num_person_raw >= 6
+    assert stitched.present.mean() >= whole.present.mean() + 0.1
+    assert stitched.present.any(0).mean() >= 0.8
+    both = stitched.present.all(0)
+    hips = stitched.keypoints[:, both][:, :, [11, 12]].mean(2)  # [2, frames with both, 2]
+    assert both.sum() >= 5 and np.median(np.linalg.norm(hips[0] - hips[1], axis=-1)) > 30
