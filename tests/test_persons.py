@@ -131,8 +131,8 @@ def scene(pieces: list[tuple[int, range, float, float]], num_frames: int) -> lis
 
 def test_broken_track_is_stitched_into_one_slot() -> None:
     # person A walks right at 2 px a frame and is lost twice (tracks 0, 2, 5); person B stands at x=400 (1, 4)
-    walk = [(0, range(0, 20), 0.0, 2.0), (2, range(25, 50), 50.0, 2.0), (5, range(60, 80), 120.0, 2.0)]
-    stand = [(1, range(0, 30), 400.0, 0.0), (4, range(40, 80), 400.0, 0.0)]
+    walk = [(0, range(20), 0.0, 2.0), (2, range(25, 50), 50.0, 2.0), (5, range(60, 80), 120.0, 2.0)]
+    stand = [(1, range(30), 400.0, 0.0), (4, range(40, 80), 400.0, 0.0)]
     frames = scene(walk + stand, 80)
     assert stitch_tracks(frames) == {0: 0, 1: 1, 2: 0, 4: 1, 5: 0}
     result = select_persons(frames, max_persons=2)
@@ -147,15 +147,15 @@ def test_broken_track_is_stitched_into_one_slot() -> None:
 
 
 def test_no_stitch_across_a_long_gap_a_jump_or_an_overlap() -> None:
-    far_in_time = scene([(0, range(0, 10), 0.0, 0.0), (1, range(45, 60), 0.0, 0.0)], 60)  # 34 frames unseen
+    far_in_time = scene([(0, range(10), 0.0, 0.0), (1, range(45, 60), 0.0, 0.0)], 60)  # 34 frames unseen
     assert stitch_tracks(far_in_time) == {0: 0, 1: 1}
     assert stitch_tracks(far_in_time, max_gap=40) == {0: 0, 1: 0}
-    far_away = scene([(0, range(0, 10), 0.0, 0.0), (1, range(12, 20), 300.0, 0.0)], 20)  # 300 px / 71 px box
+    far_away = scene([(0, range(10), 0.0, 0.0), (1, range(12, 20), 300.0, 0.0)], 20)  # 300 px / 71 px box
     assert stitch_tracks(far_away) == {0: 0, 1: 1}
-    overlapping = scene([(0, range(0, 10), 0.0, 0.0), (1, range(9, 20), 5.0, 0.0)], 20)
+    overlapping = scene([(0, range(10), 0.0, 0.0), (1, range(9, 20), 5.0, 0.0)], 20)
     assert stitch_tracks(overlapping) == {0: 0, 1: 1}
     # a track joins the nearer of two chains that ended
-    two_ends = scene([(0, range(0, 10), 0.0, 0.0), (1, range(0, 10), 60.0, 0.0), (2, range(12, 20), 55.0, 0.0)], 20)
+    two_ends = scene([(0, range(10), 0.0, 0.0), (1, range(10), 60.0, 0.0), (2, range(12, 20), 55.0, 0.0)], 20)
     assert stitch_tracks(two_ends) == {0: 0, 1: 1, 2: 1}
 
 
