@@ -18,6 +18,8 @@ from epam_data.errors import EpamError
 from epam_data.splits import SplitReport, make_splits, read_names, scan_index
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from epam_data.extract import ExtractReport
 
 __all__ = ["app"]
@@ -137,6 +139,33 @@ def render(
                   soft_wrap=True, highlight=False, markup=False)
 
 
+@app.command()
+def synth(
+        out: Annotated[Path, typer.Argument(help="Dataset folder to create (or complete, with the same options).")],
+        classes: Annotated[int, typer.Option(help="Classes, each a motion of a stick figure (1-16).")] = 4,
+        samples: Annotated[int, typer.Option(help="Samples in all; sample n has class n % classes.")] = 48,
+        frames: Annotated[int, typer.Option(help="Frames per sample.")] = 40,
+        rgb_size: Annotated[int, typer.Option(help="Side of the stored square RGB crops, in pixels.")] = 64,
+        seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same dataset.")] = 0,
+        heatmaps: Annotated[str, typer.Option(
+            help="Also store uint8 heatmap volumes: joint, limb or joint,limb.")] = "",
+) -> None:
+    """Write a small synthetic prepared dataset (shards, index, manifests synth_train/synth_test) for smoke runs."""
+    from epam_data.synth import make_synth_dataset
+
+    try:
+        folder = make_synth_dataset(out, classes=classes, samples=samples, frames=frames, rgb_size=rgb_size,
+                                    seed=seed, heatmaps=_heatmap_kinds(heatmaps))
+    except EpamError as err:
+        raise fail(str(err)) from None
+    manifests = folder / "manifests"
+    console.print(f"{folder}: {samples} synthetic samples of {classes} classes in {folder / 'shards'}, index "
+                  f"{folder / 'index.csv'}", soft_wrap=True, highlight=False, markup=False)
+    console.print(f"manifests: {manifests / 'synth_train.csv'}, {manifests / 'synth_test.csv'}, "
+                  f"{manifests / 'synth_classes.csv'} (protocol 'synth')", soft_wrap=True, highlight=False,
+                  markup=False)
+
+
 # --- extract, info, verify ---------------------------------------------------------------------------------------
 
 def _heatmap_kinds(text: str) -> tuple[str, ...]:
@@ -154,12 +183,14 @@ def _command_info() -> dict[str, object]:
             "epam": __version__}
 
 
-def print_extract_report(report: ExtractReport) -> None:
+def print_extract_report(report: ExtractReport, command: str = "extract",
+                         listed: str = "video samples listed") -> None:
+    """The summary table of a run of `extract` or `import-pyskl` (same loop, same report), then what went wrong."""
     seconds = max(report.elapsed_s, 1e-9)
-    table = Table(title=f"extract: {report.out_dir}")
+    table = Table(title=f"{command}: {report.out_dir}")
     table.add_column("", justify="left")
     table.add_column("count", justify="right")
-    rows = [("video samples listed", report.listed), ("names left out (rejected.csv)", len(report.rejected)),
+    rows = [(listed, report.listed), ("names left out (rejected.csv)", len(report.rejected)),
             ("samples in this part", report.in_part), ("already done, skipped", report.already_done),
             ("written, status ok", report.ok), ("written, no person found", report.no_person),
             ("failed (failures.csv)", report.failed), ("frames processed", report.frames),
@@ -182,12 +213,51 @@ def print_extract_report(report: ExtractReport) -> None:
         console.print(f"  ... {len(report.failures) - MAX_LISTED} more in {report.out_dir / 'failures.csv'}")
 
 
+def _with_progress(command: str, run: Callable[..., ExtractReport]) -> ExtractReport:
+    """`run(on_start=..., on_result=...)` under a progress bar on stderr (samples done, frames/s, time left): the
+    callbacks that `extract_dataset` and `import_pyskl` take, drawn the same way for both."""
+    import time
+
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    progress = Progress(TextColumn(f"[bold]{command}[/bold]"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[fps]} frames/s"), TimeElapsedColumn(), TimeRemainingColumn(),
+                        console=err_console)
+    state = {"frames": 0, "start": 0.0}
+
+    def on_start(pending: int) -> None:
+        state["start"] = time.perf_counter()
+        state["task"] = progress.add_task(command, total=pending, fps="-")
+
+    def on_result(outcome: object) -> None:
+        state["frames"] += outcome.frames  # type: ignore[attr-defined]
+        fps = state["frames"] / max(time.perf_counter() - state["start"], 1e-9)
+        progress.update(state["task"], advance=1, fps=f"{fps:.1f}")
+
+    with progress:
+        return run(on_start=on_start, on_result=on_result)
+
+
+def _backend_options(**given: object) -> tuple[tuple[str, str], ...]:
+    """The pose-backend options given on the command line, as ExtractOptions.backend_options: (name, text) pairs."""
+    return tuple((name, str(value)) for name, value in given.items() if value is not None)
+
+
 @app.command()
 def extract(
         input_dir: Annotated[Path, typer.Argument(help="Folder of raw videos (searched recursively).")],
         dataset: Annotated[str, typer.Option("--dataset", "-d", help=f"One of {', '.join(DATASET_NAMES)}.")],
         out: Annotated[Path, typer.Option("--out", "-o", help="Dataset folder to create or resume.")],
-        backend: Annotated[str, typer.Option(help="Pose backend: blazepose (offline) or mmlab.")] = "blazepose",
+        backend: Annotated[str, typer.Option(
+            help="Pose backend: blazepose (offline default), mmlab (mmdet + mmpose) or blazepose+mmpose "
+                 "(BlazePose boxes, mmpose keypoints); mmlab ones need scripts/install_mmlab.sh.")] = "blazepose",
         max_persons: Annotated[Optional[int], typer.Option(
             help="Persons kept per sample (default: 2 for NTU mutual actions, else 1).")] = None,
         jobs: Annotated[int, typer.Option("--jobs", "-j", help="Videos prepared in parallel (processes).")] = 1,
@@ -209,20 +279,32 @@ def extract(
         dask: Annotated[Optional[str], typer.Option(
             help="Run on this Dask scheduler (tcp://host:8786) through joblib's dask backend.")] = None,
         limit: Annotated[Optional[int], typer.Option(help="Only the first N samples (by sample id).")] = None,
+        det_config: Annotated[Optional[str], typer.Option(
+            help="mmlab: detector, a name (faster-rcnn-person, the default; faster-rcnn, rtmdet-m, rtmdet-tiny), an "
+                 "mmdet config file, or a config path inside mmdet.")] = None,
+        det_checkpoint: Annotated[Optional[str], typer.Option(
+            help="mmlab: detector weights, a .pth file or URL (default: the named model's published weights).")
+        ] = None,
+        pose_config: Annotated[Optional[str], typer.Option(
+            help="mmlab, blazepose+mmpose: top-down pose model, a name (hrnet-w32, the default; rtmpose-m), an mmpose "
+                 "config file, or a config path inside mmpose.")] = None,
+        pose_checkpoint: Annotated[Optional[str], typer.Option(
+            help="mmlab, blazepose+mmpose: pose weights, a .pth file or URL (default: the published weights).")
+        ] = None,
+        det_score_thr: Annotated[Optional[float], typer.Option(
+            help="mmlab: keep person boxes scoring at least this (default 0.7, PYSKL's).")] = None,
+        det_area_thr: Annotated[Optional[float], typer.Option(
+            help="mmlab: keep person boxes of at least this many px^2 (default 1600, PYSKL's).")] = None,
+        device: Annotated[Optional[str], typer.Option(
+            help="mmlab, blazepose+mmpose: cpu, cuda or cuda:N (default: cuda when torch sees one).")] = None,
+        threads: Annotated[Optional[int], typer.Option(
+            help="mmlab, blazepose+mmpose: torch CPU threads per process (default: the usable cores; 1 per "
+                 "worker with --jobs).")] = None,
 ) -> None:
     """Detect and track people, estimate COCO-17 poses, crop RGB and write HDF5 shards. Safe to re-run.
 
     Exit code 1 when any sample failed (listed in OUT/failures.csv; a re-run retries them), else 0.
     """
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
     from epam_data.extract import ExtractOptions, extract_dataset, parse_part
 
     try:
@@ -232,36 +314,90 @@ def extract(
             raise EpamError(f"{input_dir}: not a folder of videos")
         options = ExtractOptions(backend=backend, max_persons=max_persons, rgb_size=None if no_rgb else rgb_size,
                                  jpeg_quality=jpeg_quality, frame_stride=frame_stride,
-                                 heatmaps=_heatmap_kinds(heatmaps), heatmap_size=heatmap_size)
+                                 heatmaps=_heatmap_kinds(heatmaps), heatmap_size=heatmap_size,
+                                 backend_options=_backend_options(
+                                     det_config=det_config, det_checkpoint=det_checkpoint, pose_config=pose_config,
+                                     pose_checkpoint=pose_checkpoint, det_score_thr=det_score_thr,
+                                     det_area_thr=det_area_thr, device=device, threads=threads))
         part_index = parse_part(part) if part is not None else None
-        progress = Progress(TextColumn("[bold]extract[/bold]"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.fields[fps]} frames/s"), TimeElapsedColumn(), TimeRemainingColumn(),
-                            console=err_console)
-        state = {"frames": 0, "start": 0.0}
-
-        def on_start(pending: int) -> None:
-            import time
-
-            state["start"] = time.perf_counter()
-            state["task"] = progress.add_task("extract", total=pending, fps="-")
-
-        def on_result(outcome: object) -> None:
-            import time
-
-            state["frames"] += outcome.frames  # type: ignore[attr-defined]
-            fps = state["frames"] / max(time.perf_counter() - state["start"], 1e-9)
-            progress.update(state["task"], advance=1, fps=f"{fps:.1f}")
-
-        with progress:
-            report = extract_dataset(input_dir, out, dataset, options=options, jobs=jobs, part=part_index,
-                                     samples_per_shard=samples_per_shard, labels_dir=labels, list_file=list_file,
-                                     dask_address=dask, limit=limit, on_start=on_start, on_result=on_result,
-                                     info=_command_info())
+        report = _with_progress("extract", lambda **callbacks: extract_dataset(
+            input_dir, out, dataset, options=options, jobs=jobs, part=part_index, samples_per_shard=samples_per_shard,
+            labels_dir=labels, list_file=list_file, dask_address=dask, limit=limit, info=_command_info(),
+            **callbacks))
     except (EpamError, ValueError) as err:
         raise fail(str(err)) from None
     print_extract_report(report)
     if report.failed:
         raise typer.Exit(code=1)
+
+
+@app.command("import-pyskl")
+def import_pyskl(
+        pkl: Annotated[Path, typer.Argument(help="PYSKL / MMAction2 annotation pickle (e.g. ntu60_hrnet.pkl).")],
+        dataset: Annotated[str, typer.Option("--dataset", "-d", help=f"One of {', '.join(DATASET_NAMES)}.")],
+        out: Annotated[Path, typer.Option("--out", "-o", help="Dataset folder to create or resume.")],
+        videos: Annotated[Optional[Path], typer.Option(
+            help="Folder of the videos (searched recursively, named by frame_dir): also store RGB crops.")] = None,
+        max_persons: Annotated[Optional[int], typer.Option(
+            help="Keep the N persons with the highest total score (default: all in the pickle).")] = None,
+        jobs: Annotated[int, typer.Option("--jobs", "-j", help="Samples prepared in parallel (processes).")] = 1,
+        part: Annotated[Optional[str], typer.Option(
+            help="Do part i of n (1-based: 1/4 .. 4/4); parts share --out.")] = None,
+        rgb_size: Annotated[int, typer.Option(help="Side of the stored square RGB crops (with --videos).")] = 256,
+        jpeg_quality: Annotated[int, typer.Option(help="JPEG quality of the crops (1-100).")] = 90,
+        heatmaps: Annotated[str, typer.Option(
+            help="Also store uint8 heatmap volumes: joint, limb or joint,limb.")] = "",
+        heatmap_size: Annotated[int, typer.Option(help="Side of the stored heatmap canvas.")] = 56,
+        samples_per_shard: Annotated[int, typer.Option(help="Samples per HDF5 shard.")] = 256,
+        dask: Annotated[Optional[str], typer.Option(
+            help="Run on this Dask scheduler (tcp://host:8786) through joblib's dask backend.")] = None,
+        limit: Annotated[Optional[int], typer.Option(help="Only the first N annotations (by sample id).")] = None,
+) -> None:
+    """Import a PYSKL / MMAction2 pose pickle (read without running code) into shards and split manifests.
+
+    Safe to re-run. Exit code 1 when any sample failed (e.g. its video is missing; listed in OUT/failures.csv).
+    """
+    from epam_data.extract import ExtractOptions, parse_part
+    from epam_data.pyskl import import_pyskl as run_import
+
+    try:
+        options = ExtractOptions(backend="pyskl", max_persons=max_persons, rgb_size=rgb_size,
+                                 jpeg_quality=jpeg_quality, heatmaps=_heatmap_kinds(heatmaps),
+                                 heatmap_size=heatmap_size)
+        part_index = parse_part(part) if part is not None else None
+        report = _with_progress("import-pyskl", lambda **callbacks: run_import(
+            pkl, out, dataset, videos_dir=videos, options=options, jobs=jobs, part=part_index,
+            samples_per_shard=samples_per_shard, dask_address=dask, limit=limit, info=_command_info(), **callbacks))
+    except (EpamError, ValueError) as err:
+        raise fail(str(err)) from None
+    print_extract_report(report, "import-pyskl", listed="annotations listed")
+    for name, (listed, written) in report.manifests.items():
+        console.print(f"manifest {name}: {written} of the {listed} ids in the pickle's split", highlight=False)
+    for note in report.notes:
+        console.print(f"[yellow]note:[/yellow] {note}", soft_wrap=True, highlight=False)
+    if report.failed:
+        raise typer.Exit(code=1)
+
+
+@app.command("export-pyskl")
+def export_pyskl(
+        dataset_dir: Annotated[Path, typer.Argument(help="Prepared dataset folder (the one with index.csv).")],
+        out: Annotated[Path, typer.Option("--out", "-o", help="Pickle to write (e.g. ntu60_epam.pkl).")],
+) -> None:
+    """Write a prepared dataset as a PYSKL / MMAction2 annotation pickle: poses, labels, splits from manifests/."""
+    from epam_data.pyskl import export_pyskl as run_export
+
+    try:
+        report = run_export(dataset_dir, out)
+    except (EpamError, OSError) as err:
+        raise fail(str(err)) from None
+    for sample_id, reason in report.skipped[:MAX_LISTED]:
+        console.print(f"[yellow]left out:[/yellow] {sample_id}: {reason}", soft_wrap=True, highlight=False)
+    for note in report.notes:
+        console.print(f"[yellow]note:[/yellow] {note}", soft_wrap=True, highlight=False)
+    splits = ", ".join(f"{name} {count}" for name, count in report.splits.items()) or "none"
+    console.print(f"{report.path}: {report.annotations} annotations; splits: {splits}", soft_wrap=True,
+                  highlight=False, markup=False)
 
 
 def _counts(values: object, limit: int = 30) -> str:

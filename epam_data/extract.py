@@ -8,6 +8,9 @@ square box around them (`epam_data.crops`) and optionally renders uint8 heatmap 
 worker processes (`--jobs`), on a Dask cluster (`--dask`) or in one `--part i/n` job of a cluster array. Only
 `extract_dataset`, in the main process, writes: results stream back as they complete (joblib's
 `return_as="generator_unordered"`) into the single `ShardWriter`, so memory holds a few samples, not the run.
+That loop, `run_samples`, takes the per-sample function as an argument: `epam-data import-pyskl` (`epam_data.pyskl`)
+runs its own per-sample function through it, with the same resume, `--part`, failure and progress rules, and uses
+the same crop box, crops and heatmaps (`sample_box`, `crop_jpegs`, `heatmap_volumes`).
 
 What PYSKL / MMAction2 get wrong and we do not (anchors.md 1.2, 2.2, 8): all frames of a video held in RAM
 (we hold at most one chunk, plus the kept frames of one sample when they fit `frame_budget_bytes`, else the
@@ -28,10 +31,10 @@ import dataclasses
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -46,11 +49,14 @@ from epam_data.shards import PreparedSample, ShardWriter, done_ids, write_datase
 from epam_data.splits import read_names
 from epam_data.video import iter_frames, probe_video
 
-__all__ = ["HEATMAP_KINDS", "ExtractOptions", "ExtractReport", "Outcome", "VideoSpec", "extract_dataset",
-           "find_videos", "list_samples", "parse_part", "prepare_video", "run_spec", "select_part"]
+__all__ = ["HEATMAP_KINDS", "ExtractOptions", "ExtractReport", "Outcome", "StageTimes", "Task", "VideoSpec",
+           "check_jobs", "crop_jpegs", "extract_dataset", "find_videos", "heatmap_volumes", "list_samples",
+           "parse_part", "prepare_video", "run_samples", "run_spec", "run_task", "sample_box", "select_part",
+           "write_rejected"]
 
 HEATMAP_KINDS = ("joint", "limb")
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+RUNTIME_BACKEND_OPTIONS = ("device", "threads", "det_batch", "pose_batch")  # not recorded in dataset.json
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,10 @@ class ExtractOptions:
     chunk_size: int = 8  # 8 frames of 1080p = 50 MB; 64-frame chunks decoded 2x slower here (page faults)
     frame_budget_bytes: int = 768 << 20
     prefetch: bool = True
+    # (name, value) pairs for the backend's constructor (`epam_data.pose.load_backend`), e.g. mmlab's det_config,
+    # pose_checkpoint, device; values are strings, as the CLI gives them. dataset.json records all but
+    # RUNTIME_BACKEND_OPTIONS (where the models run, not which models run: a run resumed elsewhere may change them).
+    backend_options: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         unknown = [kind for kind in self.heatmaps if kind not in HEATMAP_KINDS]
@@ -102,7 +112,28 @@ class ExtractOptions:
                                                                        CROP_MIN_SCORE, "square": True},
                 "heatmaps": list(self.heatmaps), "heatmap_size": self.heatmap_size if self.heatmaps else None,
                 "heatmap_sigma": self.heatmap_sigma if self.heatmaps else None,
-                "heatmap_quantisation": "uint8 = round(value * 255)" if self.heatmaps else None}
+                "heatmap_quantisation": "uint8 = round(value * 255)" if self.heatmaps else None,
+                **self._recorded_backend_options()}
+
+    def _recorded_backend_options(self) -> dict[str, Any]:
+        """{"pose_backend_options": {...}} without the runtime-only ones; {} when none (older dataset.json files)."""
+        recorded = {name: value for name, value in self.backend_options if name not in RUNTIME_BACKEND_OPTIONS}
+        return {"pose_backend_options": recorded} if recorded else {}
+
+
+class Task(Protocol):
+    """What the run loop needs of a unit of work (a `VideoSpec`, a `pyskl.AnnotationSpec`): the sample it makes and
+    where it comes from, for failures.csv. Whatever else it holds travels to the worker that prepares it."""
+
+    @property
+    def sample(self) -> Sample: ...
+
+    @property
+    def source(self) -> str: ...
+
+
+TaskT = TypeVar("TaskT", bound=Task)
+Prepare = Callable[..., PreparedSample]  # prepare(task, *, times: StageTimes) -> PreparedSample; module-level
 
 
 @dataclass(frozen=True)
@@ -286,9 +317,10 @@ def _backend(options: ExtractOptions, max_persons: int) -> Any:
     cache = getattr(_local, "backends", None)
     if cache is None:
         cache = _local.backends = {}
-    key = (options.backend, max_persons, options.detect_every)
+    key = (options.backend, max_persons, options.detect_every, options.backend_options)
     if key not in cache:
-        cache[key] = load_backend(options.backend, max_persons=max_persons, detect_every=options.detect_every)
+        cache[key] = load_backend(options.backend, max_persons=max_persons, detect_every=options.detect_every,
+                                  **dict(options.backend_options))
     return cache[key]
 
 
@@ -355,8 +387,23 @@ def _prefetch(chunks: Iterator[np.ndarray], depth: int = 2) -> Iterator[np.ndarr
         thread.join(timeout=5)
 
 
-def _heatmap_volumes(keypoints: np.ndarray, scores: np.ndarray, box: CropBox, options: ExtractOptions
-                     ) -> dict[str, np.ndarray]:
+def sample_box(keypoints: np.ndarray, scores: np.ndarray, frame_hw: tuple[int, int]) -> tuple[CropBox, bool]:
+    """The RGB crop box of a sample (`crops.person_box` over its kept persons) and whether anyone was seen in it;
+    the whole frame (`crops.whole_frame_box`) when nobody was. scores: float16 [M, T, 17], as the shard stores them,
+    so that a sample read back from a shard gives the same box."""
+    box = person_box(keypoints, scores, frame_hw)
+    return (box, True) if box is not None else (whole_frame_box(frame_hw), False)
+
+
+def crop_jpegs(chunks: Iterable[np.ndarray], box: CropBox, options: ExtractOptions) -> list[bytes]:
+    """JPEG bytes of every frame of `chunks` (uint8 [t, H, W, 3] each) cut to `box` and resized to rgb_size."""
+    assert options.rgb_size is not None
+    return [encode_jpeg(crop_frame(frame, box, options.rgb_size), options.jpeg_quality)
+            for chunk in chunks for frame in chunk]
+
+
+def heatmap_volumes(keypoints: np.ndarray, scores: np.ndarray, box: CropBox, options: ExtractOptions
+                    ) -> dict[str, np.ndarray]:
     """uint8 [T, C, S, S] volumes rendered on the crop canvas: keypoints mapped into the box, then to S x S.
 
     Quantised as round(value * 255): values lie in [0, 1], so the error is at most 1/510 per pixel.
@@ -397,19 +444,17 @@ def prepare_video(spec: VideoSpec, *, times: StageTimes | None = None) -> Prepar
         raise EpamError(f"{spec.path}: decoded {len(poses)} of {len(indices)} frames")  # decoder contract broken
     tracks = select_persons(poses, max_persons)
     scores = tracks.scores.astype(np.float16)
-    box = person_box(tracks.keypoints, scores, info.frame_hw)
-    status = "ok" if box is not None and tracks.present.any() else "no_person"
-    box = box or whole_frame_box(info.frame_hw)
+    box, seen = sample_box(tracks.keypoints, scores, info.frame_hw)
+    status = "ok" if seen and tracks.present.any() else "no_person"
     jpegs = None
     if options.rgb_size is not None:
         frames = held if hold else _timed(iter_frames(spec.path, indices, chunk_size=options.chunk_size), times)
         start = time.perf_counter()
-        jpegs = [encode_jpeg(crop_frame(frame, box, options.rgb_size), options.jpeg_quality)
-                 for chunk in frames for frame in chunk]
+        jpegs = crop_jpegs(frames, box, options)
         times.crop += time.perf_counter() - start
     held.clear()
     start = time.perf_counter()
-    volumes = _heatmap_volumes(tracks.keypoints, scores.astype(np.float32), box, options) if options.heatmaps else {}
+    volumes = heatmap_volumes(tracks.keypoints, scores.astype(np.float32), box, options) if options.heatmaps else {}
     times.heatmaps += time.perf_counter() - start
     extra: dict[str, Any] = {"max_persons": max_persons, "frame_stride": options.frame_stride}
     if options.heatmaps:
@@ -421,35 +466,49 @@ def prepare_video(spec: VideoSpec, *, times: StageTimes | None = None) -> Prepar
         status=status, extra=extra, **volumes)
 
 
-def run_spec(spec: VideoSpec) -> Outcome:
-    """`prepare_video` that never raises: a failure becomes an Outcome with the reason, so one bad video cannot
+def run_task(prepare: Prepare, task: Task) -> Outcome:
+    """`prepare(task)` that never raises: a failure becomes an Outcome with the reason, so one bad sample cannot
     stop the run."""
     times = StageTimes()
     try:
-        prepared = prepare_video(spec, times=times)
+        prepared = prepare(task, times=times)
     except EpamError as err:
-        return Outcome(spec.sample, spec.source, None, reason=str(err), times=times)
-    except Exception as err:  # noqa: BLE001 (a bug or a library error on one video must not end the run)
-        return Outcome(spec.sample, spec.source, None, reason=f"{type(err).__name__}: {err}", times=times)
-    return Outcome(spec.sample, spec.source, prepared, frames=prepared.num_frames, times=times)
+        return Outcome(task.sample, task.source, None, reason=str(err), times=times)
+    except Exception as err:  # noqa: BLE001 (a bug or a library error on one sample must not end the run)
+        return Outcome(task.sample, task.source, None, reason=f"{type(err).__name__}: {err}", times=times)
+    return Outcome(task.sample, task.source, prepared, frames=prepared.num_frames, times=times)
 
 
-def _run_in_worker(spec: VideoSpec) -> Outcome:
-    """What joblib and Dask workers execute: `run_spec` with one compute thread in the worker process."""
+def run_spec(spec: VideoSpec) -> Outcome:
+    """`prepare_video` that never raises (`run_task`)."""
+    return run_task(prepare_video, spec)
+
+
+def _run_in_worker(prepare: Prepare, task: Task) -> Outcome:
+    """What joblib and Dask workers execute: `run_task` with one compute thread in the worker process."""
     _limit_threads()
-    return run_spec(spec)
+    return run_task(prepare, task)
 
 
 # --- the run ---------------------------------------------------------------------------------------------------
 
-def _results(specs: list[VideoSpec], jobs: int, dask_address: str | None) -> Iterator[Outcome]:
-    """Outcomes as the samples complete: in this process (jobs 1), joblib's process pool, or a Dask cluster."""
+def check_jobs(jobs: int) -> None:
+    """Refuse `--jobs` below 1 before any slow work starts (listing videos, loading a pickle)."""
+    if jobs < 1:
+        raise EpamError(f"--jobs must be at least 1, got {jobs}")
+
+
+def _results(tasks: Sequence[Task], prepare: Prepare, jobs: int, dask_address: str | None) -> Iterator[Outcome]:
+    """Outcomes as the samples complete: in this process (jobs 1), joblib's process pool, or a Dask cluster.
+
+    Each worker receives one task (pickled by joblib, one at a time as workers free up), never the whole list.
+    """
     if dask_address is None and jobs == 1:
-        yield from map(run_spec, specs)
+        yield from (run_task(prepare, task) for task in tasks)
         return
     from joblib import Parallel, delayed, parallel_config
 
-    tasks = (delayed(_run_in_worker)(spec) for spec in specs)
+    calls = (delayed(_run_in_worker)(prepare, task) for task in tasks)
     if dask_address is not None:
         try:
             from distributed import Client
@@ -461,13 +520,46 @@ def _results(specs: list[VideoSpec], jobs: int, dask_address: str | None) -> Ite
             raise EpamError(f"--dask {dask_address}: cannot connect to the scheduler ({err})") from None
         try:
             with parallel_config(backend="dask"):
-                yield from Parallel(n_jobs=-1, batch_size=1, return_as="generator_unordered")(tasks)
+                yield from Parallel(n_jobs=-1, batch_size=1, return_as="generator_unordered")(calls)
         finally:
             client.close()
         return
     parallel = Parallel(n_jobs=jobs, backend="loky", batch_size=1, inner_max_num_threads=1,
                         return_as="generator_unordered")
-    yield from parallel(tasks)
+    yield from parallel(calls)
+
+
+def run_samples(
+        tasks: Sequence[TaskT], prepare: Prepare, out_dir: Path, report: ExtractReport,
+        *, jobs: int = 1, part: tuple[int, int] | None = None, samples_per_shard: int = 256,
+        dask_address: str | None = None, on_start: Callable[[int], None] | None = None,
+        on_result: Callable[[Outcome], None] | None = None,
+) -> ExtractReport:
+    """The run loop of `extract` and `import-pyskl`: this part's tasks not yet in finished shards -> `prepare` in
+    workers -> the one ShardWriter (failures to failures.csv) -> `report`, which it fills and returns.
+
+    `prepare(task, *, times)` is a module-level function of one task (so that joblib and Dask can send it by name)
+    that returns a PreparedSample or raises; the caller has written dataset.json already. part: (i, n), 0-based.
+    """
+    check_jobs(jobs)
+    tasks = select_part(list(tasks), part, key=lambda task: task.sample.sample_id)
+    report.in_part = len(tasks)
+    done = done_ids(out_dir)
+    pending = [task for task in tasks if task.sample.sample_id not in done]
+    report.already_done = len(tasks) - len(pending)
+    if on_start is not None:
+        on_start(len(pending))
+    with ShardWriter(out_dir, samples_per_shard=samples_per_shard, part=part) as writer:
+        for outcome in _results(pending, prepare, jobs, dask_address):
+            if outcome.prepared is not None:
+                writer.write(outcome.prepared)
+            else:
+                writer.fail(outcome.sample, outcome.reason)
+            report.add(outcome)
+            if on_result is not None:
+                on_result(outcome)
+    report.shards = list(writer.shards_finished)
+    return report
 
 
 def extract_dataset(
@@ -485,40 +577,25 @@ def extract_dataset(
     differ from those the folder was made with); problems with single samples end up in the report.
     """
     input_dir, out_dir = Path(input_dir), Path(out_dir)
-    if jobs < 1:
-        raise EpamError(f"--jobs must be at least 1, got {jobs}")
+    check_jobs(jobs)
     started = time.perf_counter()
     samples, rejected = list_samples(input_dir, dataset, labels_dir=labels_dir, list_file=list_file)
     report = ExtractReport(out_dir=out_dir, listed=len(samples), rejected=rejected)
     if limit is not None:
         samples = samples[:limit]
-    samples = select_part(samples, part, key=lambda item: item[0].sample_id)
-    report.in_part = len(samples)
-    backend = load_backend(options.backend, max_persons=1)  # fails early, in one line, if it cannot run here
+    backend = load_backend(options.backend, max_persons=1,  # fails early, in one line, if it cannot run here
+                           **dict(options.backend_options))
     write_dataset_json(out_dir, dataset, options.dataset_options(backend.model_ids), info=info)
     del backend
-    done = done_ids(out_dir)
-    specs = [VideoSpec(sample, str(video), sample.path, options) for sample, video in samples
-             if sample.sample_id not in done]
-    report.already_done = len(samples) - len(specs)
-    _write_rejected(out_dir, rejected)
-    if on_start is not None:
-        on_start(len(specs))
-    with ShardWriter(out_dir, samples_per_shard=samples_per_shard, part=part) as writer:
-        for outcome in _results(specs, jobs, dask_address):
-            if outcome.prepared is not None:
-                writer.write(outcome.prepared)
-            else:
-                writer.fail(outcome.sample, outcome.reason)
-            report.add(outcome)
-            if on_result is not None:
-                on_result(outcome)
-    report.shards = list(writer.shards_finished)
+    write_rejected(out_dir, rejected)
+    specs = [VideoSpec(sample, str(video), sample.path, options) for sample, video in samples]
+    run_samples(specs, prepare_video, out_dir, report, jobs=jobs, part=part, samples_per_shard=samples_per_shard,
+                dask_address=dask_address, on_start=on_start, on_result=on_result)
     report.elapsed_s = time.perf_counter() - started
     return report
 
 
-def _write_rejected(out_dir: Path, rejected: Iterable[Rejected]) -> None:
+def write_rejected(out_dir: Path, rejected: Iterable[Rejected]) -> None:
     """`<out>/rejected.csv`: the input names no sample came from, with why (rewritten by every run)."""
     import csv
     import io
