@@ -278,6 +278,8 @@ def extract(
         samples_per_shard: Annotated[int, typer.Option(help="Samples per HDF5 shard.")] = 256,
         dask: Annotated[Optional[str], typer.Option(
             help="Run on this Dask scheduler (tcp://host:8786) through joblib's dask backend.")] = None,
+        ray: Annotated[Optional[str], typer.Option(
+            help="Run on this Ray cluster: auto, ray://host:10001, or local (start one here).")] = None,
         limit: Annotated[Optional[int], typer.Option(help="Only the first N samples (by sample id).")] = None,
         det_config: Annotated[Optional[str], typer.Option(
             help="mmlab: detector, a name (faster-rcnn-person, the default; faster-rcnn, rtmdet-m, rtmdet-tiny), an "
@@ -322,7 +324,7 @@ def extract(
         part_index = parse_part(part) if part is not None else None
         report = _with_progress("extract", lambda **callbacks: extract_dataset(
             input_dir, out, dataset, options=options, jobs=jobs, part=part_index, samples_per_shard=samples_per_shard,
-            labels_dir=labels, list_file=list_file, dask_address=dask, limit=limit, info=_command_info(),
+            labels_dir=labels, list_file=list_file, dask_address=dask, ray_address=ray, limit=limit, info=_command_info(),
             **callbacks))
     except (EpamError, ValueError) as err:
         raise fail(str(err)) from None
@@ -351,6 +353,8 @@ def import_pyskl(
         samples_per_shard: Annotated[int, typer.Option(help="Samples per HDF5 shard.")] = 256,
         dask: Annotated[Optional[str], typer.Option(
             help="Run on this Dask scheduler (tcp://host:8786) through joblib's dask backend.")] = None,
+        ray: Annotated[Optional[str], typer.Option(
+            help="Run on this Ray cluster: auto, ray://host:10001, or local (start one here).")] = None,
         limit: Annotated[Optional[int], typer.Option(help="Only the first N annotations (by sample id).")] = None,
 ) -> None:
     """Import a PYSKL / MMAction2 pose pickle (read without running code) into shards and split manifests.
@@ -367,7 +371,8 @@ def import_pyskl(
         part_index = parse_part(part) if part is not None else None
         report = _with_progress("import-pyskl", lambda **callbacks: run_import(
             pkl, out, dataset, videos_dir=videos, options=options, jobs=jobs, part=part_index,
-            samples_per_shard=samples_per_shard, dask_address=dask, limit=limit, info=_command_info(), **callbacks))
+            samples_per_shard=samples_per_shard, dask_address=dask, ray_address=ray, limit=limit, info=_command_info(),
+            **callbacks))
     except (EpamError, ValueError) as err:
         raise fail(str(err)) from None
     print_extract_report(report, "import-pyskl", listed="annotations listed")

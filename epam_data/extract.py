@@ -5,9 +5,10 @@ decodes the sample's frames in chunks (`epam_data.video.iter_frames`), runs the 
 tracking carried across chunks, keeps the best M persons (`epam_data.persons`), cuts every kept frame to one
 square box around them (`epam_data.crops`) and optionally renders uint8 heatmap volumes on that crop
 (`epam_data.heatmaps`). It never touches the output folder, so it runs unchanged in this process, in joblib's
-worker processes (`--jobs`), on a Dask cluster (`--dask`) or in one `--part i/n` job of a cluster array. Only
-`extract_dataset`, in the main process, writes: results stream back as they complete (joblib's
-`return_as="generator_unordered"`) into the single `ShardWriter`, so memory holds a few samples, not the run.
+worker processes (`--jobs`), on a Dask or Ray cluster (`--dask`, `--ray`) or in one `--part i/n` job of a
+cluster array. Only `extract_dataset`, in the main process, writes: results stream back as they complete
+(joblib's `return_as="generator_unordered"`, Ray's `wait`) into the single `ShardWriter`, so memory holds a few
+samples, not the run.
 That loop, `run_samples`, takes the per-sample function as an argument: `epam-data import-pyskl` (`epam_data.pyskl`)
 runs its own per-sample function through it, with the same resume, `--part`, failure and progress rules, and uses
 the same crop box, crops and heatmaps (`sample_box`, `crop_jpegs`, `heatmap_volumes`).
@@ -498,11 +499,52 @@ def check_jobs(jobs: int) -> None:
         raise EpamError(f"--jobs must be at least 1, got {jobs}")
 
 
-def _results(tasks: Sequence[Task], prepare: Prepare, jobs: int, dask_address: str | None) -> Iterator[Outcome]:
-    """Outcomes as the samples complete: in this process (jobs 1), joblib's process pool, or a Dask cluster.
+def _ray_results(tasks: Sequence[Task], prepare: Prepare, address: str) -> Iterator[Outcome]:
+    """Outcomes from a Ray cluster ("auto", "ray://head:10001", or "local" for one started here), as they complete.
+
+    Ray's own task API rather than its joblib backend: that backend cannot stream results (joblib refuses
+    return_as="generator" for it), so every prepared sample would sit in memory until the last one finished.
+    At most two tasks per cluster CPU are in flight, so the driver holds a bounded number of results.
+    """
+    try:
+        import ray
+    except ImportError:
+        raise EpamError("--ray needs ray: pip install 'epam[ray]'") from None
+    try:
+        ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        raise EpamError(f"--ray {address}: cannot connect to the cluster ({_one_line(str(err))})") from None
+    try:
+        remote = ray.remote(num_cpus=1)(_run_in_worker)
+        in_flight = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+        pending: list[Any] = []
+        for task in tasks:
+            pending.append(remote.remote(prepare, task))
+            while len(pending) >= in_flight:
+                done, pending = ray.wait(pending, num_returns=1)
+                yield from ray.get(done)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            yield from ray.get(done)
+    finally:
+        ray.shutdown()
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:300]
+
+
+def _results(tasks: Sequence[Task], prepare: Prepare, jobs: int, dask_address: str | None,
+             ray_address: str | None = None) -> Iterator[Outcome]:
+    """Outcomes as the samples complete: in this process (jobs 1), joblib's process pool, a Dask or a Ray cluster.
 
     Each worker receives one task (pickled by joblib, one at a time as workers free up), never the whole list.
     """
+    if dask_address is not None and ray_address is not None:
+        raise EpamError("--dask and --ray: choose one cluster")
+    if ray_address is not None:
+        yield from _ray_results(tasks, prepare, ray_address)
+        return
     if dask_address is None and jobs == 1:
         yield from (run_task(prepare, task) for task in tasks)
         return
@@ -532,8 +574,8 @@ def _results(tasks: Sequence[Task], prepare: Prepare, jobs: int, dask_address: s
 def run_samples(
         tasks: Sequence[TaskT], prepare: Prepare, out_dir: Path, report: ExtractReport,
         *, jobs: int = 1, part: tuple[int, int] | None = None, samples_per_shard: int = 256,
-        dask_address: str | None = None, on_start: Callable[[int], None] | None = None,
-        on_result: Callable[[Outcome], None] | None = None,
+        dask_address: str | None = None, ray_address: str | None = None,
+        on_start: Callable[[int], None] | None = None, on_result: Callable[[Outcome], None] | None = None,
 ) -> ExtractReport:
     """The run loop of `extract` and `import-pyskl`: this part's tasks not yet in finished shards -> `prepare` in
     workers -> the one ShardWriter (failures to failures.csv) -> `report`, which it fills and returns.
@@ -550,7 +592,7 @@ def run_samples(
     if on_start is not None:
         on_start(len(pending))
     with ShardWriter(out_dir, samples_per_shard=samples_per_shard, part=part) as writer:
-        for outcome in _results(pending, prepare, jobs, dask_address):
+        for outcome in _results(pending, prepare, jobs, dask_address, ray_address):
             if outcome.prepared is not None:
                 writer.write(outcome.prepared)
             else:
@@ -566,7 +608,7 @@ def extract_dataset(
         input_dir: str | Path, out_dir: str | Path, dataset: str, *, options: ExtractOptions = ExtractOptions(),
         jobs: int = 1, part: tuple[int, int] | None = None, samples_per_shard: int = 256,
         labels_dir: Path | None = None, list_file: Path | None = None, dask_address: str | None = None,
-        limit: int | None = None, on_start: Callable[[int], None] | None = None,
+        ray_address: str | None = None, limit: int | None = None, on_start: Callable[[int], None] | None = None,
         on_result: Callable[[Outcome], None] | None = None, info: dict[str, Any] | None = None,
 ) -> ExtractReport:
     """Prepare every sample of `input_dir` not yet in `out_dir` (see the module docstring). Safe to re-run.
@@ -590,7 +632,7 @@ def extract_dataset(
     write_rejected(out_dir, rejected)
     specs = [VideoSpec(sample, str(video), sample.path, options) for sample, video in samples]
     run_samples(specs, prepare_video, out_dir, report, jobs=jobs, part=part, samples_per_shard=samples_per_shard,
-                dask_address=dask_address, on_start=on_start, on_result=on_result)
+                dask_address=dask_address, ray_address=ray_address, on_start=on_start, on_result=on_result)
     report.elapsed_s = time.perf_counter() - started
     return report
 

@@ -496,7 +496,8 @@ def _ok_ids(out_dir: Path) -> set[str]:
 def import_pyskl(
         pkl: str | Path, out_dir: str | Path, dataset: str, *, videos_dir: str | Path | None = None,
         options: ExtractOptions | None = None, jobs: int = 1, part: tuple[int, int] | None = None,
-        samples_per_shard: int = 256, dask_address: str | None = None, limit: int | None = None,
+        samples_per_shard: int = 256, dask_address: str | None = None, ray_address: str | None = None,
+        limit: int | None = None,
         on_start: Callable[[int], None] | None = None, on_result: Callable[[Outcome], None] | None = None,
         info: dict[str, Any] | None = None,
 ) -> ImportReport:
@@ -527,7 +528,8 @@ def import_pyskl(
     write_dataset_json(out_dir, dataset, _dataset_options(options, pkl, videos is not None), info=info)
     write_rejected(out_dir, rejected)
     run_samples(specs, prepare_annotation, out_dir, report, jobs=jobs, part=part,
-                samples_per_shard=samples_per_shard, dask_address=dask_address, on_start=on_start,
+                samples_per_shard=samples_per_shard, dask_address=dask_address, ray_address=ray_address,
+                on_start=on_start,
                 on_result=on_result)
     samples = {spec.sample.sample_id: spec.sample for spec in specs}
     _write_split_manifests(pyskl, dataset, out_dir, samples, report)

@@ -324,6 +324,18 @@ def test_dask_local_cluster_gives_the_same_samples(astronaut_dir: Path, serial_o
     assert_same_samples(serial_out, tmp_path / "dask")
 
 
+def test_ray_local_cluster_gives_the_same_samples(astronaut_dir: Path, serial_out: Path, tmp_path: Path) -> None:
+    pytest.importorskip("ray", reason="the Ray path needs pip install 'epam[ray]'")
+    out = tmp_path / "ray"
+    result = runner.invoke(app, ["extract", str(astronaut_dir), "-d", "ntu60", "-o", str(out), "--no-rgb",
+                                 "--limit", "4", "--ray", "local"])
+    assert result.exit_code == 0, result.output
+    assert_same_samples(serial_out, out)
+    refused = runner.invoke(app, ["extract", str(astronaut_dir), "-d", "ntu60", "-o", str(tmp_path / "no"),
+                                  "--no-rgb", "--limit", "1", "--ray", "ray://127.0.0.1:9"])
+    assert refused.exit_code == 1 and "--ray ray://127.0.0.1:9" in refused.output
+
+
 # --- PKU-MMD frame ranges, generic folders ------------------------------------------------------------------------
 
 def test_pku_mmd_clips_decode_their_frame_range(astronaut_dir: Path, tmp_path: Path) -> None:
