@@ -222,28 +222,36 @@ def read_class_names(dataset_dir: str | Path, protocol: str) -> list[str]:
 # --- time: which frames ------------------------------------------------------------------------------------------
 
 def uniform_sample_frames(num_frames: int, clip_len: int = 48, *, train: bool,
-                          rng: np.random.Generator | None = None) -> np.ndarray:
+                          rng: np.random.Generator | None = None, clip: int = 0, num_clips: int = 1) -> np.ndarray:
     """PoseC3D's UniformSampleFrames for one clip: int64 [clip_len] positions in 0..num_frames-1 (paper.md note A).
 
     T >= 2 clip_len: one frame in each of clip_len equal segments; clip_len <= T < 2 clip_len: T - clip_len random
     gaps skipped; T < clip_len: consecutive frames from a start, wrapped modulo T. Training draws from `rng`;
     evaluation draws from numpy's legacy generator seeded with 255 for every call, which reproduces PYSKL's test
     indices exactly (PoseC3D quirk: it reseeds the global numpy generator per sample), with start 0 for short clips.
+    Multi-clip testing (evaluation only): clip k of num_clips is PYSKL's k-th clip, i.e. the (k+1)-th draw after
+    the reseed, and for short samples the start k * T // num_clips (k when T < num_clips); clip 0 of any num_clips
+    is the single test clip.
     """
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    if not 0 <= clip < num_clips:
+        raise ValueError(f"clip {clip} of {num_clips}: need 0 <= clip < num_clips")
     if train:
-        if rng is None:
-            raise ValueError("training sampling needs an rng")
-        def randint(high):
-            return rng.integers(0, high)
+        if rng is None or num_clips != 1:
+            raise ValueError("training draws one clip from an rng (rng given, num_clips 1)")
+        start = int(rng.integers(0, num_frames)) if num_frames < clip_len else 0
+        return _draw_clip(num_frames, clip_len, start, lambda high: rng.integers(0, high), rng.choice)
+    legacy = np.random.RandomState(TEST_SEED)
+    start = clip if num_frames < num_clips else clip * num_frames // num_clips
+    for _ in range(clip):  # PYSKL draws the clips one after the other from one reseed
+        _draw_clip(num_frames, clip_len, start, legacy.randint, legacy.choice)
+    return _draw_clip(num_frames, clip_len, start, legacy.randint, legacy.choice)
 
-        choice = rng.choice
-    else:
-        legacy = np.random.RandomState(TEST_SEED)
-        randint, choice = legacy.randint, legacy.choice
+
+def _draw_clip(num_frames: int, clip_len: int, start: int, randint, choice) -> np.ndarray:
+    """One UniformSampleFrames clip (the three cases of `uniform_sample_frames`); `start` serves short samples."""
     if num_frames < clip_len:
-        start = int(randint(num_frames)) if train else 0
         indices = np.arange(start, start + clip_len)
     elif num_frames < 2 * clip_len:
         chosen = choice(clip_len + 1, num_frames - clip_len, replace=False)
@@ -413,7 +421,7 @@ class ClipDataset(torch.utils.data.Dataset):
 
     def __init__(self, dataset_dir: str | Path, protocol: str, split: str, *, stream: str = "epam",
                  train: bool = False, config: ClipConfig = ClipConfig(), skip_bad: bool = False, seed: int = 0,
-                 render: str = "loader"):
+                 render: str = "loader", clip: int = 0, num_clips: int = 1):
         if stream not in STREAMS:
             raise DataConfigError(f"stream {stream!r}: choose one of {', '.join(STREAMS)}")
         if render not in ("loader", "device"):
@@ -423,10 +431,13 @@ class ClipDataset(torch.utils.data.Dataset):
                                   "'loader' only; training crops at random, so it renders from the keypoints")
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise DataConfigError(f"seed must be an integer >= 0, got {seed!r}")
+        if not 0 <= clip < num_clips or (train and num_clips != 1):
+            raise DataConfigError(f"clip {clip} of {num_clips}: need 0 <= clip < num_clips, and one clip in training")
         self.dataset_dir = Path(dataset_dir)
         self.protocol, self.split = protocol, split
         self.stream, self.train, self.config, self.render = stream, bool(train), config, render
         self.skip_bad, self.seed = skip_bad, seed
+        self.clip, self.num_clips = clip, num_clips
         self.manifest = manifest_path(self.dataset_dir, protocol, split)
         self.sample_ids, self.labels, _ = read_manifest(self.manifest)
         self.class_names = read_class_names(self.dataset_dir, protocol)
@@ -512,7 +523,8 @@ class ClipDataset(torch.utils.data.Dataset):
         want_rgb = self.stream in ("epam", "rgb")
         num_frames = self._frames_of[sample_id]
         rng = self._rng(position) if self.train else None
-        indices = uniform_sample_frames(num_frames, config.pose_frames, train=self.train, rng=rng)
+        indices = uniform_sample_frames(num_frames, config.pose_frames, train=self.train, rng=rng, clip=self.clip,
+                                        num_clips=self.num_clips)
         # One read for both streams: the keypoints of the 48 frames and the JPEGs of all of them (16 are decoded);
         # measured faster than a second read of the 16 JPEGs alone.
         pose = self.reader.read(sample_id, frames=indices, rgb=want_rgb, heatmaps=stored and want_pose)

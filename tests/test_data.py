@@ -79,6 +79,43 @@ def test_eval_indices_are_pyskl_test_indices(num_frames):
     assert np.array_equal(uniform_sample_frames(num_frames, 48, train=False), got)  # the same every time
 
 
+def pyskl_test_clips(num_frames, clip_len, num_clips):
+    """PYSKL's UniformSampleFrames._get_test_clips, transcribed: [num_clips, clip_len]."""
+    np.random.seed(255)
+    if num_frames < clip_len:
+        if num_frames < num_clips:
+            start_inds = list(range(num_clips))
+        else:
+            start_inds = [i * num_frames // num_clips for i in range(num_clips)]
+        inds = np.concatenate([np.arange(i, i + clip_len) for i in start_inds])
+    elif clip_len <= num_frames < clip_len * 2:
+        all_inds = []
+        for _ in range(num_clips):
+            basic = np.arange(clip_len)
+            inds = np.random.choice(clip_len + 1, num_frames - clip_len, replace=False)
+            offset = np.zeros(clip_len + 1, dtype=np.int64)
+            offset[inds] = 1
+            all_inds.append(basic + np.cumsum(offset)[:-1])
+        inds = np.concatenate(all_inds)
+    else:
+        bids = np.array([i * num_frames // clip_len for i in range(clip_len + 1)])
+        all_inds = [bids[:clip_len] + np.random.randint(np.diff(bids)) for _ in range(num_clips)]
+        inds = np.concatenate(all_inds)
+    return np.mod(inds, num_frames).reshape(num_clips, clip_len)
+
+
+@pytest.mark.parametrize("num_frames", [3, 20, 60, 150])
+def test_multi_clip_eval_indices_are_pyskl_test_clips(num_frames):
+    expected = pyskl_test_clips(num_frames, 48, num_clips=5)
+    got = np.stack([uniform_sample_frames(num_frames, 48, train=False, clip=k, num_clips=5) for k in range(5)])
+    assert np.array_equal(got, expected)
+    assert np.array_equal(got[0], uniform_sample_frames(num_frames, 48, train=False))  # clip 0 = the single clip
+    if num_frames >= 48:
+        assert len({row.tobytes() for row in got}) == 5
+    with pytest.raises(ValueError, match="clip 5 of 5"):
+        uniform_sample_frames(num_frames, 48, train=False, clip=5, num_clips=5)
+
+
 @pytest.mark.parametrize("num_frames", [20, 60, 150])
 def test_train_indices_follow_the_rules(num_frames):
     draws = [uniform_sample_frames(num_frames, 48, train=True, rng=np.random.default_rng(seed)) for seed in range(20)]

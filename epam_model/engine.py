@@ -1,0 +1,1033 @@
+"""Training and evaluation loops for EPAM-Net and its single streams (paper.md 1.6, 4.2).
+
+`train(config)` reads like one page, as nanoGPT's loop does: set up (devices, DDP, data, model, optimiser), resume,
+then per epoch: cosine lr per iteration, AMP step with gradient clipping at 40, validation, metrics row, checkpoint.
+`evaluate(...)` rebuilds the model from a checkpoint alone, scores a split (optionally several clips per video and
+flipped inputs) and writes metrics.json, a per-class CSV, a confusion-matrix PNG and the raw logits for later fusion.
+
+The recipe follows the authors' joint fine-tuning (paper.md 4.2): SGD, momentum 0.9, weight decay 3e-4 on every
+parameter, lr = 0.001 x total batch / 16, CosineAnnealingLR stepped every iteration to 0, no warm-up, clip-grad 40,
+loss = CE(rgb logits) + CE(pose logits). Two things differ on purpose:
+- validation under DDP scores every sample exactly once (the authors' DistributedSampler pads the test set and
+  averages per batch, so some samples count twice): rank r takes indices r::world, results are gathered, and the
+  merge checks that each index arrived once;
+- a checkpoint holds everything needed to continue bit for bit (RNG states of every rank included) and only plain
+  containers, numbers, strings and tensors, so it loads with `torch.load(weights_only=True)`.
+
+Runs go through torchrun for several GPUs or nodes: `torchrun --nproc_per_node 4 -m epam_model.cli train ...`;
+WORLD_SIZE, RANK and LOCAL_RANK come from the environment (nccl on CUDA, gloo on CPU). Only rank 0 writes files.
+"""
+
+import atexit
+import contextlib
+import csv
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from epam_data.errors import EpamError
+from epam_model.epamnet import STREAMS, CheckpointError, build_model, load_stream_weights, load_weights
+from epam_model.metrics import confusion_matrix, per_class_table, summarize
+
+__all__ = [
+    "AMP_MODES", "RENDER_MODES", "SELECT_METRICS", "TrainConfig", "DistEnv", "TrainResult", "Scores", "EvalResult",
+    "load_yaml_config", "resolve_train_config", "init_distributed", "resolve_device", "save_checkpoint",
+    "load_checkpoint", "find_checkpoint", "build_from_checkpoint", "forward_heads", "predict", "train", "evaluate",
+    "draw_confusion_png",
+]
+
+AMP_MODES: tuple[str, ...] = ("off", "bf16", "fp16")
+RENDER_MODES: tuple[str, ...] = ("auto", "loader", "device")
+SELECT_METRICS: tuple[str, ...] = ("auto", "top1", "mean_class_acc")
+HEATMAP_KINDS: tuple[str, ...] = ("joint", "limb", "both")
+CHECKPOINT_FORMAT = "epam-train-checkpoint"
+CHECKPOINT_VERSION = 1
+METRICS_COLUMNS = ("epoch", "lr", "train_loss", "train_top1", "val_top1", "val_mean_class_acc", "clips_per_s",
+                   "data_wait", "seconds")
+# Options that change how a run is executed, not what it computes: they may differ when a run is resumed.
+RUN_ONLY_FIELDS = frozenset({"dataset_dir", "out", "workers", "device", "progress", "init_rgb", "init_pose",
+                             "eval_batch_size", "deterministic"})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every option of a training run; the paper's recipe by default (paper.md 2, 4.2). Stored in each checkpoint.
+
+    batch_size is per process (the authors ran 2 GPUs x 12); lr None means 0.001 x batch_size x world size / 16.
+    render "auto" renders heatmaps on the GPU when training on one, in the loader workers otherwise.
+    select_metric "auto" keeps the best checkpoint by mean class accuracy on Toyota Smarthome (dataset.json says
+    "toyota"), by top-1 elsewhere; the fused logits decide for EPAM-Net.
+    """
+
+    dataset_dir: str
+    protocol: str
+    out: str
+    stream: str = "epam"
+    epochs: int = 10
+    batch_size: int = 12
+    lr: float | None = None
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    clip_grad: float = 40.0
+    dropout: float = 0.5
+    workers: int = 4
+    amp: str = "off"
+    seed: int = 100
+    device: str = "auto"
+    pose_frames: int = 48
+    rgb_every: int = 3
+    rgb_size: int = 224
+    heatmap_size: int = 56
+    heatmap: str = "joint"
+    render: str = "auto"
+    init_rgb: str | None = None
+    init_pose: str | None = None
+    sync_bn: bool = False
+    channels_last: bool = True
+    select_metric: str = "auto"
+    val_split: str | None = None
+    eval_batch_size: int | None = None
+    deterministic: bool = False
+    progress: bool = True
+
+    def check(self) -> None:
+        """Reject impossible combinations before any data is read, with the option to change."""
+        choices = {"stream": STREAMS, "amp": AMP_MODES, "render": RENDER_MODES, "heatmap": HEATMAP_KINDS,
+                   "select_metric": SELECT_METRICS}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise EpamError(f"{name}={getattr(self, name)!r}: choose one of {list(allowed)}")
+        for name in ("epochs", "batch_size", "pose_frames", "rgb_every", "rgb_size", "heatmap_size"):
+            if getattr(self, name) < 1:
+                raise EpamError(f"{name}={getattr(self, name)}: must be at least 1")
+        if self.workers < 0:
+            raise EpamError(f"workers={self.workers}: must be 0 (load in the main process) or more")
+        if self.lr is not None and self.lr <= 0:
+            raise EpamError(f"lr={self.lr}: must be positive (leave it unset for 0.001 x total batch / 16)")
+        if self.stream == "epam":
+            if self.pose_frames % self.rgb_every:
+                raise EpamError(f"pose_frames={self.pose_frames} is not a multiple of rgb_every={self.rgb_every}; "
+                                "the attention pools pose frames onto RGB frames")
+            rgb_map, pose_map = feature_size(self.rgb_size, 5), feature_size(self.heatmap_size, 3)
+            if rgb_map != pose_map:
+                raise EpamError(f"rgb_size={self.rgb_size} gives a {rgb_map}x{rgb_map} RGB feature map but "
+                                f"heatmap_size={self.heatmap_size} a {pose_map}x{pose_map} pose one; the attention "
+                                "needs the same size: use rgb_size = 4 x heatmap_size (paper: 224 and 56)")
+        if self.init_rgb and self.stream == "pose" or self.init_pose and self.stream == "rgb":
+            raise EpamError(f"--init-{'rgb' if self.stream == 'pose' else 'pose'} does not fit a {self.stream} "
+                            f"model; give --init-{self.stream} (or train --stream epam)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], *, source: str = "options") -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise EpamError(f"{source}: unknown option(s) {unknown}; known: {sorted(names)}")
+        missing = [name for name in ("dataset_dir", "protocol", "out") if values.get(name) in (None, "")]
+        if missing:
+            raise EpamError(f"{source}: {', '.join(missing)} not given; pass --{missing[0].replace('_', '-')} "
+                            "or set it in the --config file")
+        return cls(**{name: _coerce(name, value, source) for name, value in values.items()})
+
+
+_INT_FIELDS = {"epochs", "batch_size", "workers", "seed", "pose_frames", "rgb_every", "rgb_size", "heatmap_size",
+               "eval_batch_size"}
+_FLOAT_FIELDS = {"lr", "momentum", "weight_decay", "clip_grad", "dropout"}
+_BOOL_FIELDS = {"sync_bn", "channels_last", "deterministic", "progress"}
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    """YAML reads `1e-3` as a string and users write `true` or 1; turn values into the field's type or say which."""
+    if value is None:
+        return None
+    if name == "amp" and isinstance(value, bool):       # YAML 1.1 reads a bare `off` as false
+        if value:
+            raise EpamError(f"{source}: amp={value!r}: name the precision, bf16 or fp16 (or off)")
+        return "off"
+    try:
+        if name in _INT_FIELDS:
+            if isinstance(value, bool) or float(value) != int(float(value)):
+                raise ValueError
+            return int(float(value))
+        if name in _FLOAT_FIELDS:
+            return float(value)
+        if name in _BOOL_FIELDS:
+            if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
+                return value.lower() in ("true", "yes", "1")
+            if not isinstance(value, (bool, int)):
+                raise ValueError
+            return bool(value)
+    except (TypeError, ValueError):
+        kind = "an integer" if name in _INT_FIELDS else "a number" if name in _FLOAT_FIELDS else "true or false"
+        raise EpamError(f"{source}: {name}={value!r} is not {kind}") from None
+    return str(value)
+
+
+def feature_size(size: int, strided_layers: int) -> int:
+    """Spatial size after `strided_layers` 3x3 stride-2 convs with padding 1 (each gives ceil(size / 2))."""
+    for _ in range(strided_layers):
+        size = (size + 1) // 2
+    return size
+
+
+def load_yaml_config(path: str | Path) -> dict[str, Any]:
+    """A flat YAML mapping of TrainConfig options (dashes or underscores, e.g. `batch-size: 12`)."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise EpamError(f"{path}: no such config file") from None
+    except (OSError, yaml.YAMLError) as err:
+        raise EpamError(f"{path}: cannot read it as YAML ({err})") from err
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise EpamError(f"{path}: expected a mapping of option: value, found {type(data).__name__}")
+    return {str(key).replace("-", "_"): value for key, value in data.items()}
+
+
+def resolve_train_config(
+        dataset_dir: str | Path, *, config_file: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
+        resume: bool = False,
+) -> TrainConfig:
+    """Defaults < the checkpoint's config (when resuming) < the YAML file < options given on the command line.
+
+    `overrides` holds only the options the user gave (None means "not given"). When resuming, the run folder's
+    last.pt supplies every option not given again, so `epam-train train DATA --out RUN --resume` is enough.
+    """
+    given = {key: value for key, value in (overrides or {}).items() if value is not None}
+    from_file = load_yaml_config(config_file) if config_file else {}
+    values: dict[str, Any] = {}
+    out = given.get("out", from_file.get("out"))
+    if resume and out:
+        last = Path(out) / "last.pt"
+        if not last.is_file():
+            raise EpamError(f"{last}: nothing to resume; drop --resume to start this run")
+        values.update(load_checkpoint(last)["config"])
+    values.update(from_file)
+    values.update(given)
+    values["dataset_dir"] = str(dataset_dir)
+    source = f"{config_file}" if config_file else "options"
+    config = TrainConfig.from_dict(values, source=source)
+    config.check()
+    return config
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Devices and processes
+# ---------------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DistEnv:
+    """This process's place in a torchrun job (rank 0 of 1 without torchrun)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """"auto" is this process's GPU (cuda:LOCAL_RANK) when there is one, else the CPU; "cuda" means cuda:LOCAL_RANK."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise EpamError(f"--device {name!r}: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise EpamError(f"--device {name}: this torch build or machine has no CUDA; use --device cpu")
+        index = device.index if device.index is not None else local_rank
+        if index >= torch.cuda.device_count():
+            raise EpamError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) visible")
+        device = torch.device("cuda", index)
+    elif device.type != "cpu":
+        raise EpamError(f"--device {name!r}: use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def init_distributed(device_name: str) -> tuple[DistEnv, torch.device]:
+    """Join the torchrun process group when WORLD_SIZE > 1 (nccl on CUDA, gloo on CPU), once per process.
+
+    The group lives until the process exits (destroyed at exit): `train` then `evaluate` in one process reuse it,
+    because a second init_process_group after a destroy can deadlock on the stale keys of torchrun's store.
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    env = DistEnv(int(os.environ.get("RANK", "0")), world_size, int(os.environ.get("LOCAL_RANK", "0")))
+    device = resolve_device(device_name, env.local_rank)
+    if not env.distributed or dist.is_initialized():
+        return env, device
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    atexit.register(_destroy_group)
+    return env, device
+
+
+def _destroy_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def autocast_context(amp: str, device: torch.device) -> tuple[Any, bool, str]:
+    """(autocast context, whether a GradScaler is needed, a note for the log or "").
+
+    CUDA: bf16 or fp16 autocast, fp16 with loss scaling. CPU: bf16 autocast works (slower than fp32 on CPUs without
+    bf16 instructions); fp16 is not offered there and falls back to fp32 with a note.
+    """
+    if amp == "off":
+        return contextlib.nullcontext(), False, ""
+    if device.type == "cpu" and amp == "fp16":
+        return contextlib.nullcontext(), False, "--amp fp16 is for CUDA; training in fp32 on the CPU (bf16 works there)"
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype), amp == "fp16", ""
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checkpoints (plain containers and tensors only: they load with weights_only=True)
+# ---------------------------------------------------------------------------------------------------------------
+
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """This process's RNG states (torch, CUDA, numpy, python) as tensors, lists and numbers."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
+        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
+    }
+
+
+def set_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
+
+
+def save_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> Path:
+    """Write atomically: a temporary file in the same folder, flushed to disk, then renamed over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(dict(payload), handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A training checkpoint written by `train`, read with weights_only=True; CheckpointError when it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file; all mean "cannot read"
+        raise CheckpointError(f"{path}: cannot read it as a torch checkpoint ({type(err).__name__}: "
+                              f"{_first_line(err)}); it may be truncated or not a checkpoint: use the run's best.pt "
+                              "or last.pt, or re-train") from err
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not an epam-train checkpoint (no format={CHECKPOINT_FORMAT!r}); a bare state "
+                              "dict can be loaded with --init-rgb / --init-pose instead")
+    missing = [key for key in ("model", "model_args", "config", "class_names", "epoch") if key not in payload]
+    if missing or payload.get("version") != CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {payload.get('version')!r} without {missing}; this epam "
+                              f"reads version {CHECKPOINT_VERSION}")
+    return payload
+
+
+def _first_line(err: Exception) -> str:
+    """torch's unpickling errors run to a page; the line that names the cause is enough for the CLI."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    cause = next((line for line in lines if "error:" in line.lower()), lines[0] if lines else "")
+    return cause[:300]
+
+
+def find_checkpoint(source: str | Path) -> Path:
+    """A checkpoint file as given, or a run folder's best.pt (else its last.pt)."""
+    source = Path(source)
+    if source.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (source / name).is_file():
+                return source / name
+        raise CheckpointError(f"{source}: a folder without best.pt or last.pt; pass a run folder of epam-train "
+                              "train or a checkpoint file")
+    if not source.exists():
+        raise CheckpointError(f"{source}: no such checkpoint file or run folder")
+    return source
+
+
+def build_from_checkpoint(payload: Mapping[str, Any]) -> nn.Module:
+    """The network a checkpoint was trained as, with its weights (the builder arguments travel in the file)."""
+    model = build_model(**payload["model_args"])
+    model.load_state_dict(payload["model"])
+    return model
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Forward and scoring
+# ---------------------------------------------------------------------------------------------------------------
+
+def forward_heads(model: nn.Module, stream: str, rgb: Tensor | None, pose: Tensor | None) -> dict[str, Tensor]:
+    """Logits per head: {"rgb", "pose", "fused"} for EPAM-Net (fused = summed logits, paper.md 1.6), else one."""
+    if stream == "epam":
+        out = model(rgb, pose)
+        return {"rgb": out.rgb, "pose": out.pose, "fused": out.rgb + out.pose}
+    return {stream: model(rgb if stream == "rgb" else pose)}
+
+
+def main_head(stream: str) -> str:
+    return "fused" if stream == "epam" else stream
+
+
+def stream_loss(heads: Mapping[str, Tensor], labels: Tensor) -> Tensor:
+    """CE(rgb) + CE(pose), weights 1:1 (paper.md 1.6); one CE for a single stream."""
+    return sum(nn.functional.cross_entropy(heads[name].float(), labels) for name in ("rgb", "pose") if name in heads)
+
+
+def flip_perm(heatmap: str) -> list[int]:
+    """Channel permutation of the pose input under a horizontal flip: joints, limbs, or joints then limbs."""
+    from epam_data.heatmaps import COCO17_FLIP_PERM, COCO_LIMBS
+
+    joints, limbs = list(COCO17_FLIP_PERM), list(COCO_LIMBS.flip_perm)
+    return {"joint": joints, "limb": limbs, "both": joints + [len(joints) + i for i in limbs]}[heatmap]
+
+
+def flip_inputs(rgb: Tensor | None, pose: Tensor | None, heatmap: str) -> tuple[Tensor | None, Tensor | None]:
+    """Mirror both inputs along W; heatmap channels swap left and right (PoseC3D's test-time `double`)."""
+    from epam_data.heatmaps import flip_heatmaps
+
+    return (None if rgb is None else rgb.flip(-1),
+            None if pose is None else flip_heatmaps(pose, flip_perm(heatmap), channel_axis=1))
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Logits of one split, one row per sample in manifest order. logits: head name -> float32 [N, C]."""
+
+    sample_ids: list[str]
+    labels: np.ndarray
+    logits: dict[str, np.ndarray]
+    class_names: list[str]
+
+    def metrics(self) -> dict[str, dict[str, float]]:
+        return {head: summarize(values, self.labels) for head, values in self.logits.items()}
+
+
+def _gather_unique(indices: np.ndarray, logits: dict[str, np.ndarray], total: int, env: DistEnv
+                   ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Collect every rank's (index, logits), order by index and check that each sample arrived exactly once."""
+    if env.distributed:
+        parts: list[Any] = [None] * env.world_size
+        dist.all_gather_object(parts, (indices, logits))
+        indices = np.concatenate([p[0] for p in parts])
+        logits = {head: np.concatenate([p[1][head] for p in parts]) for head in logits}
+    order = np.argsort(indices, kind="stable")
+    indices = indices[order]
+    if len(indices) != total or not np.array_equal(indices, np.arange(total)):
+        raise RuntimeError(f"evaluation covered {len(np.unique(indices))} distinct of {total} samples with "
+                           f"{len(indices)} results; every sample must be scored exactly once")
+    return indices, {head: values[order] for head, values in logits.items()}
+
+
+def predict(
+        model: nn.Module, dataset: Any, *, stream: str, clip_config: Any, device: torch.device, batch_size: int,
+        workers: int = 0, amp: str = "off", flip: bool = False, env: DistEnv = DistEnv(),
+) -> dict[str, np.ndarray]:
+    """Logits of every sample of `dataset`, in dataset order, on every rank (each sample scored exactly once).
+
+    Under DDP rank r scores indices r::world (no padding, unlike DistributedSampler) and the results are gathered.
+    With flip the logits are the mean of the plain and the mirrored inputs.
+    """
+    from epam_model.data import model_inputs, worker_init_fn
+
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=list(range(env.rank, len(dataset), env.world_size)),
+                        num_workers=workers, pin_memory=device.type == "cuda", worker_init_fn=worker_init_fn)
+    autocast, _, _ = autocast_context(amp, device)
+    net = _unwrap(model)
+    net.eval()
+    indices, chunks = [], {}
+    with torch.no_grad():
+        for batch in loader:
+            rgb, pose = model_inputs(batch, device, clip_config)
+            with autocast:
+                heads = forward_heads(net, stream, rgb, pose)
+                if flip:
+                    mirrored = forward_heads(net, stream, *flip_inputs(rgb, pose, clip_config.heatmap))
+                    heads = {head: (heads[head].float() + mirrored[head].float()) / 2 for head in heads}
+            indices.append(batch["index"].cpu().numpy().astype(np.int64))
+            for head, values in heads.items():
+                chunks.setdefault(head, []).append(values.float().cpu().numpy())
+    heads_seen = [main_head(stream)] if stream != "epam" else ["rgb", "pose", "fused"]
+    local = {head: np.concatenate(chunks[head]) if head in chunks else np.zeros((0, net_classes(net)), np.float32)
+             for head in heads_seen}
+    local_indices = np.concatenate(indices) if indices else np.zeros(0, np.int64)
+    _, logits = _gather_unique(local_indices, local, len(dataset), env)
+    return logits
+
+
+def net_classes(model: nn.Module) -> int:
+    net = _unwrap(model)
+    return (net.pose if hasattr(net, "attention") else net).num_classes
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where a run ended: epochs done, the best validation value and the checkpoint files."""
+
+    run_dir: Path
+    epochs_done: int
+    best_metric: str
+    best_value: float
+    best_epoch: int
+    last_row: dict[str, float]
+
+
+class _Log:
+    """Rank 0's outputs: a rich progress bar per epoch, metrics.csv, and TensorBoard when it is installed."""
+
+    def __init__(self, run_dir: Path, env: DistEnv, console: Any, progress: bool) -> None:
+        self.run_dir, self.env, self.console = run_dir, env, console
+        self.show_progress = progress and env.is_main
+        self.tensorboard = None
+        if env.is_main:
+            try:  # optional: torch.utils.tensorboard needs the tensorboard package
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tensorboard = SummaryWriter(str(run_dir / "tensorboard"))
+            except ImportError:
+                pass
+
+    def print(self, message: str, style: str | None = None) -> None:
+        if self.env.is_main and self.console is not None:
+            self.console.print(message, style=style, soft_wrap=True, highlight=False, markup=False)
+
+    @contextlib.contextmanager
+    def progress(self, epoch: int, epochs: int, total: int) -> Iterator[Any]:
+        if not self.show_progress:
+            yield None
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        columns = (TextColumn(f"epoch {epoch}/{epochs}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   TextColumn("{task.fields[info]}"))
+        with Progress(*columns, console=self.console, transient=False) as bar:
+            yield bar, bar.add_task("train", total=total, info="")
+
+    def truncate_metrics(self, last_epoch: int) -> None:
+        """On resume, forget rows of epochs after the checkpoint (written before a crash, redone now)."""
+        path = self.run_dir / "metrics.csv"
+        if not self.env.is_main or not path.is_file():
+            return
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = [row for row in csv.DictReader(handle) if int(row["epoch"]) <= last_epoch]
+        self._write_rows(path, rows)
+
+    def write_row(self, row: Mapping[str, float]) -> None:
+        if not self.env.is_main:
+            return
+        path = self.run_dir / "metrics.csv"
+        rows = []
+        if path.is_file():
+            with open(path, newline="", encoding="utf-8") as handle:
+                rows = list(csv.DictReader(handle))
+        self._write_rows(path, rows + [{key: row[key] for key in METRICS_COLUMNS}])
+        if self.tensorboard is not None:
+            for key in METRICS_COLUMNS[1:]:
+                if not math.isnan(float(row[key])):
+                    self.tensorboard.add_scalar(key, float(row[key]), int(row["epoch"]))
+            self.tensorboard.flush()
+
+    @staticmethod
+    def _write_rows(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=METRICS_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, path)
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+
+def _select_metric(config: TrainConfig) -> str:
+    if config.select_metric != "auto":
+        return config.select_metric
+    from epam_data.shards import read_dataset_json
+
+    meta = read_dataset_json(config.dataset_dir) or {}
+    return "mean_class_acc" if str(meta.get("dataset", "")).lower().startswith("toyota") else "top1"
+
+
+def _check_resume(saved: Mapping[str, Any], config: TrainConfig, path: Path) -> None:
+    differ = [f"{key}: {saved.get(key)!r} in the checkpoint, {value!r} now"
+              for key, value in config.to_dict().items() if key not in RUN_ONLY_FIELDS and saved.get(key) != value]
+    if differ:
+        raise EpamError(f"{path}: --resume with other options ({'; '.join(differ)}); drop them to continue the run "
+                        "as it was, or start a new one with another --out")
+
+
+def _clip_config(config: TrainConfig) -> Any:
+    from epam_model.data import ClipConfig
+
+    return ClipConfig(pose_frames=config.pose_frames, rgb_every=config.rgb_every, rgb_size=config.rgb_size,
+                      heatmap_size=config.heatmap_size, heatmap=config.heatmap)
+
+
+def _render_mode(config: TrainConfig, device: torch.device) -> str:
+    if config.render != "auto":
+        return config.render
+    return "device" if device.type == "cuda" else "loader"
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _build_training_model(config: TrainConfig, num_classes: int, clip_config: Any, log: _Log, *, init: bool
+                          ) -> tuple[nn.Module, dict]:
+    """The network from scratch (the authors' init), then the stage-1 stream weights when given (paper.md 4.2).
+
+    init False (resuming) skips the stream weights: the checkpoint replaces every tensor anyway.
+    """
+    model_args = {"stream": config.stream, "num_classes": num_classes, "pose_channels": clip_config.pose_channels,
+                  "dropout": config.dropout}
+    model = build_model(**model_args)
+    for half, path in (("rgb", config.init_rgb), ("pose", config.init_pose)):
+        if not path or not init:
+            continue
+        report = (load_stream_weights(model, half, path) if config.stream == "epam"
+                  else load_weights(model, path, target=half))
+        for line in report.lines():
+            log.print(line, style=None if report.clean else "yellow")
+    return model, model_args
+
+
+def _loader_wait(iterator: Iterator[Any]) -> tuple[Any, float]:
+    start = time.perf_counter()
+    batch = next(iterator, None)
+    return batch, time.perf_counter() - start
+
+
+def _train_one_epoch(
+        model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any,
+        *, config: TrainConfig, clip_config: Any, device: torch.device, env: DistEnv, log: _Log, epoch: int,
+) -> dict[str, float]:
+    """One pass over the training split: forward under autocast, CE losses, scaled backward, clip, step, lr step."""
+    from epam_model.data import model_inputs
+
+    autocast, _, _ = autocast_context(config.amp, device)
+    model.train()
+    totals = torch.zeros(4, dtype=torch.float64)      # loss sum, correct, clips, data-wait seconds
+    start = time.perf_counter()
+    iterator = iter(loader)
+    with log.progress(epoch, config.epochs, len(loader)) as bar:
+        for _ in range(len(loader)):
+            batch, waited = _loader_wait(iterator)
+            if batch is None:
+                break
+            rgb, pose = model_inputs(batch, device, clip_config)
+            labels = batch["label"].to(device, non_blocking=True)
+            with autocast:
+                heads = forward_heads(model, config.stream, rgb, pose)
+                loss = stream_loss(heads, labels)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()                            # cosine per iteration (paper.md 4.2)
+            n = len(labels)
+            correct = (heads[main_head(config.stream)].argmax(1) == labels).sum()
+            totals += torch.tensor([loss.item() * n, correct.item(), n, waited], dtype=torch.float64)
+            if bar is not None:
+                elapsed = time.perf_counter() - start
+                bar[0].update(bar[1], advance=1, info=f"loss {totals[0] / totals[2]:.4f}  "
+                              f"{totals[2] * env.world_size / elapsed:.1f} clips/s  "
+                              f"data wait {totals[3] / elapsed:.0%}")
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    if env.distributed:
+        reduced = totals.to(device)                     # nccl reduces CUDA tensors only, gloo CPU ones
+        dist.all_reduce(reduced)
+        totals = reduced.cpu()
+        wait_share = float(totals[3] / env.world_size / seconds)
+    else:
+        wait_share = float(totals[3] / seconds)
+    clips = float(totals[2])
+    return {"train_loss": float(totals[0] / max(clips, 1)), "train_top1": float(totals[1] / max(clips, 1)),
+            "clips_per_s": clips / seconds, "data_wait": wait_share, "train_seconds": seconds}
+
+
+def _make_datasets(config: TrainConfig, clip_config: Any, render: str) -> tuple[Any, Any]:
+    from epam_model.data import ClipDataset, available_splits
+
+    val_split = config.val_split or ("val" if "val" in available_splits(config.dataset_dir, config.protocol)
+                                     else "test")
+    common = dict(stream=config.stream, config=clip_config, render=render)
+    train_set = ClipDataset(config.dataset_dir, config.protocol, "train", train=True, seed=config.seed, **common)
+    val_set = ClipDataset(config.dataset_dir, config.protocol, val_split, train=False, seed=0, **common)
+    return train_set, val_set
+
+
+def _checkpoint_payload(model: nn.Module, optimizer: Any, scheduler: Any, scaler: Any, *, epoch: int,
+                        config: TrainConfig, model_args: dict, class_names: list[str], row: dict,
+                        best: dict, rng: list) -> dict[str, Any]:
+    return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "epoch": epoch,
+            "model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng,
+            "config": config.to_dict(), "model_args": dict(model_args), "class_names": list(class_names),
+            "metrics": dict(row), "best": dict(best), "world_size": len(rng), "torch_version": str(torch.__version__)}
+
+
+def _gather_rng(device: torch.device, env: DistEnv) -> list[dict[str, Any]]:
+    """Every rank's RNG state, so a resumed DDP run continues each rank's dropout stream exactly."""
+    state = rng_state(device)
+    if not env.distributed:
+        return [state]
+    states: list[Any] = [None] * env.world_size
+    dist.all_gather_object(states, state)
+    return states
+
+
+def train(config: TrainConfig, *, resume: bool = False, stop_after: int | None = None, console: Any = None
+          ) -> TrainResult:
+    """Train `config.stream` on `config.protocol`'s train split, validating on its val (else test) split.
+
+    Writes RUN_DIR/last.pt every epoch, best.pt when the selected validation metric improves, metrics.csv and
+    config.yaml. resume continues from RUN_DIR/last.pt exactly (same next-epoch loss as an uninterrupted run);
+    stop_after ends this invocation after that many epochs (for time-limited cluster jobs; resume later).
+    """
+    config.check()
+    run_dir = Path(config.out)
+    env, device = init_distributed(config.device)
+    return _train(config, run_dir, env, device, resume=resume, stop_after=stop_after, console=console)
+
+
+def _train(config: TrainConfig, run_dir: Path, env: DistEnv, device: torch.device, *, resume: bool,
+           stop_after: int | None, console: Any) -> TrainResult:
+    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    saved = None
+    if resume:
+        if not last_path.is_file():
+            raise EpamError(f"{last_path}: nothing to resume; drop --resume to start this run")
+        saved = load_checkpoint(last_path)
+        _check_resume(saved["config"], config, last_path)
+    elif last_path.exists():
+        raise EpamError(f"{run_dir}: already holds a run (last.pt); pass --resume to continue it or choose another "
+                        "--out")
+    if env.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    log = _Log(run_dir, env, console, config.progress)
+    _, _, amp_note = autocast_context(config.amp, device)
+    if amp_note:
+        log.print(amp_note, style="yellow")
+    torch.backends.cudnn.benchmark = not config.deterministic
+    torch.backends.cudnn.deterministic = config.deterministic
+
+    _seed_everything(config.seed)                      # identical initial weights on every rank
+    clip_config = _clip_config(config)
+    render = _render_mode(config, device)
+    train_set, val_set = _make_datasets(config, clip_config, render)
+    model, model_args = _build_training_model(config, train_set.num_classes, clip_config, log, init=saved is None)
+    if saved is not None:
+        _unwrap(model).load_state_dict(saved["model"])
+    if config.channels_last:                           # the frames layout runs ~1.6x faster so (xshiftnet.py)
+        model = model.to(memory_format=torch.channels_last)
+    model = model.to(device)
+    if env.distributed:
+        if config.sync_bn and device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        elif config.sync_bn:
+            log.print("--sync-bn needs CUDA; keeping per-process BatchNorm on the CPU", style="yellow")
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    sampler = DistributedSampler(train_set, num_replicas=env.world_size, rank=env.rank, shuffle=True,
+                                 seed=config.seed, drop_last=False)
+    from epam_model.data import worker_init_fn
+
+    loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers,
+                        pin_memory=device.type == "cuda", worker_init_fn=worker_init_fn, drop_last=False,
+                        persistent_workers=config.workers > 0)
+    lr = config.lr if config.lr is not None else 0.001 * config.batch_size * env.world_size / 16
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=len(loader) * config.epochs, eta_min=0)
+    _, use_scaler, _ = autocast_context(config.amp, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+
+    metric_name = _select_metric(config)
+    best = {"metric": metric_name, "value": -math.inf, "epoch": 0}
+    start_epoch = 0
+    if saved is not None:
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        if saved["scaler"]:
+            scaler.load_state_dict(saved["scaler"])
+        start_epoch, best = int(saved["epoch"]), dict(saved["best"])
+        rngs = saved["rng"]
+        if len(rngs) == env.world_size:
+            set_rng_state(rngs[env.rank], device)
+        else:
+            _seed_everything(config.seed + 1000 * start_epoch + env.rank)
+            log.print(f"resuming {len(rngs)}-process RNG states on {env.world_size} processes: reseeded, so the "
+                      "continuation is not bit-identical", style="yellow")
+        log.truncate_metrics(start_epoch)
+        log.print(f"resumed {last_path} after epoch {start_epoch}")
+    else:
+        _seed_everything(config.seed + env.rank)       # each rank its own dropout stream
+    if env.is_main:
+        _write_config_yaml(run_dir / "config.yaml", config)
+    log.print(f"{config.stream} on {config.protocol}: {len(train_set)} train / {len(val_set)} val clips, "
+              f"{train_set.num_classes} classes, {env.world_size} x batch {config.batch_size} on {device}, lr {lr:g}, "
+              f"best by val {metric_name}")
+
+    row: dict[str, float] = {}
+    end_epoch = config.epochs if stop_after is None else min(config.epochs, start_epoch + stop_after)
+    for epoch in range(start_epoch, end_epoch):
+        sampler.set_epoch(epoch)
+        train_set.set_epoch(epoch)
+        epoch_lr = optimizer.param_groups[0]["lr"]
+        stats = _train_one_epoch(model, loader, optimizer, scheduler, scaler, config=config, clip_config=clip_config,
+                                 device=device, env=env, log=log, epoch=epoch + 1)
+        logits = predict(model, val_set, stream=config.stream, clip_config=clip_config, device=device,
+                         batch_size=config.eval_batch_size or config.batch_size, workers=config.workers,
+                         amp=config.amp, env=env)
+        val = summarize(logits[main_head(config.stream)], np.asarray(val_set.labels))
+        row = {"epoch": epoch + 1, "lr": epoch_lr, "train_loss": stats["train_loss"],
+               "train_top1": stats["train_top1"], "val_top1": val["top1"], "val_mean_class_acc": val["mean_class_acc"],
+               "clips_per_s": stats["clips_per_s"], "data_wait": stats["data_wait"],
+               "seconds": stats["train_seconds"]}
+        improved = val[metric_name] > best["value"]
+        if improved:
+            best = {"metric": metric_name, "value": float(val[metric_name]), "epoch": epoch + 1}
+        rng = _gather_rng(device, env)                 # a collective: every rank takes part
+        if env.is_main:
+            log.write_row(row)                         # before the checkpoint: a resume truncates later rows
+            payload = _checkpoint_payload(model, optimizer, scheduler, scaler, epoch=epoch + 1, config=config,
+                                          model_args=model_args, class_names=train_set.class_names, row=row,
+                                          best=best, rng=rng)
+            save_checkpoint(last_path, payload)
+            if improved:
+                save_checkpoint(best_path, payload)
+        log.print(f"epoch {epoch + 1}/{config.epochs}: loss {row['train_loss']:.4f}, train top-1 "
+                  f"{row['train_top1']:.3f}, val top-1 {row['val_top1']:.3f}, val mean class acc "
+                  f"{row['val_mean_class_acc']:.3f}, {row['clips_per_s']:.1f} clips/s, data wait "
+                  f"{row['data_wait']:.0%}{'  (best)' if improved else ''}")
+        if env.distributed:
+            dist.barrier()                             # no rank runs ahead of the checkpoint it may resume from
+    log.close()
+    return TrainResult(run_dir, end_epoch, best["metric"], float(best["value"]), int(best["epoch"]), row)
+
+
+def _write_config_yaml(path: Path, config: TrainConfig) -> None:
+    """The options this run used, for humans and for `--config` of a similar run."""
+    import yaml
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Metrics per head ({"rgb", "pose", "fused"} as the model has them) and the files written."""
+
+    metrics: dict[str, dict[str, float]]
+    out_dir: Path
+    files: dict[str, Path]
+    samples: int
+    checkpoint: Path
+
+    def table(self) -> Any:
+        from rich.table import Table
+
+        table = Table(title=f"{self.checkpoint}: {self.samples} samples")
+        for column in ("head", "top-1", "top-5", "mean class acc"):
+            table.add_column(column, justify="left" if column == "head" else "right")
+        for head, values in self.metrics.items():
+            table.add_row(head, *(f"{100 * values[key]:.2f}" for key in ("top1", "top5", "mean_class_acc")))
+        return table
+
+
+def draw_confusion_png(matrix: np.ndarray, path: str | Path, class_names: Sequence[str] | None = None,
+                       title: str = "") -> Path:
+    """Row-normalised confusion matrix as a PNG drawn with Pillow (matplotlib is not a dependency).
+
+    Rows are true classes, columns predictions; darker blue = larger share of the row. Class indices label the
+    axes when there is room; the class names go in the per-class CSV.
+    """
+    from PIL import Image, ImageDraw
+
+    num = matrix.shape[0]
+    cell = int(max(4, min(32, 960 // max(num, 1))))
+    margin = 40
+    totals = matrix.sum(axis=1, keepdims=True)
+    shares = np.divide(matrix, totals, out=np.zeros(matrix.shape, dtype=float), where=totals > 0)
+    size = margin + cell * num + 8
+    title = title or "confusion (rows: true, columns: predicted)"
+    image = Image.new("RGB", (max(size, 8 + 6 * len(title)), size + 20), "white")
+    draw = ImageDraw.Draw(image)
+    for i in range(num):
+        for j in range(num):
+            v = float(shares[i, j])
+            colour = (int(255 - 225 * v), int(255 - 180 * v), 255 - int(60 * v))
+            x0, y0 = margin + j * cell, 20 + margin + i * cell
+            draw.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=colour, outline=(220, 220, 220))
+        if cell >= 12:
+            draw.text((4, 20 + margin + i * cell + cell // 2 - 5), str(i), fill="black")
+            draw.text((margin + i * cell + 2, 20 + margin - 12), str(i), fill="black")
+    draw.text((4, 2), title, fill="black")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path
+
+
+def _write_eval_files(scores: Scores, out_dir: Path, head: str, meta: Mapping[str, Any]) -> dict[str, Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics = scores.metrics()
+    files = {"metrics": out_dir / "metrics.json", "per_class": out_dir / "per_class.csv",
+             "confusion": out_dir / "confusion.png", "scores": out_dir / "scores.npz"}
+    files["metrics"].write_text(json.dumps({**metrics, "meta": dict(meta)}, indent=2) + "\n", encoding="utf-8")
+    rows = per_class_table(scores.logits[head], scores.labels, scores.class_names)
+    others = {name: per_class_table(values, scores.labels, scores.class_names)
+              for name, values in scores.logits.items() if name != head}
+    with open(files["per_class"], "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["class_index", "class_name", "samples", "correct", f"accuracy_{head}",
+                         *(f"accuracy_{name}" for name in others), "most_confused_with"])
+        for i, row in enumerate(rows):
+            writer.writerow([row.index, row.name, row.samples, row.correct, _fmt(row.accuracy),
+                             *(_fmt(table[i].accuracy) for table in others.values()), row.most_confused])
+    predictions = scores.logits[head].argmax(axis=1)
+    matrix = confusion_matrix(scores.labels, predictions, len(scores.class_names))
+    draw_confusion_png(matrix, files["confusion"], scores.class_names,
+                       title=f"{head}: confusion, {len(scores.labels)} samples (rows true, columns predicted)")
+    np.savez(files["scores"], sample_ids=np.asarray(scores.sample_ids), labels=scores.labels,
+             class_names=np.asarray(scores.class_names), **scores.logits)
+    return files
+
+
+def _fmt(value: float) -> str:
+    return "" if math.isnan(value) else f"{value:.6f}"
+
+
+def evaluate(
+        source: str | Path, dataset_dir: str | Path, protocol: str, *, split: str = "test", clips: int = 1,
+        flip: bool = False, out_dir: str | Path | None = None, batch_size: int | None = None, workers: int = 2,
+        device: str = "auto", amp: str | None = None,
+) -> EvalResult:
+    """Score a split with a checkpoint (a file, or a run folder's best.pt) and write the report files.
+
+    clips > 1 samples N clips per video with different frame offsets (`_eval_dataset`) and averages the logits;
+    flip averages in the mirrored inputs too. Runs under torchrun as well (every sample scored once).
+    Files go to out_dir, by default <run folder>/eval/<protocol>_<split>[_clipsN][_flip]/.
+    """
+    if clips < 1:
+        raise EpamError(f"--clips {clips}: need at least 1 clip per video")
+    checkpoint = find_checkpoint(source)
+    payload = load_checkpoint(checkpoint)
+    saved = payload["config"]
+    stream = payload["model_args"]["stream"]
+    env, torch_device = init_distributed(device)
+    model = build_from_checkpoint(payload)
+    if saved.get("channels_last", True):
+        model = model.to(memory_format=torch.channels_last)
+    model = model.to(torch_device)
+    clip_config = _clip_config(TrainConfig.from_dict({**saved, "dataset_dir": str(dataset_dir), "protocol": protocol}))
+    render = _render_mode(TrainConfig.from_dict(saved), torch_device)
+    total: dict[str, np.ndarray] = {}
+    for clip in range(clips):
+        dataset = _eval_dataset(dataset_dir, protocol, split, stream, clip_config, render, clip, clips)
+        if clip == 0:
+            _check_classes(dataset.class_names, payload["class_names"], checkpoint, dataset_dir, protocol)
+        logits = predict(model, dataset, stream=stream, clip_config=clip_config, device=torch_device,
+                         batch_size=batch_size or int(saved.get("batch_size", 12)), workers=workers,
+                         amp=amp or saved.get("amp", "off"), flip=flip, env=env)
+        total = {head: total.get(head, 0) + values for head, values in logits.items()}
+    scores = Scores(list(dataset.sample_ids), np.asarray(dataset.labels, dtype=np.int64),
+                    {head: (values / clips).astype(np.float32) for head, values in total.items()},
+                    list(dataset.class_names))
+    suffix = (f"_clips{clips}" if clips > 1 else "") + ("_flip" if flip else "")
+    out = Path(out_dir) if out_dir else checkpoint.parent / "eval" / f"{protocol}_{split}{suffix}"
+    meta = {"checkpoint": str(checkpoint), "epoch": int(payload["epoch"]), "dataset_dir": str(dataset_dir),
+            "protocol": protocol, "split": split, "clips": clips, "flip": flip, "samples": len(scores.labels),
+            "stream": stream}
+    files = _write_eval_files(scores, out, main_head(stream), meta) if env.is_main else {}
+    return EvalResult(scores.metrics(), out, files, len(scores.labels), checkpoint)
+
+
+def _eval_dataset(dataset_dir: str | Path, protocol: str, split: str, stream: str, clip_config: Any, render: str,
+                  clip: int, clips: int) -> Any:
+    """Clip `clip` of `clips` per video, as PoseC3D's multi-clip test takes them (clip 0 is the single test clip)."""
+    from epam_model.data import ClipDataset
+
+    return ClipDataset(dataset_dir, protocol, split, stream=stream, train=False, config=clip_config, seed=0,
+                       render=render, clip=clip, num_clips=clips)
+
+
+def _check_classes(names: list[str], saved: list[str], checkpoint: Path, dataset_dir: Any, protocol: str) -> None:
+    if len(names) != len(saved):
+        raise EpamError(f"{checkpoint}: trained on {len(saved)} classes but {dataset_dir} protocol {protocol!r} has "
+                        f"{len(names)}; evaluate on the dataset and protocol the model was trained for")
