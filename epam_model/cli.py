@@ -145,6 +145,8 @@ def train(
     lr: Annotated[Optional[float], typer.Option(help="Learning rate. (default: 0.001 x total batch / 16)")] = None,
     weight_decay: Annotated[Optional[float], typer.Option(help="SGD weight decay. (default: 3e-4)")] = None,
     workers: Annotated[Optional[int], typer.Option(min=0, help="Loader processes per process. (default: 4)")] = None,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU compute threads per process. (default: the "
+                                                              "usable cores minus --workers, at least 1)")] = None,
     amp: Annotated[Optional[Amp], typer.Option(help="Mixed precision: off, bf16, fp16 (CUDA). (default: off)")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of init, sampling and augmentation. (default: 100)")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N. (default: auto)")] = None,
@@ -182,7 +184,7 @@ def train(
 
     given = {name: _value(value) for name, value in dict(
         out=out, protocol=protocol, stream=stream, epochs=epochs, batch_size=batch_size, lr=lr,
-        weight_decay=weight_decay, workers=workers, amp=amp, seed=seed, device=device, pose_frames=pose_frames,
+        weight_decay=weight_decay, workers=workers, threads=threads, amp=amp, seed=seed, device=device, pose_frames=pose_frames,
         rgb_every=rgb_every, rgb_size=rgb_size, heatmap_size=heatmap_size, heatmap=heatmap, render=render,
         init_rgb=init_rgb, init_pose=init_pose, sync_bn=sync_bn, channels_last=channels_last,
         select_metric=select_metric, val_split=val_split, deterministic=deterministic, progress=progress).items()}
@@ -211,6 +213,8 @@ def eval_command(
         help="Report folder. (default: RUN/eval/PROTOCOL_SPLIT, with _clipsN and _flip when used)")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Clips per step. (default: the run's)")] = None,
     workers: Annotated[int, typer.Option(min=0, help="Loader processes.")] = 2,
+    threads: Annotated[Optional[int], typer.Option(min=1, help="CPU compute threads. (default: the usable cores "
+                                                              "minus --workers, at least 1)")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
 ) -> None:
     """Top-1, top-5 and mean class accuracy per stream and fused; metrics.json, per-class CSV, confusion PNG, logits."""
@@ -218,7 +222,7 @@ def eval_command(
 
     try:
         result = evaluate(checkpoint, dataset_dir, protocol, split=split, clips=clips, flip=flip, out_dir=out,
-                          batch_size=batch_size, workers=workers, device=device)
+                          batch_size=batch_size, workers=workers, device=device, threads=threads)
     except EpamError as err:
         raise fail(str(err)) from None
     if result.files:
