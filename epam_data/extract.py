@@ -39,6 +39,7 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
+from epam_data.atomic import write_text_atomic
 from epam_data.crops import CROP_MIN_SCORE, CROP_PADDING, crop_frame, encode_jpeg, person_box, whole_frame_box
 from epam_data.datasets import Rejected, Sample, normalize_name, scan_generic, scan_names
 from epam_data.datasets.base import VIDEO_EXTENSIONS
@@ -646,6 +647,4 @@ def write_rejected(out_dir: Path, rejected: Iterable[Rejected]) -> None:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["name", "reason"])
     writer.writerows((item.name, " ".join(item.reason.split())) for item in rejected)
-    tmp = out_dir / f".rejected.csv.{os.getpid()}.tmp"
-    tmp.write_text(buffer.getvalue(), encoding="utf-8")
-    os.replace(tmp, out_dir / "rejected.csv")
+    write_text_atomic(out_dir / "rejected.csv", buffer.getvalue())

@@ -23,10 +23,8 @@ from __future__ import annotations
 import collections
 import csv
 import dataclasses
-import os
 import pickle
 import re
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from epam_data.atomic import write_atomic
 from epam_data.datasets import DATASET_NAMES, Rejected, Sample, normalize_name, parse_sample_id
 from epam_data.datasets.base import VIDEO_EXTENSIONS
 from epam_data.errors import EpamError, NameParseError, VideoDecodeError
@@ -609,26 +608,6 @@ def _dump_streaming(stream: Any, split: dict[str, list[str]], annotations: Itera
     return count
 
 
-def _write_atomic(path: Path, write: Callable[[Any], int]) -> int:
-    """`write(stream)` into a file next to `path`, flushed to disk and renamed over it: a reader sees no file or the
-    whole one, and a failed or killed export leaves at most a hidden `.partial` file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(handle, 0o666 & ~umask)  # mkstemp makes it private; the pickle is an ordinary file
-        with os.fdopen(handle, "wb", buffering=1 << 20) as stream:
-            result = write(stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return result
-
-
 def export_pyskl(dataset_dir: str | Path, out_file: str | Path) -> ExportReport:
     """Write a prepared folder as a PYSKL / MMAction2 annotation pickle: every sample of index.csv with a label
     (keypoints in original pixels, img_shape = original_shape = the video's (H, W), total_frames = the frames
@@ -657,5 +636,5 @@ def export_pyskl(dataset_dir: str | Path, out_file: str | Path) -> ExportReport:
                                 "(run `epam-data splits` first to include them)")
         annotations = (_annotation(reader.read(sample_id, rgb=False, heatmaps=False), int(labels[sample_id]))
                        for sample_id in exported)
-        report.annotations = _write_atomic(out_file, lambda stream: _dump_streaming(stream, split, annotations))
+        report.annotations = write_atomic(out_file, lambda stream: _dump_streaming(stream, split, annotations))
     return report

@@ -40,7 +40,6 @@ import math
 import os
 import re
 import socket
-import tempfile
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
@@ -52,6 +51,7 @@ import h5py
 import numpy as np
 
 from epam_data import __version__
+from epam_data.atomic import fsync_dir, write_text_atomic
 from epam_data.datasets.base import Sample
 from epam_data.errors import ShardError
 
@@ -365,31 +365,6 @@ def _read_group(group: h5py.Group, *, frames: np.ndarray | None = None, rgb: boo
     )
 
 
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename in `folder` durable (POSIX); a no-op where directories cannot be opened."""
-    with contextlib.suppress(OSError):
-        descriptor = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write next to the target, flush to disk and rename: readers see the old file or the new one, whole."""
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", newline="", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
 def _csv_text(rows: Sequence[Mapping[str, str]], columns: Sequence[str]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n", extrasaction="ignore")
@@ -497,7 +472,7 @@ def _shard_rows(shard: Path, *, rescan: bool = False, repair: bool = False) -> l
                 return rows
     rows = _scan_shard_rows(shard)
     if repair:
-        _write_atomic(sidecar, _csv_text(rows, INDEX_COLUMNS))
+        write_text_atomic(sidecar, _csv_text(rows, INDEX_COLUMNS))
     return rows
 
 
@@ -534,7 +509,7 @@ def rebuild_index(out_dir: str | Path, *, rescan: bool = False) -> int:
                 if row["sample_id"] not in seen:
                     seen.add(row["sample_id"])
                     rows.append(row)
-        _write_atomic(out_dir / "index.csv", _csv_text(rows, INDEX_COLUMNS))
+        write_text_atomic(out_dir / "index.csv", _csv_text(rows, INDEX_COLUMNS))
         latest: dict[str, dict[str, str]] = {}
         for log in sorted(shards_dir.glob("*.failures.csv")):
             with contextlib.suppress(OSError, csv.Error):
@@ -542,7 +517,7 @@ def rebuild_index(out_dir: str | Path, *, rescan: bool = False) -> int:
                     if row.get("sample_id"):
                         latest[row["sample_id"]] = row
         failures = [row for sample_id, row in sorted(latest.items()) if sample_id not in seen]
-        _write_atomic(out_dir / "failures.csv", _csv_text(failures, FAILURE_COLUMNS))
+        write_text_atomic(out_dir / "failures.csv", _csv_text(failures, FAILURE_COLUMNS))
         for stale in [*out_dir.glob(".index.csv.*.tmp"), *out_dir.glob(".failures.csv.*.tmp"),
                       *out_dir.glob(".dataset.json.*.tmp")]:
             stale.unlink(missing_ok=True)  # left by a writer killed mid-write; we hold the lock, so none is live
@@ -659,9 +634,9 @@ class ShardWriter:
         self._file = None
         with open(self._partial, "rb") as stream:
             os.fsync(stream.fileno())
-        _write_atomic(_sidecar(final), _csv_text(self._rows, INDEX_COLUMNS))
+        write_text_atomic(_sidecar(final), _csv_text(self._rows, INDEX_COLUMNS))
         os.replace(self._partial, final)
-        _fsync_dir(self._shards_dir)
+        fsync_dir(self._shards_dir)
         self._partial = None
         self._rows = []
         self._next_number += 1
@@ -903,7 +878,7 @@ def write_dataset_json(out_dir: str | Path, dataset: str, options: Mapping[str, 
                 "epam_version": __version__}
         if info:
             meta["info"] = json.loads(json.dumps(dict(info), sort_keys=True, default=str))
-        _write_atomic(out_dir / "dataset.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        write_text_atomic(out_dir / "dataset.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
         return meta
 
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from epam_data.atomic import write_text_atomic
 from epam_data.datasets import Rejected, Sample, Scan, normalize_name, parse_sample_id
 from epam_data.datasets.pku_mmd import read_split_file
 from epam_data.errors import EpamError, NameParseError, ProtocolError
@@ -150,14 +149,7 @@ def build_manifests(samples: list[Sample], protocol: Protocol) -> tuple[dict[str
 
 def _write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
     """Write next to the target and rename, so a reader never sees half a manifest."""
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(handle, "w", newline="", encoding="utf-8") as stream:
-            frame.to_csv(stream, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, frame.to_csv(index=False, lineterminator="\n"))
 
 
 def write_manifests(report: SplitReport, protocols: dict[str, Protocol], out_dir: Path) -> None:

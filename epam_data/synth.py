@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from epam_data.atomic import write_text_atomic
 from epam_data.errors import EpamError
 
 if TYPE_CHECKING:
@@ -235,14 +236,13 @@ def synth_sample(index: int, label: int, class_name: str, *, frames: int = 40, r
 def _write_csv(path: Path, header: list[str], rows: list[list[object]]) -> None:
     """A small CSV written next to its place and renamed, so a reader never sees half of it."""
     import csv
-    import os
+    import io
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as stream:
-        writer = csv.writer(stream, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    write_text_atomic(path, buffer.getvalue())
 
 
 def make_synth_dataset(out_dir: str | Path, *, classes: int = 4, samples: int = 48, frames: int = 40,

@@ -22,6 +22,7 @@ import atexit
 import contextlib
 import csv
 import dataclasses
+import io
 import json
 import math
 import os
@@ -38,6 +39,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from epam_data.atomic import write_atomic, write_text_atomic
 from epam_data.errors import EpamError
 from epam_model.epamnet import STREAMS, CheckpointError, build_model, load_stream_weights, load_weights
 from epam_model.metrics import confusion_matrix, per_class_table, summarize
@@ -368,18 +370,8 @@ def set_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
 
 def save_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> Path:
     """Write atomically: a temporary file in the same folder, flushed to disk, then renamed over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(dict(payload), handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    write_atomic(path, lambda stream: torch.save(dict(payload), stream))
+    return Path(path)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -611,12 +603,11 @@ class _Log:
 
     @staticmethod
     def _write_rows(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=METRICS_COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, path)
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=METRICS_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text_atomic(path, buffer.getvalue())
 
     def close(self) -> None:
         if self.tensorboard is not None:
@@ -902,9 +893,7 @@ def _write_config_yaml(path: Path, config: TrainConfig) -> None:
     """The options this run used, for humans and for `--config` of a similar run."""
     import yaml
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -960,10 +949,8 @@ def draw_confusion_png(matrix: np.ndarray, path: str | Path, class_names: Sequen
             draw.text((4, 20 + margin + i * cell + cell // 2 - 5), str(i), fill="black")
             draw.text((margin + i * cell + 2, 20 + margin - 12), str(i), fill="black")
     draw.text((4, 2), title, fill="black")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
-    return path
+    write_atomic(path, lambda stream: image.save(stream, format="PNG"))
+    return Path(path)
 
 
 def _write_eval_files(scores: Scores, out_dir: Path, head: str, meta: Mapping[str, Any]) -> dict[str, Path]:
@@ -971,23 +958,25 @@ def _write_eval_files(scores: Scores, out_dir: Path, head: str, meta: Mapping[st
     metrics = scores.metrics()
     files = {"metrics": out_dir / "metrics.json", "per_class": out_dir / "per_class.csv",
              "confusion": out_dir / "confusion.png", "scores": out_dir / "scores.npz"}
-    files["metrics"].write_text(json.dumps({**metrics, "meta": dict(meta)}, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(files["metrics"], json.dumps({**metrics, "meta": dict(meta)}, indent=2) + "\n")
     rows = per_class_table(scores.logits[head], scores.labels, scores.class_names)
     others = {name: per_class_table(values, scores.labels, scores.class_names)
               for name, values in scores.logits.items() if name != head}
-    with open(files["per_class"], "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["class_index", "class_name", "samples", "correct", f"accuracy_{head}",
-                         *(f"accuracy_{name}" for name in others), "most_confused_with"])
-        for i, row in enumerate(rows):
-            writer.writerow([row.index, row.name, row.samples, row.correct, _fmt(row.accuracy),
-                             *(_fmt(table[i].accuracy) for table in others.values()), row.most_confused])
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["class_index", "class_name", "samples", "correct", f"accuracy_{head}",
+                     *(f"accuracy_{name}" for name in others), "most_confused_with"])
+    for i, row in enumerate(rows):
+        writer.writerow([row.index, row.name, row.samples, row.correct, _fmt(row.accuracy),
+                         *(_fmt(table[i].accuracy) for table in others.values()), row.most_confused])
+    write_text_atomic(files["per_class"], buffer.getvalue())
     predictions = scores.logits[head].argmax(axis=1)
     matrix = confusion_matrix(scores.labels, predictions, len(scores.class_names))
     draw_confusion_png(matrix, files["confusion"], scores.class_names,
                        title=f"{head}: confusion, {len(scores.labels)} samples (rows true, columns predicted)")
-    np.savez(files["scores"], sample_ids=np.asarray(scores.sample_ids), labels=scores.labels,
-             class_names=np.asarray(scores.class_names), **scores.logits)
+    write_atomic(files["scores"], lambda stream: np.savez(
+        stream, sample_ids=np.asarray(scores.sample_ids), labels=scores.labels,
+        class_names=np.asarray(scores.class_names), **scores.logits))
     return files
 
 
