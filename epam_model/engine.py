@@ -41,7 +41,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from epam_data.atomic import write_atomic, write_text_atomic
 from epam_data.errors import EpamError
-from epam_model.epamnet import STREAMS, CheckpointError, build_model, load_stream_weights, load_weights
+from epam_model.epamnet import (STREAMS, CheckpointError, build_model, load_stream_weights, load_torch_file,
+                                load_weights)
 from epam_model.metrics import confusion_matrix, per_class_table, summarize
 
 __all__ = [
@@ -377,14 +378,7 @@ def save_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> Path:
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """A training checkpoint written by `train`, read with weights_only=True; CheckpointError when it is not one."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file; all mean "cannot read"
-        raise CheckpointError(f"{path}: cannot read it as a torch checkpoint ({type(err).__name__}: "
-                              f"{_first_line(err)}); it may be truncated or not a checkpoint: use the run's best.pt "
-                              "or last.pt, or re-train") from err
+    payload = load_torch_file(path)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not an epam-train checkpoint (no format={CHECKPOINT_FORMAT!r}); a bare state "
                               "dict can be loaded with --init-rgb / --init-pose instead")
@@ -393,13 +387,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: checkpoint version {payload.get('version')!r} without {missing}; this epam "
                               f"reads version {CHECKPOINT_VERSION}")
     return payload
-
-
-def _first_line(err: Exception) -> str:
-    """torch's unpickling errors run to a page; the line that names the cause is enough for the CLI."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    cause = next((line for line in lines if "error:" in line.lower()), lines[0] if lines else "")
-    return cause[:300]
 
 
 def find_checkpoint(source: str | Path) -> Path:

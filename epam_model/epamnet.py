@@ -21,7 +21,7 @@ from epam_model.xshiftnet import Layout, XShiftNet, adapt_conv_weights, check_la
 
 __all__ = [
     "STREAMS", "ModelConfigError", "CheckpointError", "EpamOutput", "LoadReport", "EpamNet", "build_model",
-    "read_state_dict", "load_weights", "load_stream_weights",
+    "load_torch_file", "read_state_dict", "load_weights", "load_stream_weights",
 ]
 
 logger = logging.getLogger(__name__)
@@ -133,6 +133,22 @@ def _strip_prefix(state_dict: Mapping[str, Tensor], prefix: str) -> dict[str, Te
     return dict(state_dict)
 
 
+def load_torch_file(path: str | Path) -> object:
+    """`torch.load` with weights_only=True (a checkpoint from the internet cannot run code), on the CPU;
+    CheckpointError naming the file when it is missing or cannot be read."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file; all mean "cannot read"
+        # torch's unpickling errors run to a page; the line that names the cause is enough
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        cause = next((line for line in lines if "error:" in line.lower()), lines[0] if lines else "")[:300]
+        raise CheckpointError(f"{path}: cannot read it as a torch checkpoint ({type(err).__name__}: {cause}); "
+                              "it may be truncated, not a torch file, or hold objects other than tensors") from err
+
+
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """Read a state dict saved with `torch.save`, safely (`weights_only=True`).
 
@@ -140,12 +156,7 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     "module." (DDP) and "_orig_mod." (torch.compile) prefixes when every key carries them.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file; all mean "cannot read"
-        raise CheckpointError(f"{path}: cannot read it as a torch checkpoint ({type(err).__name__}: {err})") from err
+    payload = load_torch_file(path)
     for wrapper in ("model", "state_dict"):
         if isinstance(payload, Mapping) and isinstance(payload.get(wrapper), Mapping):
             payload = payload[wrapper]
