@@ -180,7 +180,8 @@ def train(
                           ] = None,
 ) -> None:
     """Train EPAM-Net or one stream; checkpoint every epoch, keep the best by validation. Multi-GPU via torchrun."""
-    from epam_model.engine import resolve_train_config, train as run_training
+    from epam_model.config import resolve_train_config
+    from epam_model.engine import train as run_training
 
     given = {name: _value(value) for name, value in dict(
         out=out, protocol=protocol, stream=stream, epochs=epochs, batch_size=batch_size, lr=lr,

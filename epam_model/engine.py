@@ -18,14 +18,11 @@ Runs go through torchrun for several GPUs or nodes: `torchrun --nproc_per_node 4
 WORLD_SIZE, RANK and LOCAL_RANK come from the environment (nccl on CUDA, gloo on CPU). Only rank 0 writes files.
 """
 
-import atexit
 import contextlib
 import csv
-import dataclasses
 import io
 import json
 import math
-import os
 import random
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -41,373 +38,18 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from epam_data.atomic import write_atomic, write_text_atomic
 from epam_data.errors import EpamError
-from epam_model.epamnet import (STREAMS, CheckpointError, build_model, load_stream_weights, load_torch_file,
-                                load_weights)
+from epam_model.checkpoints import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, build_from_checkpoint, find_checkpoint,
+                                    load_checkpoint, rng_state, save_checkpoint, set_rng_state)
+from epam_model.config import RUN_ONLY_FIELDS, TrainConfig
+from epam_model.distributed import DistEnv, autocast_context, init_distributed, set_cpu_threads, unwrap
+from epam_model.epamnet import build_model, load_stream_weights, load_weights
 from epam_model.metrics import confusion_matrix, per_class_table, summarize
 
-__all__ = [
-    "AMP_MODES", "RENDER_MODES", "SELECT_METRICS", "TrainConfig", "DistEnv", "TrainResult", "Scores", "EvalResult",
-    "load_yaml_config", "resolve_train_config", "init_distributed", "resolve_device", "save_checkpoint",
-    "load_checkpoint", "find_checkpoint", "build_from_checkpoint", "forward_heads", "predict", "train", "evaluate",
-    "draw_confusion_png",
-]
+__all__ = ["METRICS_COLUMNS", "TrainResult", "Scores", "EvalResult", "forward_heads", "predict", "train", "evaluate",
+           "draw_confusion_png"]
 
-AMP_MODES: tuple[str, ...] = ("off", "bf16", "fp16")
-RENDER_MODES: tuple[str, ...] = ("auto", "loader", "device")
-SELECT_METRICS: tuple[str, ...] = ("auto", "top1", "mean_class_acc")
-HEATMAP_KINDS: tuple[str, ...] = ("joint", "limb", "both")
-CHECKPOINT_FORMAT = "epam-train-checkpoint"
-CHECKPOINT_VERSION = 1
 METRICS_COLUMNS = ("epoch", "lr", "train_loss", "train_top1", "val_top1", "val_mean_class_acc", "clips_per_s",
                    "data_wait", "seconds")
-# Options that change how a run is executed, not what it computes: they may differ when a run is resumed.
-RUN_ONLY_FIELDS = frozenset({"dataset_dir", "out", "workers", "threads", "device", "progress", "init_rgb",
-                             "init_pose", "eval_batch_size", "deterministic"})
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Configuration
-# ---------------------------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Every option of a training run; the paper's recipe by default (paper.md 2, 4.2). Stored in each checkpoint.
-
-    batch_size is per process (the authors ran 2 GPUs x 12); lr None means 0.001 x batch_size x world size / 16.
-    render "auto" renders heatmaps on the GPU when training on one, in the loader workers otherwise.
-    select_metric "auto" keeps the best checkpoint by mean class accuracy on Toyota Smarthome (dataset.json says
-    "toyota"), by top-1 elsewhere; the fused logits decide for EPAM-Net.
-    """
-
-    dataset_dir: str
-    protocol: str
-    out: str
-    stream: str = "epam"
-    epochs: int = 10
-    batch_size: int = 12
-    lr: float | None = None
-    momentum: float = 0.9
-    weight_decay: float = 3e-4
-    clip_grad: float = 40.0
-    dropout: float = 0.5
-    workers: int = 4
-    threads: int | None = None
-    amp: str = "off"
-    seed: int = 100
-    device: str = "auto"
-    pose_frames: int = 48
-    rgb_every: int = 3
-    rgb_size: int = 224
-    heatmap_size: int = 56
-    heatmap: str = "joint"
-    render: str = "auto"
-    init_rgb: str | None = None
-    init_pose: str | None = None
-    sync_bn: bool = False
-    channels_last: bool = True
-    select_metric: str = "auto"
-    val_split: str | None = None
-    eval_batch_size: int | None = None
-    deterministic: bool = False
-    progress: bool = True
-
-    def check(self) -> None:
-        """Reject impossible combinations before any data is read, with the option to change."""
-        choices = {"stream": STREAMS, "amp": AMP_MODES, "render": RENDER_MODES, "heatmap": HEATMAP_KINDS,
-                   "select_metric": SELECT_METRICS}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise EpamError(f"{name}={getattr(self, name)!r}: choose one of {list(allowed)}")
-        for name in ("epochs", "batch_size", "pose_frames", "rgb_every", "rgb_size", "heatmap_size"):
-            if getattr(self, name) < 1:
-                raise EpamError(f"{name}={getattr(self, name)}: must be at least 1")
-        if self.workers < 0:
-            raise EpamError(f"workers={self.workers}: must be 0 (load in the main process) or more")
-        if self.threads is not None and self.threads < 1:
-            raise EpamError(f"threads={self.threads}: must be at least 1 (leave it unset for the usable cores)")
-        if self.lr is not None and self.lr <= 0:
-            raise EpamError(f"lr={self.lr}: must be positive (leave it unset for 0.001 x total batch / 16)")
-        if self.stream == "epam":
-            if self.pose_frames % self.rgb_every:
-                raise EpamError(f"pose_frames={self.pose_frames} is not a multiple of rgb_every={self.rgb_every}; "
-                                "the attention pools pose frames onto RGB frames")
-            rgb_map, pose_map = feature_size(self.rgb_size, 5), feature_size(self.heatmap_size, 3)
-            if rgb_map != pose_map:
-                raise EpamError(f"rgb_size={self.rgb_size} gives a {rgb_map}x{rgb_map} RGB feature map but "
-                                f"heatmap_size={self.heatmap_size} a {pose_map}x{pose_map} pose one; the attention "
-                                "needs the same size: use rgb_size = 4 x heatmap_size (paper: 224 and 56)")
-        if self.init_rgb and self.stream == "pose" or self.init_pose and self.stream == "rgb":
-            raise EpamError(f"--init-{'rgb' if self.stream == 'pose' else 'pose'} does not fit a {self.stream} "
-                            f"model; give --init-{self.stream} (or train --stream epam)")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any], *, source: str = "options") -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise EpamError(f"{source}: unknown option(s) {unknown}; known: {sorted(names)}")
-        missing = [name for name in ("dataset_dir", "protocol", "out") if values.get(name) in (None, "")]
-        if missing:
-            raise EpamError(f"{source}: {', '.join(missing)} not given; pass --{missing[0].replace('_', '-')} "
-                            "or set it in the --config file")
-        return cls(**{name: _coerce(name, value, source) for name, value in values.items()})
-
-
-_INT_FIELDS = {"epochs", "batch_size", "workers", "threads", "seed", "pose_frames", "rgb_every", "rgb_size", "heatmap_size",
-               "eval_batch_size"}
-_FLOAT_FIELDS = {"lr", "momentum", "weight_decay", "clip_grad", "dropout"}
-_BOOL_FIELDS = {"sync_bn", "channels_last", "deterministic", "progress"}
-
-
-def _coerce(name: str, value: Any, source: str) -> Any:
-    """YAML reads `1e-3` as a string and users write `true` or 1; turn values into the field's type or say which."""
-    if value is None:
-        return None
-    if name == "amp" and isinstance(value, bool):       # YAML 1.1 reads a bare `off` as false
-        if value:
-            raise EpamError(f"{source}: amp={value!r}: name the precision, bf16 or fp16 (or off)")
-        return "off"
-    try:
-        if name in _INT_FIELDS:
-            if isinstance(value, bool) or float(value) != int(float(value)):
-                raise ValueError
-            return int(float(value))
-        if name in _FLOAT_FIELDS:
-            return float(value)
-        if name in _BOOL_FIELDS:
-            if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
-                return value.lower() in ("true", "yes", "1")
-            if not isinstance(value, (bool, int)):
-                raise ValueError
-            return bool(value)
-    except (TypeError, ValueError):
-        kind = "an integer" if name in _INT_FIELDS else "a number" if name in _FLOAT_FIELDS else "true or false"
-        raise EpamError(f"{source}: {name}={value!r} is not {kind}") from None
-    return str(value)
-
-
-def feature_size(size: int, strided_layers: int) -> int:
-    """Spatial size after `strided_layers` 3x3 stride-2 convs with padding 1 (each gives ceil(size / 2))."""
-    for _ in range(strided_layers):
-        size = (size + 1) // 2
-    return size
-
-
-def load_yaml_config(path: str | Path) -> dict[str, Any]:
-    """A flat YAML mapping of TrainConfig options (dashes or underscores, e.g. `batch-size: 12`)."""
-    import yaml
-
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise EpamError(f"{path}: no such config file") from None
-    except (OSError, yaml.YAMLError) as err:
-        raise EpamError(f"{path}: cannot read it as YAML ({err})") from err
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise EpamError(f"{path}: expected a mapping of option: value, found {type(data).__name__}")
-    return {str(key).replace("-", "_"): value for key, value in data.items()}
-
-
-def resolve_train_config(
-        dataset_dir: str | Path, *, config_file: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
-        resume: bool = False,
-) -> TrainConfig:
-    """Defaults < the checkpoint's config (when resuming) < the YAML file < options given on the command line.
-
-    `overrides` holds only the options the user gave (None means "not given"). When resuming, the run folder's
-    last.pt supplies every option not given again, so `epam-train train DATA --out RUN --resume` is enough.
-    """
-    given = {key: value for key, value in (overrides or {}).items() if value is not None}
-    from_file = load_yaml_config(config_file) if config_file else {}
-    values: dict[str, Any] = {}
-    out = given.get("out", from_file.get("out"))
-    if resume and out:
-        last = Path(out) / "last.pt"
-        if not last.is_file():
-            raise EpamError(f"{last}: nothing to resume; drop --resume to start this run")
-        values.update(load_checkpoint(last)["config"])
-    values.update(from_file)
-    values.update(given)
-    values["dataset_dir"] = str(dataset_dir)
-    source = f"{config_file}" if config_file else "options"
-    config = TrainConfig.from_dict(values, source=source)
-    config.check()
-    return config
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Devices and processes
-# ---------------------------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class DistEnv:
-    """This process's place in a torchrun job (rank 0 of 1 without torchrun)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """"auto" is this process's GPU (cuda:LOCAL_RANK) when there is one, else the CPU; "cuda" means cuda:LOCAL_RANK."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise EpamError(f"--device {name!r}: use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise EpamError(f"--device {name}: this torch build or machine has no CUDA; use --device cpu")
-        index = device.index if device.index is not None else local_rank
-        if index >= torch.cuda.device_count():
-            raise EpamError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) visible")
-        device = torch.device("cuda", index)
-    elif device.type != "cpu":
-        raise EpamError(f"--device {name!r}: use auto, cpu, cuda or cuda:N")
-    return device
-
-
-def set_cpu_threads(device: torch.device, threads: int | None, workers: int) -> int:
-    """Torch compute threads of this process on the CPU: `threads`, or the cores left to it (returns the count).
-
-    "Left" = the cores this process may use (its affinity), shared with the other torchrun processes of the node,
-    minus one per loader worker. More threads than free cores is not a little slower but many times slower:
-    OpenMP workers spin at every barrier while another process holds their core (measured here on 2 shared
-    cores: a training step of 4 small clips took 0.6 s with 1 thread and 5-25 s with 2). On a GPU it is left as is.
-    """
-    if device.type != "cpu":
-        return torch.get_num_threads()
-    if threads is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        per_process = cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-        threads = max(1, per_process - workers)
-    torch.set_num_threads(threads)
-    return threads
-
-
-def init_distributed(device_name: str) -> tuple[DistEnv, torch.device]:
-    """Join the torchrun process group when WORLD_SIZE > 1 (nccl on CUDA, gloo on CPU), once per process.
-
-    The group lives until the process exits (destroyed at exit): `train` then `evaluate` in one process reuse it,
-    because a second init_process_group after a destroy can deadlock on the stale keys of torchrun's store.
-    """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    env = DistEnv(int(os.environ.get("RANK", "0")), world_size, int(os.environ.get("LOCAL_RANK", "0")))
-    device = resolve_device(device_name, env.local_rank)
-    if not env.distributed or dist.is_initialized():
-        return env, device
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    atexit.register(_destroy_group)
-    return env, device
-
-
-def _destroy_group() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def autocast_context(amp: str, device: torch.device) -> tuple[Any, bool, str]:
-    """(autocast context, whether a GradScaler is needed, a note for the log or "").
-
-    CUDA: bf16 or fp16 autocast, fp16 with loss scaling. CPU: bf16 autocast works (slower than fp32 on CPUs without
-    bf16 instructions); fp16 is not offered there and falls back to fp32 with a note.
-    """
-    if amp == "off":
-        return contextlib.nullcontext(), False, ""
-    if device.type == "cpu" and amp == "fp16":
-        return contextlib.nullcontext(), False, "--amp fp16 is for CUDA; training in fp32 on the CPU (bf16 works there)"
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype), amp == "fp16", ""
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Checkpoints (plain containers and tensors only: they load with weights_only=True)
-# ---------------------------------------------------------------------------------------------------------------
-
-def rng_state(device: torch.device) -> dict[str, Any]:
-    """This process's RNG states (torch, CUDA, numpy, python) as tensors, lists and numbers."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    version, internal, gauss_next = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
-        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
-    }
-
-
-def set_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and state["cuda"]:
-        torch.cuda.set_rng_state_all(state["cuda"])
-    n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
-    p = state["python"]
-    random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
-
-
-def save_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> Path:
-    """Write atomically: a temporary file in the same folder, flushed to disk, then renamed over `path`."""
-    write_atomic(path, lambda stream: torch.save(dict(payload), stream))
-    return Path(path)
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A training checkpoint written by `train`, read with weights_only=True; CheckpointError when it is not one."""
-    path = Path(path)
-    payload = load_torch_file(path)
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not an epam-train checkpoint (no format={CHECKPOINT_FORMAT!r}); a bare state "
-                              "dict can be loaded with --init-rgb / --init-pose instead")
-    missing = [key for key in ("model", "model_args", "config", "class_names", "epoch") if key not in payload]
-    if missing or payload.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {payload.get('version')!r} without {missing}; this epam "
-                              f"reads version {CHECKPOINT_VERSION}")
-    return payload
-
-
-def find_checkpoint(source: str | Path) -> Path:
-    """A checkpoint file as given, or a run folder's best.pt (else its last.pt)."""
-    source = Path(source)
-    if source.is_dir():
-        for name in ("best.pt", "last.pt"):
-            if (source / name).is_file():
-                return source / name
-        raise CheckpointError(f"{source}: a folder without best.pt or last.pt; pass a run folder of epam-train "
-                              "train or a checkpoint file")
-    if not source.exists():
-        raise CheckpointError(f"{source}: no such checkpoint file or run folder")
-    return source
-
-
-def build_from_checkpoint(payload: Mapping[str, Any]) -> nn.Module:
-    """The network a checkpoint was trained as, with its weights (the builder arguments travel in the file)."""
-    model = build_model(**payload["model_args"])
-    model.load_state_dict(payload["model"])
-    return model
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -490,7 +132,7 @@ def predict(
     loader = DataLoader(dataset, batch_size=batch_size, sampler=list(range(env.rank, len(dataset), env.world_size)),
                         num_workers=workers, pin_memory=device.type == "cuda", worker_init_fn=worker_init_fn)
     autocast, _, _ = autocast_context(amp, device)
-    net = _unwrap(model)
+    net = unwrap(model)
     net.eval()
     indices, chunks = [], {}
     with torch.no_grad():
@@ -513,7 +155,7 @@ def predict(
 
 
 def net_classes(model: nn.Module) -> int:
-    net = _unwrap(model)
+    net = unwrap(model)
     return (net.pose if hasattr(net, "attention") else net).num_classes
 
 
@@ -729,7 +371,7 @@ def _checkpoint_payload(model: nn.Module, optimizer: Any, scheduler: Any, scaler
                         config: TrainConfig, model_args: dict, class_names: list[str], row: dict,
                         best: dict, rng: list) -> dict[str, Any]:
     return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "epoch": epoch,
-            "model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+            "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng,
             "config": config.to_dict(), "model_args": dict(model_args), "class_names": list(class_names),
             "metrics": dict(row), "best": dict(best), "world_size": len(rng), "torch_version": str(torch.__version__)}
@@ -787,7 +429,7 @@ def _train(config: TrainConfig, run_dir: Path, env: DistEnv, device: torch.devic
     train_set, val_set = _make_datasets(config, clip_config, render)
     model, model_args = _build_training_model(config, train_set.num_classes, clip_config, log, init=saved is None)
     if saved is not None:
-        _unwrap(model).load_state_dict(saved["model"])
+        unwrap(model).load_state_dict(saved["model"])
     if config.channels_last:                           # the frames layout runs ~1.6x faster so (xshiftnet.py)
         model = model.to(memory_format=torch.channels_last)
     model = model.to(device)

@@ -22,8 +22,9 @@ from typer.testing import CliRunner
 from epam_data.errors import EpamError
 from epam_data.synth import make_synth_dataset
 from epam_model.cli import app
-from epam_model.engine import (METRICS_COLUMNS, TrainConfig, build_from_checkpoint, evaluate, load_checkpoint,
-                               resolve_train_config, train)
+from epam_model.checkpoints import build_from_checkpoint, load_checkpoint
+from epam_model.config import TrainConfig, resolve_train_config
+from epam_model.engine import METRICS_COLUMNS, evaluate, train
 from epam_model.epamnet import CheckpointError, read_state_dict
 
 runner = CliRunner()
