@@ -12,3 +12,9 @@ test: venv
 
 clean:
 	rm -rf .venv demo_out .pytest_cache
+
+# The full OpenMMLab pose stack (mmcv compiled with its ops, mmdet 3.3.0, mmpose 1.3.2) into .venv, for
+# `epam-data extract --backend mmlab`: 20-30 min on a 2-core CPU machine; not part of `make venv` or CI.
+.PHONY: mmlab
+mmlab: venv
+	@scripts/install_mmlab.sh

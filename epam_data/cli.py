@@ -297,11 +297,14 @@ def extract(
             help="mmlab: keep person boxes scoring at least this (default 0.7, PYSKL's).")] = None,
         det_area_thr: Annotated[Optional[float], typer.Option(
             help="mmlab: keep person boxes of at least this many px^2 (default 1600, PYSKL's).")] = None,
+        max_detections: Annotated[Optional[int], typer.Option(
+            help="mmlab: estimate poses for at most N boxes per frame, best first (default: all, as PYSKL).")
+        ] = None,
         device: Annotated[Optional[str], typer.Option(
             help="mmlab, blazepose+mmpose: cpu, cuda or cuda:N (default: cuda when torch sees one).")] = None,
         threads: Annotated[Optional[int], typer.Option(
-            help="mmlab, blazepose+mmpose: torch CPU threads per process (default: the usable cores; 1 per "
-                 "worker with --jobs).")] = None,
+            help="mmlab, blazepose+mmpose: torch CPU threads per process (default: the usable cores less one; 1 "
+                 "per worker with --jobs).")] = None,
 ) -> None:
     """Detect and track people, estimate COCO-17 poses, crop RGB and write HDF5 shards. Safe to re-run.
 
@@ -320,7 +323,8 @@ def extract(
                                  backend_options=_backend_options(
                                      det_config=det_config, det_checkpoint=det_checkpoint, pose_config=pose_config,
                                      pose_checkpoint=pose_checkpoint, det_score_thr=det_score_thr,
-                                     det_area_thr=det_area_thr, device=device, threads=threads))
+                                     det_area_thr=det_area_thr, max_detections=max_detections, device=device,
+                                     threads=threads))
         part_index = parse_part(part) if part is not None else None
         report = _with_progress("extract", lambda **callbacks: extract_dataset(
             input_dir, out, dataset, options=options, jobs=jobs, part=part_index, samples_per_shard=samples_per_shard,

@@ -10,6 +10,17 @@ timers), crop + JPEG (256 px, quality 90), write (one sample into an HDF5 shard)
 `extract_dataset` on copies of the clip (3 for --jobs 1, 6 for --jobs 2: the same work per process), wall time
 including worker start-up, frames/s over all frames; "no decode thread" turns off the chunk prefetch, so the one
 process uses one core.
+
+    python scripts/bench_extract.py --backend mmlab [--pairs rtmdet-tiny:rtmpose-m,faster-rcnn-person:hrnet-w32]
+    python scripts/bench_extract.py --backend blazepose+mmpose [--pairs hrnet-w32]
+
+times the OpenMMLab backends instead (`epam_data.pose.mmlab`; needs scripts/install_mmlab.sh, --light for
+blazepose+mmpose), on the first --frames frames (default 8 for them) with --threads torch threads: the detector per
+frame and the pose model per person box, each at batch 1 and batched (8 frames, 32 crops), then the backend end to
+end per frame, fed 1 frame per call (batch 1) and chunks of 8. Weights are random unless --det-checkpoint /
+--pose-checkpoint are given (the cost is the same); random detectors find no people, so end to end they run with
+thresholds 0 and the best 2 boxes per frame kept (2 persons per frame, as with the two players); the pose rows use
+BlazePose's boxes of the two players.
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -102,11 +114,121 @@ def time_end_to_end(clip: Path, persons: int, jobs: int, copies: int, work: Path
     return report.frames / elapsed
 
 
+def _seconds_per_item(run, items: int, repeats: int = 1) -> float:
+    """Median seconds per item of `run()` over `repeats` timed calls, after one warm-up call."""
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)) / max(items, 1)
+
+
+def _lift_rtmdet(head) -> None:
+    """An untrained RTMDet predicts empty boxes (dropped) scoring 0.01 for all 80 classes: give its boxes 4 strides
+    and its person class 0.5, so that end to end it keeps 2 person boxes per frame like a trained one."""
+    import torch
+
+    with torch.no_grad():
+        for conv in head.rtm_reg:
+            conv.bias.fill_(2.0)
+        for conv in head.rtm_cls:
+            conv.bias[0] = 0.0
+
+
+def time_mmlab(clip: Path, backend: str, pairs: list[str], *, frames: int, threads: int,
+               det_checkpoint: str, pose_checkpoint: str) -> dict[str, dict[str, float]]:
+    """Seconds per frame / per box of the OpenMMLab backends at batch 1 and batched (module docstring)."""
+    import torch
+
+    from epam_data.pose.mmlab import BlazePoseMMPoseBackend, MMLabBackend
+
+    torch.set_num_threads(threads)
+    video = np.concatenate(list(iter_frames(clip, chunk_size=8)))[:frames]
+    boxes = [found.boxes for found in load_backend("blazepose", max_persons=2).estimate(video)]
+    num_boxes = sum(len(frame_boxes) for frame_boxes in boxes)
+    rows: dict[str, dict[str, float]] = {}
+
+    def end_to_end(model, name: str) -> None:
+        def feed(chunk: int) -> None:
+            model.reset()
+            for first in range(0, len(video), chunk):
+                model.estimate(video[first:first + chunk])
+
+        for batch, chunk in (("batch 1", 1), ("batched", 8)):
+            if isinstance(model, MMLabBackend):
+                model.detector.batch_size = chunk
+            model.estimator.batch_size = 1 if chunk == 1 else 32
+            rows.setdefault(f"{name}: end to end, s/frame", {})[batch] = _seconds_per_item(partial(feed, chunk),
+                                                                                          len(video))
+
+    for pair in pairs:
+        if backend == "mmlab":
+            det, pose = pair.split(":")
+            model = MMLabBackend(det_config=det, det_checkpoint=det_checkpoint, pose_config=pose,
+                                 pose_checkpoint=pose_checkpoint, device="cpu", threads=threads, det_score_thr=0,
+                                 det_area_thr=0, max_detections=2)
+            name = f"{det} + {pose}"
+            detector = model.detector
+            head = detector.model.bbox_head if hasattr(detector.model, "bbox_head") else None
+            if det_checkpoint == "random" and hasattr(head, "rtm_reg"):
+                _lift_rtmdet(head)
+            for batch, size in (("batch 1", 1), ("batched", 8)):
+                detector.batch_size = size
+                rows.setdefault(f"{name}: detector, s/frame", {})[batch] = _seconds_per_item(
+                    partial(detector.detect, video), len(video))
+        else:
+            pose = pair
+            model = BlazePoseMMPoseBackend(pose_config=pose, pose_checkpoint=pose_checkpoint, device="cpu",
+                                           threads=threads, max_persons=2)
+            name = f"blazepose + {pose}"
+        estimator = model.estimator
+        for batch, size in (("batch 1", 1), ("batched", 32)):
+            estimator.batch_size = size
+            rows.setdefault(f"{name}: pose ({num_boxes} boxes), s/box", {})[batch] = _seconds_per_item(
+                partial(estimator.estimate, video, boxes), num_boxes)
+        end_to_end(model, name)
+        del model
+    return rows
+
+
+def main_mmlab(args: argparse.Namespace) -> None:
+    load_before = os.getloadavg()[0]
+    model = subprocess.run("lscpu | grep 'Model name'", shell=True, capture_output=True, text=True,
+                           check=False).stdout.strip()
+    pairs = (args.pairs or ("rtmdet-tiny:rtmpose-m,faster-rcnn-person:hrnet-w32" if args.backend == "mmlab"
+                            else "hrnet-w32")).split(",")
+    frames = args.frames if args.frames is not None else 8
+    print(f"machine: {model.split(':', 1)[-1].strip()}, {len(os.sched_getaffinity(0))} cores; torch threads "
+          f"{args.threads}; weights: detector {args.det_checkpoint}, pose {args.pose_checkpoint}")
+    with tempfile.TemporaryDirectory() as folder:
+        clip = upscale(args.clip, Path(folder) / "clip_1080p.mp4", frames)
+        rows = time_mmlab(clip, args.backend, pairs, frames=frames, threads=args.threads,
+                          det_checkpoint=args.det_checkpoint, pose_checkpoint=args.pose_checkpoint)
+    print(f"\n--backend {args.backend}: 1920x1080 H.264, {frames} frames of {args.clip.name} upscaled; median of 1 "
+          f"timed run after a warm-up; load average before / after: {load_before:.2f} / {os.getloadavg()[0]:.2f}")
+    print(f"| {'model, stage':<60} | {'batch 1':>9} | {'batched':>9} | {'speed-up':>8} |")
+    print(f"|{'-' * 62}|{'-' * 11}|{'-' * 11}|{'-' * 10}|")
+    for stage, values in rows.items():
+        print(f"| {stage:<60} | {values['batch 1']:>9.3f} | {values['batched']:>9.3f} | "
+              f"{values['batch 1'] / values['batched']:>7.2f}x |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clip", type=Path, default=SHARED_CLIP)
-    parser.add_argument("--frames", type=int, default=120)
+    parser.add_argument("--frames", type=int, default=None, help="default: 120 (blazepose), 8 (the others)")
+    parser.add_argument("--backend", default="blazepose", choices=["blazepose", "mmlab", "blazepose+mmpose"])
+    parser.add_argument("--pairs", default=None, help="mmlab: det:pose,...; blazepose+mmpose: pose,...")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (mmlab backends)")
+    parser.add_argument("--det-checkpoint", default="random")
+    parser.add_argument("--pose-checkpoint", default="random")
     args = parser.parse_args()
+    if args.backend != "blazepose":
+        main_mmlab(args)
+        return
+    args.frames = 120 if args.frames is None else args.frames
     load_before = os.getloadavg()[0]  # other jobs on the machine skew every figure; say how busy it was
     model = subprocess.run("lscpu | grep 'Model name'", shell=True, capture_output=True, text=True,
                            check=False).stdout.strip()

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Creates .venv and installs epam into it (editable, with the test extras). Idempotent: when
-# pyproject.toml, constraints.txt and this script are unchanged since the last successful run, it does nothing.
+# pyproject.toml, constraints.txt, this script and install_mmlab.sh are unchanged since the last successful run,
+# it does nothing.
 # torch is installed from constraints.txt first, so pip never resolves a bare `torch` (on the
 # machines this project is built on that would pull several GB of CUDA packages).
 set -euo pipefail
@@ -9,7 +10,7 @@ cd "$(dirname "$0")/.."
 venv=.venv
 python=${PYTHON:-python3}
 stamp="$venv/.epam-installed"
-want=$(cat pyproject.toml constraints.txt scripts/bootstrap.sh | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml constraints.txt scripts/bootstrap.sh scripts/install_mmlab.sh | sha256sum | cut -d" " -f1)
 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/epam-data" ]; then
     exit 0
@@ -23,5 +24,16 @@ fi
 # inside scikit-image's (skimage/data/astronaut.png). --no-deps keeps their requirements (numpy<2, jax,
 # opencv-contrib, scipy) out.
 "$venv/bin/python" -m pip install --quiet -c constraints.txt --no-deps "mediapipe==0.10.21" "scikit-image==0.26.0"
+# Optional OpenMMLab pose stack, LIGHT configuration, so that CI runs tests/test_mmlab.py's mmpose half for real
+# (--backend blazepose+mmpose with HRNet-W32): mmcv-lite 2.1.0 (no compiled ops), mmengine 0.10.7, mmpose 1.1.0
+# with --no-deps (its requirements would pull torchvision and another torch), setuptools<82 (mmengine needs
+# pkg_resources), and xtcocotools rebuilt from source against numpy 2. Nothing here pulls torch or torchvision; it
+# leaves torch and numpy as they are. About 35-60 s. Pins: ../shared/research/mmlab-install.md section 6.
+# The full stack (mmcv compiled with its ops, mmdet; 20-30 min) is `make mmlab`. EPAM_NO_MMLAB=1 skips this step.
+# Not fatal: it compiles xtcocotools (needs a C compiler); without it those tests skip, saying why.
+if [ -z "${EPAM_NO_MMLAB:-}" ]; then
+    scripts/install_mmlab.sh --light --python "$venv/bin/python" \
+        || echo "warning: the light mmlab stack did not install; tests/test_mmlab.py will skip its mmpose tests" >&2
+fi
 echo "$want" > "$stamp"
 echo "epam installed in $venv"

@@ -1,9 +1,9 @@
 """The pose-backend contract: RGB frames in, per-frame tracked persons with COCO-17 keypoints out.
 
-Every backend (`blazepose`, the offline default; `mmlab`, mmdet + mmpose, a later optional extra) returns the
-same `FramePoses` per frame, so `epam_data.persons.select_persons` and the extract pipeline never know which
-one ran. Keypoints are always in original-frame pixels (x right, y down) and follow the COCO-17 order (`COCO17_NAMES`),
-with left / right meaning the subject's own side, as in COCO. A backend keeps its tracking state between
+Every backend (`blazepose`, the offline default; `mmlab`, mmdet + mmpose, and `blazepose+mmpose`, both optional
+installs: `epam_data.pose.mmlab`) returns the same `FramePoses` per frame, so `epam_data.persons.select_persons` and
+the extract pipeline never know which one ran. Keypoints are always in original-frame pixels (x right, y down) and
+follow the COCO-17 order (`COCO17_NAMES`), with left / right meaning the subject's own side, as in COCO. A backend keeps its tracking state between
 `estimate` calls, so a long video can be fed in chunks (`epam_data.video.iter_frames`) without ever holding
 all its frames; `reset` starts the next video.
 """
@@ -77,16 +77,29 @@ def _load_blazepose(**options: Any) -> PoseBackend:
 
 
 def _load_mmlab(**options: Any) -> PoseBackend:
-    raise PoseBackendError("the mmlab pose backend (mmdet + mmpose) is not part of this version of epam yet; "
-                           "use --backend blazepose, the offline default")
+    from epam_data.pose.mmlab import MMLabBackend  # imports mmdet / mmpose only when constructed
+
+    return MMLabBackend(**options)
+
+
+def _load_blazepose_mmpose(**options: Any) -> PoseBackend:
+    from epam_data.pose.mmlab import BlazePoseMMPoseBackend
+
+    return BlazePoseMMPoseBackend(**options)
 
 
 def load_backend(name: str, **options: Any) -> PoseBackend:
-    """A pose backend by name; `options` go to its constructor (see `BlazePoseBackend` for blazepose's).
+    """A pose backend by name; `options` go to its constructor (`BlazePoseBackend`, `MMLabBackend`,
+    `BlazePoseMMPoseBackend`).
 
     Each loader imports its runtime inside, so `import epam_data` works without any of them installed.
     """
-    loaders = {"blazepose": _load_blazepose, "mmlab": _load_mmlab}
+    loaders = {"blazepose": _load_blazepose, "mmlab": _load_mmlab, "blazepose+mmpose": _load_blazepose_mmpose}
     if name not in loaders:
         raise PoseBackendError(f"unknown pose backend {name!r}; choose one of {sorted(loaders)}")
-    return loaders[name](**options)
+    try:
+        return loaders[name](**options)
+    except TypeError as err:
+        if "unexpected keyword argument" not in str(err):
+            raise
+        raise PoseBackendError(f"pose backend {name!r} has no such option: {err}") from None
