@@ -328,8 +328,8 @@ def extract(
         part_index = parse_part(part) if part is not None else None
         report = _with_progress("extract", lambda **callbacks: extract_dataset(
             input_dir, out, dataset, options=options, jobs=jobs, part=part_index, samples_per_shard=samples_per_shard,
-            labels_dir=labels, list_file=list_file, dask_address=dask, ray_address=ray, limit=limit, info=_command_info(),
-            **callbacks))
+            labels_dir=labels, list_file=list_file, dask_address=dask, ray_address=ray, limit=limit,
+            info=_command_info(), **callbacks))
     except (EpamError, ValueError) as err:
         raise fail(str(err)) from None
     print_extract_report(report)

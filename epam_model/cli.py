@@ -185,8 +185,9 @@ def train(
 
     given = {name: _value(value) for name, value in dict(
         out=out, protocol=protocol, stream=stream, epochs=epochs, batch_size=batch_size, lr=lr,
-        weight_decay=weight_decay, workers=workers, threads=threads, amp=amp, seed=seed, device=device, pose_frames=pose_frames,
-        rgb_every=rgb_every, rgb_size=rgb_size, heatmap_size=heatmap_size, heatmap=heatmap, render=render,
+        weight_decay=weight_decay, workers=workers, threads=threads, amp=amp, seed=seed, device=device,
+        pose_frames=pose_frames, rgb_every=rgb_every, rgb_size=rgb_size, heatmap_size=heatmap_size, heatmap=heatmap,
+        render=render,
         init_rgb=init_rgb, init_pose=init_pose, sync_bn=sync_bn, channels_last=channels_last,
         select_metric=select_metric, val_split=val_split, deterministic=deterministic, progress=progress).items()}
     try:

@@ -110,7 +110,8 @@ class TrainConfig:
         return cls(**{name: _coerce(name, value, source) for name, value in values.items()})
 
 
-_INT_FIELDS = {"epochs", "batch_size", "workers", "threads", "seed", "pose_frames", "rgb_every", "rgb_size", "heatmap_size",
+_INT_FIELDS = {"epochs", "batch_size", "workers", "threads", "seed", "pose_frames", "rgb_every", "rgb_size",
+               "heatmap_size",
                "eval_batch_size"}
 _FLOAT_FIELDS = {"lr", "momentum", "weight_decay", "clip_grad", "dropout"}
 _BOOL_FIELDS = {"sync_bn", "channels_last", "deterministic", "progress"}

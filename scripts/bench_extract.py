@@ -69,7 +69,8 @@ def upscale(source: Path, target: Path, frames: int, size: tuple[int, int] = (19
 
 def time_stages(clip: Path, persons: int) -> dict[str, float]:
     """Frames/s of each stage on one clip, in this process."""
-    frames = np.concatenate(list(iter_frames(clip, chunk_size=ExtractOptions().chunk_size)))  # warm-up of the decoder and page cache
+    # also warms up the decoder and the page cache
+    frames = np.concatenate(list(iter_frames(clip, chunk_size=ExtractOptions().chunk_size)))
     start = time.perf_counter()
     count = sum(len(chunk) for chunk in iter_frames(clip, chunk_size=ExtractOptions().chunk_size))
     decode = count / (time.perf_counter() - start)
@@ -95,9 +96,12 @@ def time_stages(clip: Path, persons: int) -> dict[str, float]:
         with ShardWriter(out) as writer:
             writer.write(prepared)
         write = len(frames) / (time.perf_counter() - start)
-    return {"decode": decode, "  detector (amortised; runs while a slot is free)":
-            len(frames) / detector_s if detector_s else float("inf"), "  landmarks": len(frames) / landmark_s, "pose (detector + landmarks + tracking)":
-            len(frames) / pose_s, "crop + JPEG 256": crop, "write (HDF5 shard)": write,
+    return {"decode": decode,
+            "  detector (amortised; runs while a slot is free)":
+                len(frames) / detector_s if detector_s else float("inf"),
+            "  landmarks": len(frames) / landmark_s,
+            "pose (detector + landmarks + tracking)": len(frames) / pose_s,
+            "crop + JPEG 256": crop, "write (HDF5 shard)": write,
             "bytes per frame (RGB + pose)": sum(map(len, prepared.rgb)) / len(frames)}
 
 

@@ -3,9 +3,9 @@
 Every backend (`blazepose`, the offline default; `mmlab`, mmdet + mmpose, and `blazepose+mmpose`, both optional
 installs: `epam_data.pose.mmlab`) returns the same `FramePoses` per frame, so `epam_data.persons.select_persons` and
 the extract pipeline never know which one ran. Keypoints are always in original-frame pixels (x right, y down) and
-follow the COCO-17 order (`COCO17_NAMES`), with left / right meaning the subject's own side, as in COCO. A backend keeps its tracking state between
-`estimate` calls, so a long video can be fed in chunks (`epam_data.video.iter_frames`) without ever holding
-all its frames; `reset` starts the next video.
+follow the COCO-17 order (`COCO17_NAMES`), with left / right meaning the subject's own side, as in COCO. A backend
+keeps its tracking state between `estimate` calls, so a long video can be fed in chunks
+(`epam_data.video.iter_frames`) without ever holding all its frames; `reset` starts the next video.
 """
 
 from __future__ import annotations

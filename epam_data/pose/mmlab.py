@@ -499,7 +499,8 @@ class PersonDetector:
         for first in range(0, len(frames), self.batch_size):
             data = [self.pipeline({"img": _bgr(frame), "img_id": first + index})
                     for index, frame in enumerate(frames[first:first + self.batch_size])]
-            batch = {"inputs": [item["inputs"] for item in data], "data_samples": [item["data_samples"] for item in data]}
+            batch = {"inputs": [item["inputs"] for item in data],
+                     "data_samples": [item["data_samples"] for item in data]}
             with torch.no_grad():
                 results = self.model.test_step(batch)
             for result in results:
@@ -567,7 +568,8 @@ class MMLabBackend:
                                   max_missed=int(max_missed))
         self.model_ids = {**self.detector.model_ids, **self.estimator.model_ids,
                           "tracker": f"IoU >= {self.tracker.min_iou:g} or keypoint shift <= "
-                                     f"{self.tracker.max_keypoint_shift:g} box, {self.tracker.max_missed} missed frames"}
+                                     f"{self.tracker.max_keypoint_shift:g} box, "
+                                     f"{self.tracker.max_missed} missed frames"}
 
     def reset(self) -> None:
         """Forget every tracked person; track ids restart at 0 (call between videos)."""
