@@ -198,8 +198,8 @@ def print_extract_report(report: ExtractReport, command: str = "extract",
             ("shards finished", len(report.shards))]
     times = report.times
     busy = [("decode", times.decode), ("pose", times.pose), ("crop + JPEG", times.crop), ("heatmaps", times.heatmaps)]
-    rows += [(f"  {name} (worker s, frames/s)", f"{value:.1f} s, {report.frames / value:.0f}/s" if value > 0 else "-")
-             for name, value in busy]
+    rows += [(f"  {name} (worker s, frames/s)", f"{value:.1f} s, {report.frames / value:.0f}/s" if value >= 0.05
+              else "-") for name, value in busy]  # under 0.05 s: not done (e.g. no --heatmaps), no rate to show
     for name, value in rows:
         table.add_row(name, str(value))
     console.print(table)
