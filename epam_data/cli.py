@@ -245,6 +245,21 @@ def _with_progress(command: str, run: Callable[..., ExtractReport]) -> ExtractRe
         return run(on_start=on_start, on_result=on_result)
 
 
+# Options that extract and import-pyskl share: the same run loop, resume rules and storage.
+DatasetOption = Annotated[str, typer.Option("--dataset", "-d", help=f"One of {', '.join(DATASET_NAMES)}.")]
+OutOption = Annotated[Path, typer.Option("--out", "-o", help="Dataset folder to create or resume.")]
+PartOption = Annotated[Optional[str], typer.Option(
+    help="Do part i of n (1-based: 1/4 .. 4/4), e.g. --part $SLURM_ARRAY_TASK_ID/4; parts share --out.")]
+JpegQualityOption = Annotated[int, typer.Option(help="JPEG quality of the crops (1-100).")]
+HeatmapsOption = Annotated[str, typer.Option(help="Also store uint8 heatmap volumes: joint, limb or joint,limb.")]
+HeatmapSizeOption = Annotated[int, typer.Option(help="Side of the stored heatmap canvas.")]
+SamplesPerShardOption = Annotated[int, typer.Option(help="Samples per HDF5 shard.")]
+DaskOption = Annotated[Optional[str], typer.Option(
+    help="Run on this Dask scheduler (tcp://host:8786) through joblib's dask backend.")]
+RayOption = Annotated[Optional[str], typer.Option(
+    help="Run on this Ray cluster: auto, ray://host:10001, or local (start one here).")]
+
+
 def _backend_options(**given: object) -> tuple[tuple[str, str], ...]:
     """The pose-backend options given on the command line, as ExtractOptions.backend_options: (name, text) pairs."""
     return tuple((name, str(value)) for name, value in given.items() if value is not None)
@@ -253,33 +268,28 @@ def _backend_options(**given: object) -> tuple[tuple[str, str], ...]:
 @app.command()
 def extract(
         input_dir: Annotated[Path, typer.Argument(help="Folder of raw videos (searched recursively).")],
-        dataset: Annotated[str, typer.Option("--dataset", "-d", help=f"One of {', '.join(DATASET_NAMES)}.")],
-        out: Annotated[Path, typer.Option("--out", "-o", help="Dataset folder to create or resume.")],
+        dataset: DatasetOption,
+        out: OutOption,
         backend: Annotated[str, typer.Option(
             help="Pose backend: blazepose (offline default), mmlab (mmdet + mmpose) or blazepose+mmpose "
                  "(BlazePose boxes, mmpose keypoints); mmlab ones need scripts/install_mmlab.sh.")] = "blazepose",
         max_persons: Annotated[Optional[int], typer.Option(
             help="Persons kept per sample (default: 2 for NTU mutual actions, else 1).")] = None,
         jobs: Annotated[int, typer.Option("--jobs", "-j", help="Videos prepared in parallel (processes).")] = 1,
-        part: Annotated[Optional[str], typer.Option(
-            help="Do part i of n (1-based: 1/4 .. 4/4), e.g. --part $SLURM_ARRAY_TASK_ID/4; parts share --out.")
-        ] = None,
+        part: PartOption = None,
         rgb_size: Annotated[int, typer.Option(help="Side of the stored square RGB crops, in pixels.")] = 256,
         no_rgb: Annotated[bool, typer.Option("--no-rgb", help="Store no RGB crops (skeletons only).")] = False,
-        jpeg_quality: Annotated[int, typer.Option(help="JPEG quality of the crops (1-100).")] = 90,
+        jpeg_quality: JpegQualityOption = 90,
         frame_stride: Annotated[int, typer.Option(help="Keep every n-th frame.")] = 1,
         labels: Annotated[Optional[Path], typer.Option(
             help="PKU-MMD: folder of the label files 0002-L.txt.")] = None,
         list_file: Annotated[Optional[Path], typer.Option(
             "--list", help="generic: CSV path,label (paths relative to INPUT_DIR); others: names to include.")] = None,
-        heatmaps: Annotated[str, typer.Option(
-            help="Also store uint8 heatmap volumes: joint, limb or joint,limb.")] = "",
-        heatmap_size: Annotated[int, typer.Option(help="Side of the stored heatmap canvas.")] = 56,
-        samples_per_shard: Annotated[int, typer.Option(help="Samples per HDF5 shard.")] = 256,
-        dask: Annotated[Optional[str], typer.Option(
-            help="Run on this Dask scheduler (tcp://host:8786) through joblib's dask backend.")] = None,
-        ray: Annotated[Optional[str], typer.Option(
-            help="Run on this Ray cluster: auto, ray://host:10001, or local (start one here).")] = None,
+        heatmaps: HeatmapsOption = "",
+        heatmap_size: HeatmapSizeOption = 56,
+        samples_per_shard: SamplesPerShardOption = 256,
+        dask: DaskOption = None,
+        ray: RayOption = None,
         limit: Annotated[Optional[int], typer.Option(help="Only the first N samples (by sample id).")] = None,
         det_config: Annotated[Optional[str], typer.Option(
             help="mmlab: detector, a name (faster-rcnn-person, the default; faster-rcnn, rtmdet-m, rtmdet-tiny), an "
@@ -340,25 +350,21 @@ def extract(
 @app.command("import-pyskl")
 def import_pyskl(
         pkl: Annotated[Path, typer.Argument(help="PYSKL / MMAction2 annotation pickle (e.g. ntu60_hrnet.pkl).")],
-        dataset: Annotated[str, typer.Option("--dataset", "-d", help=f"One of {', '.join(DATASET_NAMES)}.")],
-        out: Annotated[Path, typer.Option("--out", "-o", help="Dataset folder to create or resume.")],
+        dataset: DatasetOption,
+        out: OutOption,
         videos: Annotated[Optional[Path], typer.Option(
             help="Folder of the videos (searched recursively, named by frame_dir): also store RGB crops.")] = None,
         max_persons: Annotated[Optional[int], typer.Option(
             help="Keep the N persons with the highest total score (default: all in the pickle).")] = None,
         jobs: Annotated[int, typer.Option("--jobs", "-j", help="Samples prepared in parallel (processes).")] = 1,
-        part: Annotated[Optional[str], typer.Option(
-            help="Do part i of n (1-based: 1/4 .. 4/4); parts share --out.")] = None,
+        part: PartOption = None,
         rgb_size: Annotated[int, typer.Option(help="Side of the stored square RGB crops (with --videos).")] = 256,
-        jpeg_quality: Annotated[int, typer.Option(help="JPEG quality of the crops (1-100).")] = 90,
-        heatmaps: Annotated[str, typer.Option(
-            help="Also store uint8 heatmap volumes: joint, limb or joint,limb.")] = "",
-        heatmap_size: Annotated[int, typer.Option(help="Side of the stored heatmap canvas.")] = 56,
-        samples_per_shard: Annotated[int, typer.Option(help="Samples per HDF5 shard.")] = 256,
-        dask: Annotated[Optional[str], typer.Option(
-            help="Run on this Dask scheduler (tcp://host:8786) through joblib's dask backend.")] = None,
-        ray: Annotated[Optional[str], typer.Option(
-            help="Run on this Ray cluster: auto, ray://host:10001, or local (start one here).")] = None,
+        jpeg_quality: JpegQualityOption = 90,
+        heatmaps: HeatmapsOption = "",
+        heatmap_size: HeatmapSizeOption = 56,
+        samples_per_shard: SamplesPerShardOption = 256,
+        dask: DaskOption = None,
+        ray: RayOption = None,
         limit: Annotated[Optional[int], typer.Option(help="Only the first N annotations (by sample id).")] = None,
 ) -> None:
     """Import a PYSKL / MMAction2 pose pickle (read without running code) into shards and split manifests.

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from epam_data.pose.base import FramePoses, PoseBackendError
+from epam_data.pose.tracking import box_iou
 
 __all__ = [
     "BLAZEPOSE33_TO_COCO17",
@@ -195,11 +196,7 @@ def _sigmoid(logits: np.ndarray) -> np.ndarray:
 
 def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """IoU of one (x1, y1, x2, y2) box with each row of boxes [N, 4]."""
-    width = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
-    height = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
-    inter = width * height
-    union = (box[2] - box[0]) * (box[3] - box[1]) + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) - inter
-    return inter / np.maximum(union, 1e-9)
+    return box_iou(box[None], boxes)[0]
 
 
 def decode_detections(raw_boxes: np.ndarray, raw_scores: np.ndarray, anchors: np.ndarray, *,
