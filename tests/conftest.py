@@ -6,6 +6,10 @@ import csv
 import dataclasses
 import fractions
 import functools
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -181,3 +185,18 @@ def single_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def kill_after_first_shard(args: list[str], out: Path, *, timeout_s: float = 60) -> list[Path]:
+    """Run `epam-data ARGS` in a real process, SIGKILL it as soon as its first shard under `out` is finished, and
+    return the finished shards. Fails if the run ends first or no shard appears within `timeout_s`."""
+    process = subprocess.Popen([sys.executable, "-c", "from epam_data.cli import app; app()", *args],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout_s
+    while not list(out.glob("shards/*.h5")):
+        assert process.poll() is None, "the run ended before its first shard was seen"
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return list((out / "shards").glob("*.h5"))

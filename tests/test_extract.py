@@ -10,15 +10,11 @@ import csv
 import io
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import PERSON_CLIP_STEP, write_person_clip, write_video
+from conftest import PERSON_CLIP_STEP, kill_after_first_shard, write_person_clip, write_video
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -251,17 +247,8 @@ def test_bad_inputs_recorded_and_run_continues(mixed_dir: Path, tmp_path: Path) 
 
 def test_resume_after_a_real_kill(astronaut_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    command = [sys.executable, "-c", "from epam_data.cli import app; app()", "extract", str(astronaut_dir), "-d",
-               "ntu60", "-o", str(out), "--samples-per-shard", "1", "--rgb-size", "64"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while not list(out.glob("shards/*.h5")):
-        assert process.poll() is None, "the run ended before its first shard was seen"
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    finished = list((out / "shards").glob("*.h5"))
+    finished = kill_after_first_shard(["extract", str(astronaut_dir), "-d", "ntu60", "-o", str(out),
+                                       "--samples-per-shard", "1", "--rgb-size", "64"], out)
     assert 1 <= len(finished) < len(ASTRONAUT_IDS), "the kill came too late to test anything"
     result = runner.invoke(app, ["extract", str(astronaut_dir), "-d", "ntu60", "-o", str(out),
                                  "--samples-per-shard", "1", "--rgb-size", "64"])

@@ -12,15 +12,12 @@ import io
 import os
 import pickle
 import pickletools
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import person_photo, prepared_sample
+from conftest import kill_after_first_shard, person_photo, prepared_sample
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -399,16 +396,7 @@ def test_resume_after_a_real_kill(tmp_path: Path) -> None:
     out = tmp_path / "out"
     args = ["import-pyskl", str(path), "-d", "ntu60", "-o", str(out), "--samples-per-shard", "1", "--heatmaps",
             "joint,limb", "--heatmap-size", "32"]
-    process = subprocess.Popen([sys.executable, "-c", "from epam_data.cli import app; app()", *args],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while not list(out.glob("shards/*.h5")):
-        assert process.poll() is None, "the run ended before its first shard was seen"
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    finished = list((out / "shards").glob("*.h5"))
+    finished = kill_after_first_shard(args, out)
     assert 1 <= len(finished) < len(ids), "the kill came too late to test anything"
     result = runner.invoke(app, [*args, "--jobs", "2"])  # workers receive one annotation each
     assert result.exit_code == 0, result.output

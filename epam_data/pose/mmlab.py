@@ -169,6 +169,20 @@ def _package_configs(package: Any) -> Path:
     return Path(package.__file__).parent / ".mim" / "configs"
 
 
+def _resolve_model(config: str, checkpoint: str | os.PathLike | None, package: Any, named: dict[str, NamedModel],
+                   what: str) -> tuple[Path, str, Path | None]:
+    """(config file, its id for dataset.json, local weights or None for random) of one model: `config` as
+    `_resolve_config` takes it, `checkpoint` as `resolve_checkpoint` takes it, None meaning the named model's
+    published weights."""
+    config_path, config_id, published = _resolve_config(config, package, named, f"{what} config")
+    if checkpoint is None:
+        if published is None:
+            flag = "--det-checkpoint" if what == "detector" else "--pose-checkpoint"
+            raise PoseBackendError(f"{what} config {config}: give its checkpoint ({flag} FILE or URL)")
+        checkpoint = published
+    return config_path, config_id, resolve_checkpoint(checkpoint, f"{what} checkpoint")
+
+
 def _resolve_config(value: str, package: Any, named: dict[str, NamedModel], what: str
                     ) -> tuple[Path, str, str | None]:
     """(config file, its id for dataset.json, the published checkpoint or None) for a model name, a config
@@ -361,12 +375,7 @@ class TopDownEstimator:
         from mmengine.registry import DefaultScope
         from mmpose.apis import init_model
 
-        config_path, config_id, published = _resolve_config(config, mmpose, POSE_MODELS, "pose config")
-        if checkpoint is None:
-            if published is None:
-                raise PoseBackendError(f"pose config {config}: give its checkpoint (--pose-checkpoint FILE or URL)")
-            checkpoint = published
-        weights = resolve_checkpoint(checkpoint, "pose checkpoint")
+        config_path, config_id, weights = _resolve_model(config, checkpoint, mmpose, POSE_MODELS, "pose")
         self.device = _device(device)
         self.batch_size = int(batch_size)
         cfg = Config.fromfile(str(config_path))
@@ -450,12 +459,7 @@ class PersonDetector:
         from mmengine.config import Config
         from mmengine.registry import DefaultScope
 
-        config_path, config_id, published = _resolve_config(config, mmdet, DETECTORS, "detector config")
-        if checkpoint is None:
-            if published is None:
-                raise PoseBackendError(f"detector config {config}: give its checkpoint (--det-checkpoint FILE or URL)")
-            checkpoint = published
-        weights = resolve_checkpoint(checkpoint, "detector checkpoint")
+        config_path, config_id, weights = _resolve_model(config, checkpoint, mmdet, DETECTORS, "detector")
         self.device = _device(device)
         self.score_thr, self.area_thr = float(score_thr), float(area_thr)
         self.max_detections = None if max_detections in (None, "", "none") else int(max_detections)
