@@ -1,5 +1,5 @@
 # The README's two commands: `make demo` and `make test`. Both create .venv on first use.
-.PHONY: venv demo test clean
+.PHONY: venv demo test clean lock
 
 venv:
 	@scripts/bootstrap.sh
@@ -7,8 +7,18 @@ venv:
 demo: venv
 	@scripts/demo.sh
 
+# The quality tests run twice: on this CPU's vector code, then with numpy's AVX2 / AVX-512 kernels off (SSE4 code),
+# so that a change which only passes on one vector path fails here (BENCHMARKS.md, SIMD spread).
+NO_NUMPY_SIMD = NPY_DISABLE_CPU_FEATURES="X86_V3 X86_V4 AVX512_ICL AVX512_SPR"
+
 test: venv
 	@.venv/bin/python -m pytest -q
+	@echo "quality tests again, numpy without AVX2 / AVX-512 ($(NO_NUMPY_SIMD)):"
+	@$(NO_NUMPY_SIMD) .venv/bin/python -m pytest -q -m quality -p no:cacheprovider
+
+# Refreshes requirements.lock (every version the bootstrap installs) from pyproject's ranges; review and commit it.
+lock:
+	@scripts/lock.sh
 
 clean:
 	rm -rf .venv demo_out .pytest_cache

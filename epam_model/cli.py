@@ -170,8 +170,10 @@ def train(
         help="Validation metric that picks best.pt. (default: auto = mean_class_acc on Toyota, else top1)")] = None,
     val_split: Annotated[Optional[str], typer.Option(help="Validation split. (default: val if present, else test)")
                          ] = None,
-    deterministic: Annotated[Optional[bool], typer.Option("--deterministic/--no-deterministic",
-                                                          help="cuDNN deterministic kernels (slower).")] = None,
+    deterministic: Annotated[Optional[bool], typer.Option(
+        "--deterministic/--no-deterministic",
+        help="Deterministic kernels (cuDNN and torch's own; slower). With --threads fixed, two runs on one machine "
+             "give the same numbers.")] = None,
     progress: Annotated[Optional[bool], typer.Option("--progress/--no-progress", help="Progress bar per epoch.")
                         ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last.pt.")] = False,

@@ -422,6 +422,8 @@ def _train(config: TrainConfig, run_dir: Path, env: DistEnv, device: torch.devic
         log.print(amp_note, style="yellow")
     torch.backends.cudnn.benchmark = not config.deterministic
     torch.backends.cudnn.deterministic = config.deterministic
+    if config.deterministic:  # every op that has a deterministic kernel uses it; the others warn once
+        torch.use_deterministic_algorithms(True, warn_only=True)
 
     _seed_everything(config.seed)                      # identical initial weights on every rank
     clip_config = _clip_config(config)

@@ -18,7 +18,8 @@ __all__ = ["shift_concat", "shift_copy", "shift_time_major", "temporal_shift", "
 
 def shift_concat(clip: Tensor, fold: int) -> Tensor:
     """The shift as pad + concatenate on a time-major clip [N, T, C, ...]: few, plain ops, so an exported ONNX graph
-    stays small (slice assignment gave 2.7 times the nodes and 3 times the export time). Returns a contiguous tensor.
+    stays small (slice assignment gave 2.7 times the nodes and 3 times the export time), and torch.compile's CPU
+    code is right (`shift_time_major`). Returns a contiguous tensor.
     """
     ahead = F.pad(clip[:, 1:, :fold], (0, 0) * (clip.dim() - 3) + (0, 0, 0, 1))           # zeros after the last frame
     behind = F.pad(clip[:, :-1, fold:2 * fold], (0, 0) * (clip.dim() - 3) + (0, 0, 1, 0))  # zeros before the first
@@ -64,10 +65,15 @@ def shift_time_major(clip: Tensor, fold: int) -> Tensor:
 
     Channels [0, fold) at frame t take frame t + 1 (the last frame gets zeros); channels [fold, 2 * fold) take frame
     t - 1 (the first frame gets zeros); channels from 2 * fold on are copied unchanged. This is the authors' `shift`
-    (a TSM variant that zero-pads rather than wraps around). Eager and torch.compile use the format-preserving
-    `_TemporalShift`; torch.export (hence ONNX) traces `shift_concat`. Both give identical values.
+    (a TSM variant that zero-pads rather than wraps around). Eager runs the format-preserving `_TemporalShift`;
+    torch.compile and torch.export (hence ONNX) trace `shift_concat`. Both give identical values.
+
+    Why not `_TemporalShift` under torch.compile: in torch 2.13 inductor's CPU code for its `empty_like` + slice
+    writes is wrong with 256-bit vectors (AVX2) once the two streams' kernels are fused: the compiled EpamNet
+    returned NaN (`scripts/inductor_shift_repro.py` shows it without epam). pad + cat has no uninitialised buffer
+    to read, and tests/test_epamnet.py compares it with eager at 256-bit, native and scalar vector widths.
     """
-    if torch.compiler.is_exporting():
+    if torch.compiler.is_compiling():
         return shift_concat(clip, fold)
     return _TemporalShift.apply(clip, fold)
 

@@ -1,29 +1,50 @@
 #!/usr/bin/env bash
 # Creates .venv and installs epam into it (editable, with the test extras). Idempotent: when
-# pyproject.toml, constraints.txt, this script and install_mmlab.sh are unchanged since the last successful run,
-# it does nothing.
-# torch is installed from constraints.txt first, so pip never resolves a bare `torch` (on the
-# machines this project is built on that would pull several GB of CUDA packages).
+# pyproject.toml, the lock, constraints.txt, this script and install_mmlab.sh are unchanged since the last successful
+# run, it does nothing.
+# Every version comes from requirements.lock (`make lock` refreshes it), used as pip constraints at each step.
+# EPAM_LOCK= (empty) installs from the ranges of pyproject.toml instead, with torch still pinned by constraints.txt:
+# torch is installed first, so pip never resolves a bare `torch` (on the machines this project is built on that
+# would pull several GB of CUDA packages). EPAM_VENV=DIR installs into another folder than .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-venv=.venv
+venv=${EPAM_VENV:-.venv}
 python=${PYTHON:-python3}
+lock=${EPAM_LOCK-requirements.lock}
 stamp="$venv/.epam-installed"
-want=$(cat pyproject.toml constraints.txt scripts/bootstrap.sh scripts/install_mmlab.sh | sha256sum | cut -d" " -f1)
+
+# mediapipe 0.10.21 (the BlazePose model files) has wheels for CPython 3.9-3.12 only; pyproject's requires-python.
+if ! version=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null); then
+    echo "bootstrap: cannot run $python; set PYTHON=/path/to/python3.11" >&2
+    exit 1
+fi
+case "$version" in
+    3.10|3.11|3.12) ;;
+    *) echo "bootstrap: epam needs CPython 3.10-3.12 (mediapipe 0.10.21 has no wheel for $version); set PYTHON=python3.11" >&2
+       exit 1 ;;
+esac
+if [ -n "$lock" ] && [ "$version" != "3.11" ]; then
+    echo "bootstrap: $lock is resolved for CPython 3.11; with $version installing from pyproject's ranges" >&2
+    lock=""
+fi
+pins=(-c constraints.txt)
+[ -z "$lock" ] || pins+=(-c "$lock")
+want=$(cat pyproject.toml constraints.txt scripts/bootstrap.sh scripts/install_mmlab.sh ${lock:+"$lock"} \
+       | sha256sum | cut -d" " -f1)
 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/epam-data" ]; then
     exit 0
 fi
 
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
-"$venv/bin/python" -m pip install --quiet --upgrade pip
-"$venv/bin/python" -m pip install --quiet -c constraints.txt torch
-"$venv/bin/python" -m pip install --quiet -c constraints.txt -e ".[test]"
+"$venv/bin/python" -m pip install --quiet --upgrade "${pins[@]}" pip
+"$venv/bin/python" -m pip install --quiet "${pins[@]}" torch
+"$venv/bin/python" -m pip install --quiet "${pins[@]}" -e ".[test]"
 # Files only, never imported: the BlazePose models inside the mediapipe wheel, and the test photograph
 # inside scikit-image's (skimage/data/astronaut.png). --no-deps keeps their requirements (numpy<2, jax,
 # opencv-contrib, scipy) out.
-"$venv/bin/python" -m pip install --quiet -c constraints.txt --no-deps "mediapipe==0.10.21" "scikit-image==0.26.0"
+"$venv/bin/python" -m pip install --quiet "${pins[@]}" --no-deps "mediapipe==0.10.21" "scikit-image==0.26.0"
 # Optional OpenMMLab pose stack, LIGHT configuration, so that CI runs tests/test_mmlab.py's mmpose half for real
 # (--backend blazepose+mmpose with HRNet-W32): mmcv-lite 2.1.0 (no compiled ops), mmengine 0.10.7, mmpose 1.1.0
 # with --no-deps (its requirements would pull torchvision and another torch), setuptools<82 (mmengine needs
@@ -32,7 +53,7 @@ fi
 # The full stack (mmcv compiled with its ops, mmdet; 20-30 min) is `make mmlab`. EPAM_NO_MMLAB=1 skips this step.
 # Not fatal: it compiles xtcocotools (needs a C compiler); without it those tests skip, saying why.
 if [ -z "${EPAM_NO_MMLAB:-}" ]; then
-    scripts/install_mmlab.sh --light --python "$venv/bin/python" \
+    scripts/install_mmlab.sh --light --python "$venv/bin/python" ${lock:+--constraint "$lock"} \
         || echo "warning: the light mmlab stack did not install; tests/test_mmlab.py will skip its mmpose tests" >&2
 fi
 echo "$want" > "$stamp"

@@ -10,7 +10,8 @@
 #   bash scripts/install_mmlab.sh --light    light: mmcv-lite 2.1.0 (no compiled ops), mmengine 0.10.7, mmpose
 #                                            1.1.0 -> blazepose+mmpose with heatmap models (HRNet); about a minute
 #
-# Options: --python PATH (default: .venv/bin/python, else python3); --light. Environment: MAX_JOBS (compile jobs,
+# Options: --python PATH (default: .venv/bin/python, else python3); --light; --constraint FILE (pip constraints on
+# top of the installed torch: the bootstrap passes requirements.lock). Environment: MAX_JOBS (compile jobs,
 # default: all cores); MMCV_WHEEL=path/to/mmcv-2.1.0-cp311-cp311-linux_x86_64.whl installs a wheel built earlier by
 # this script for the same torch and Python instead of compiling again. The torch already installed is pinned, so
 # pip never replaces it. On a CUDA machine mmcv's build also compiles its CUDA ops when nvcc is found (not verified
@@ -20,12 +21,14 @@ cd "$(dirname "$0")/.."
 
 light=0
 python=""
+constraint=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --light) light=1 ;;
         --python) python="$2"; shift ;;
-        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
-        *) echo "install_mmlab.sh: unknown argument $1 (use --light, --python PATH)" >&2; exit 2 ;;
+        --constraint) constraint="$2"; shift ;;
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        *) echo "install_mmlab.sh: unknown argument $1 (use --light, --python PATH, --constraint FILE)" >&2; exit 2 ;;
     esac
     shift
 done
@@ -40,6 +43,7 @@ fi
 pins=$(mktemp)
 trap 'rm -f "$pins"' EXIT
 echo "torch==$torch_version" > "$pins"  # whatever torch is there (CPU or CUDA build) stays
+[ -z "$constraint" ] || grep -v -E "^torch==" "$constraint" >> "$pins"
 pip_install() { "$python" -m pip install --quiet --disable-pip-version-check -c "$pins" "$@"; }
 has() { "$python" -c "$1" >/dev/null 2>&1; }
 

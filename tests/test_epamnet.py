@@ -222,16 +222,68 @@ def test_bfloat16_autocast_forward() -> None:
     assert torch.isfinite(out.fused().float()).all()
 
 
+# Vector widths for inductor's CPU code: None is this CPU's own (512 on AVX-512 machines); 256 is the code every AVX2
+# CPU gets, where torch 2.13 mis-compiled the slice-write shift into NaN (scripts/inductor_shift_repro.py); 1 is scalar.
+SIMD_WIDTHS = [pytest.param(None, id="native"), pytest.param(256, id="simd256"), pytest.param(1, id="scalar")]
+
+
+def compiled_call(model: nn.Module, simdlen: int | None, *inputs: torch.Tensor, backward: bool = False) -> EpamOutput:
+    """model(*inputs) through torch.compile with inductor's vector width set to `simdlen`; with backward=True also
+    backpropagates `weighted_sum` (compiling the backward graph under the same setting)."""
+    from torch._inductor import config as inductor_config
+
+    torch._dynamo.reset()
+    with inductor_config.patch({"cpp.simdlen": simdlen}):
+        out = torch.compile(model)(*inputs)
+        if backward:
+            weighted_sum(out).backward()
+    return out
+
+
+def weighted_sum(out: EpamOutput | torch.Tensor) -> torch.Tensor:
+    """A loss whose gradient differs per logit, so a swapped or zeroed logit shows in the gradients."""
+    logits = torch.cat(list(out), 1) if isinstance(out, tuple) else out
+    return (logits * torch.linspace(-1, 1, logits.numel()).view_as(logits)).sum()
+
+
 @pytest.mark.slow
-def test_torch_compile_matches_eager() -> None:
+@pytest.mark.parametrize("simdlen", SIMD_WIDTHS)
+def test_torch_compile_matches_eager(simdlen: int | None) -> None:
     torch.manual_seed(0)
     model = tiny_epam().eval()
     rgb, pose = torch.randn(*TINY_RGB), torch.randn(*POSE_SMALL)
     expected = model(rgb, pose)
-    compiled = torch.compile(model)
-    out = compiled(rgb, pose)
+    out = compiled_call(model, simdlen, rgb, pose)
     torch.testing.assert_close(out.rgb, expected.rgb, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(out.pose, expected.pose, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("part", "simdlen"), [("epam", None), ("epam", 256), ("rgb", 256), ("pose", 256)],
+                         ids=["epam-native", "epam-simd256", "rgb-simd256", "pose-simd256"])
+def test_torch_compile_training_step_matches_eager(part: str, simdlen: int | None) -> None:
+    """Training mode (batch statistics), forward and backward: logits, every gradient and the BN running stats.
+    Dropout is off: inductor draws its own random numbers."""
+    import copy
+
+    torch.manual_seed(0)
+    model = tiny_epam().train()
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.eval()
+    rgb, pose = torch.randn(*TINY_RGB), torch.randn(*POSE_SMALL)
+    model, inputs = {"epam": (model, (rgb, pose)), "rgb": (model.rgb, (rgb,)), "pose": (model.pose, (pose,))}[part]
+    twin = copy.deepcopy(model)
+    expected = twin(*inputs)
+    weighted_sum(expected).backward()
+    out = compiled_call(model, simdlen, *inputs, backward=True)
+    for got, want in zip(out if part == "epam" else [out], expected if part == "epam" else [expected]):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    for (name, param), twin_param in zip(model.named_parameters(), twin.parameters()):
+        assert param.grad is not None, name
+        torch.testing.assert_close(param.grad, twin_param.grad, rtol=1e-3, atol=1e-5, msg=name)
+    for (name, buffer), twin_buffer in zip(model.named_buffers(), twin.buffers()):
+        torch.testing.assert_close(buffer, twin_buffer, rtol=1e-4, atol=1e-5, msg=name)
 
 
 def test_onnx_export_matches_pytorch(tmp_path) -> None:

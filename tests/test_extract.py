@@ -145,6 +145,7 @@ def test_heatmaps_stored_and_quantised(astronaut_out: Path) -> None:
 
 # --- the shared real clips (two people each) ---------------------------------------------------------------------
 
+@pytest.mark.quality
 def test_two_people_on_the_shared_clips(media_dir: Path, blazepose: None, tmp_path: Path) -> None:
     videos = tmp_path / "in"
     videos.mkdir()
@@ -155,11 +156,12 @@ def test_two_people_on_the_shared_clips(media_dir: Path, blazepose: None, tmp_pa
     assert result.exit_code == 0, result.output
     with ShardReader(tmp_path / "out") as reader:
         # Both players are in full view for the first 120 frames of two_players (the camera pans later). The arm
-        # wrestlers are close up and the tracker loses and re-finds them (9 tracks at stride 3, 16 at stride 1);
-        # persons.select_persons stitches those into chains, but the detector finds both only in about 40 % of
-        # the frames (test_pose), so the clip is held to a lower bar (measured: both 24 %, someone 86 %).
+        # wrestlers are close up and the tracker loses and re-finds them; persons.select_persons stitches the tracks
+        # into chains, but the detector finds both in fewer than half of the frames (test_pose), so the clip is held
+        # to a lower bar. Measured on five vector paths (BENCHMARKS.md): both 40.4 %, someone 96.8 % on each; with
+        # the ROI grid (blazepose.snap_roi) at half or twice its step, both 28.7-41.5 %, someone 96.8-98.9 %.
         for sample_id, hw, full_view, both_min, anyone_min in [("S002C001P003R001A050", (240, 426), 120, 0.9, 0.45),
-                                                               ("S002C002P003R001A058", (256, 340), 280, 0.15, 0.75)]:
+                                                               ("S002C002P003R001A058", (256, 340), 280, 0.25, 0.85)]:
             prepared = reader[sample_id]
             assert prepared.num_persons == 2 and prepared.original_hw == hw and prepared.status == "ok"
             assert np.array_equal(prepared.frame_indices, np.arange(0, prepared.total_frames, 3))

@@ -171,6 +171,7 @@ def arm_wrestling_poses(media_dir: Path) -> list[FramePoses]:
     return backend.estimate(read_frames(media_dir / "arm_wrestling_340x256.mp4", np.arange(0, 280, 2)))
 
 
+@pytest.mark.quality
 def test_stitching_on_the_real_close_up(arm_wrestling_poses: list[FramePoses]) -> None:
     """The arm wrestlers are close up and cut off by the frame, so the tracker keeps losing them. Stitched, the
     two slots hold someone in far more frames, and the two slots stay two different people."""

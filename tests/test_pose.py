@@ -25,6 +25,7 @@ from epam_data.pose.blazepose import (
     detection_regions,
     find_model_files,
     roi_from_points,
+    snap_roi,
     ssd_anchors,
 )
 from epam_data.video import iter_frames, read_frames
@@ -180,6 +181,19 @@ def test_chunks_continue_tracking(person_clip: Path, model_files: object) -> Non
         np.testing.assert_array_equal(a.keypoints, b.keypoints)
 
 
+def test_snap_roi_absorbs_last_bit_differences() -> None:
+    """A tracked ROI that differs in the last bit (another CPU's vector code) gives the same crop; a real move of
+    a grid step does not vanish."""
+    roi = roi_from_points(np.array([201.3, 97.8], np.float32), np.array([230.1, 20.4], np.float32))
+    nudged = np.nextafter(roi, np.float32(np.inf))
+    assert not np.array_equal(roi, nudged)
+    np.testing.assert_array_equal(snap_roi(roi), snap_roi(nudged))
+    np.testing.assert_allclose(snap_roi(roi), roi, atol=0.5)  # at most half a step from where it was
+    steps = snap_roi(roi).astype(np.float64) / [0.5, 0.5, 1.0, math.radians(0.5)]
+    np.testing.assert_allclose(steps, np.round(steps), atol=1e-3)
+    assert snap_roi(roi + np.float32([0.5, 0, 0, 0]))[0] == snap_roi(roi)[0] + 0.5
+
+
 def test_no_person_no_phantom(model_files: object) -> None:
     rng = np.random.default_rng(0)
     frames = np.full((4, 240, 320, 3), 90, np.uint8) + rng.integers(0, 20, (4, 240, 320, 3), dtype=np.uint8)
@@ -189,7 +203,10 @@ def test_no_person_no_phantom(model_files: object) -> None:
 
 
 # --- the shared clips ------------------------------------------------------------------------------------------
+# Quality bars: set from scripts/bench_pose_spread.py's figures under five vector paths (BENCHMARKS.md, SIMD spread),
+# with a margin. `make test` runs the tests marked `quality` a second time with numpy's AVX2/AVX-512 kernels off.
 
+@pytest.mark.quality
 def test_two_players_both_found(two_players: tuple[np.ndarray, list[FramePoses]]) -> None:
     frames, poses = two_players
     counts = np.array([len(p) for p in poses])
@@ -202,6 +219,7 @@ def test_two_players_both_found(two_players: tuple[np.ndarray, list[FramePoses]]
     assert 60 < hips[0] < 150 and 200 < hips[1] < 290
 
 
+@pytest.mark.quality
 def test_two_players_anatomy_and_distinct(two_players: tuple[np.ndarray, list[FramePoses]]) -> None:
     frames, poses = two_players
     upright, checked = 0, 0
@@ -217,13 +235,16 @@ def test_two_players_anatomy_and_distinct(two_players: tuple[np.ndarray, list[Fr
             a, b = p.boxes[:, :4]
             overlap = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
             assert overlap < 0.3 * min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
-    assert checked > 200 and upright / checked >= 0.95, (upright, checked)
+    assert checked > 200 and upright / checked >= 0.95, (upright, checked)  # measured 98.3 % on every path
 
 
+@pytest.mark.quality
 def test_two_players_slots_stable(two_players: tuple[np.ndarray, list[FramePoses]]) -> None:
     """While a track lasts, its (confident) hip centre moves less than a third of its box height between frames.
 
     The camera pans fast near the end (frames 273-279: 12 px a frame for a 47 px player), hence not less.
+    Measured: 4 jumps in 550 steps (7.3 per mille) on every vector path; the bar allows 3 more. Tracks that swap
+    people once make 2 jumps (one each), so a tracker that swaps often fails here and below.
     """
     _, poses = two_players
     steps, jumps = 0, 0
@@ -236,16 +257,19 @@ def test_two_players_slots_stable(two_players: tuple[np.ndarray, list[FramePoses
                 moved = np.hypot(*(hip_centre(after)[row] - hip_centre(before)[match[0]]))
                 steps += 1
                 jumps += moved > 0.35 * height
-    assert steps > 400 and jumps <= 0.01 * steps, (jumps, steps)
+    assert steps > 400 and jumps <= 0.013 * steps, (jumps, steps)
     assert {int(i) for p in poses[:120] for i in p.track_ids} == {0, 1}  # the same two slots while both are held
 
 
+@pytest.mark.quality
 def test_arm_wrestling_close_up(arm_wrestling: tuple[np.ndarray, list[FramePoses]]) -> None:
     """Two people cut off by the frame edges: hard for a full-body model. Someone is found in nearly every frame
-    and the confident keypoints lie in the picture; per-joint accuracy is not asserted here (see the report)."""
+    and the confident keypoints lie in the picture; per-joint accuracy is not asserted here.
+    Measured on five vector paths: someone in 99.3-100 % of the frames, two in 42.7-59.3 % (XNNPACK off is the
+    low one: its landmarks put one ROI on the other grid side in one frame)."""
     frames, poses = arm_wrestling
     counts = np.array([len(p) for p in poses])
-    assert np.mean(counts >= 1) >= 0.9 and np.mean(counts == 2) >= 0.4, "".join(map(str, counts))
+    assert np.mean(counts >= 1) >= 0.9 and np.mean(counts == 2) >= 0.3, "".join(map(str, counts))
     height, width = frames.shape[1:3]
     confident = np.concatenate([p.keypoints[p.scores > 0.5] for p in poses])
     inside = (confident[:, 0] > -0.1 * width) & (confident[:, 0] < 1.1 * width) & \

@@ -148,17 +148,22 @@ def _model_id(path: Path) -> str:
     return f"{path.name} sha256:{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
 
 
-def _make_interpreter(model_path: Path, batch: int = 1) -> Any:
-    """A one-thread TFLite interpreter for `model_path`, its input resized to `batch` images."""
+def _make_interpreter(model_path: Path, batch: int = 1, *, xnnpack: bool = True) -> Any:
+    """A one-thread TFLite interpreter for `model_path`, its input resized to `batch` images.
+
+    xnnpack=False runs TFLite's built-in kernels instead of the XNNPACK delegate (slower; another vector path,
+    which `scripts/bench_pose_spread.py` uses to measure how much the figures depend on the CPU's vector code).
+    """
     try:
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
     except ImportError:
         try:
-            from tflite_runtime.interpreter import Interpreter
+            from tflite_runtime.interpreter import Interpreter, OpResolverType
         except ImportError:
             raise PoseBackendError(f"no TFLite interpreter is installed for the blazepose backend; run "
                                    f"`{RUNTIME_INSTALL}`") from None
-    interpreter = Interpreter(model_path=str(model_path), num_threads=1)
+    resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    interpreter = Interpreter(model_path=str(model_path), num_threads=1, experimental_op_resolver_type=resolver)
     if batch != 1:
         shape = list(interpreter.get_input_details()[0]["shape"])
         interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], [batch, *shape[1:]])
@@ -244,6 +249,23 @@ def roi_from_points(centre: np.ndarray, scale_point: np.ndarray) -> np.ndarray:
     angle = np.pi / 2 - np.arctan2(-delta[..., 1], delta[..., 0])
     angle = (angle + np.pi) % (2 * np.pi) - np.pi
     return np.stack([centre[..., 0], centre[..., 1], side, angle], axis=-1).astype(np.float32)
+
+
+ROI_GRID = (0.5, 0.5, 1.0, math.radians(0.5))  # cx, cy, side (pixels), angle (radians)
+
+
+def snap_roi(roi: np.ndarray, grid: tuple[float, ...] = ROI_GRID) -> np.ndarray:
+    """A tracked ROI rounded to a fixed grid, so the next crop is the same on every CPU.
+
+    The next frame's crop comes from this frame's landmarks, and the landmark model is sensitive to its crop
+    when people are cut off or close together: a difference in the last bit of a landmark (which numpy's and
+    XNNPACK's vector code make differently on AVX-512, AVX2 or SSE CPUs) grew to a 0.5 difference in presence
+    within four frames, and the tracks went apart. Rounded, ulp-sized differences give the same crop, except in
+    the rare frame where a value sits on a grid line; half a pixel and half a degree are far below what the crop
+    needs (the model is trained on ROIs jittered by several percent).
+    """
+    step = np.asarray(grid, np.float64)
+    return (np.round(np.asarray(roi, np.float64) / step) * step).astype(np.float32)
 
 
 def _crop_rotated(image: np.ndarray, roi: np.ndarray, out: np.ndarray) -> None:
@@ -385,6 +407,7 @@ class BlazePoseBackend:
         duplicate_fraction: two persons are one when the median distance of their nose, shoulders, hips, knees
             and ankles is below this fraction of the ROI side (the ROI side is about 1.4 body heights).
         refine_with_heatmap: refine landmarks with the model's heatmap, as mediapipe does for the full model.
+        xnnpack: run the networks with TFLite's XNNPACK delegate (the default, fastest) or its built-in kernels.
         detector_model, landmark_model: tflite files to use instead of the mediapipe wheel's.
     """
 
@@ -392,7 +415,7 @@ class BlazePoseBackend:
 
     def __init__(self, *, max_persons: int = 2, detect_every: int = 10, min_detection_score: float = 0.5,
                  min_presence: float = 0.5, keep_presence: float = 0.3, duplicate_fraction: float = 0.08,
-                 refine_with_heatmap: bool = True,
+                 refine_with_heatmap: bool = True, xnnpack: bool = True,
                  detector_model: str | os.PathLike | None = None,
                  landmark_model: str | os.PathLike | None = None) -> None:
         if max_persons < 1 or detect_every < 1:
@@ -405,11 +428,12 @@ class BlazePoseBackend:
         self.keep_presence = keep_presence
         self.duplicate_fraction = duplicate_fraction
         self.refine_with_heatmap = refine_with_heatmap
+        self.xnnpack = xnnpack
         self.detector_path, self.landmark_path = find_model_files(detector_model, landmark_model)
         self.model_ids = {"detector": _model_id(self.detector_path), "landmarks": _model_id(self.landmark_path)}
         self.timings = BlazePoseTimings()
         self._anchors = ssd_anchors()
-        self._detector = _make_interpreter(self.detector_path)
+        self._detector = _make_interpreter(self.detector_path, xnnpack=xnnpack)
         self._detector_input = np.zeros((1, DETECTOR_SIZE, DETECTOR_SIZE, 3), np.float32)
         outputs = {tuple(d["shape"][1:]): d["index"] for d in self._detector.get_output_details()}
         self._detector_io = (self._detector.get_input_details()[0]["index"], outputs[(2254, 12)], outputs[(2254, 1)])
@@ -481,7 +505,7 @@ class BlazePoseBackend:
                                                                   for t in taken[len(self._tracks):]):
                     continue
                 taken.append(box)
-                rois.append(roi_from_points(points[0], points[1]))
+                rois.append(snap_roi(roi_from_points(points[0], points[1])))
         return rois
 
     def _run_detector(self, frame: np.ndarray, region: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -505,7 +529,7 @@ class BlazePoseBackend:
         """The landmark interpreter for `batch` crops (one per batch size, made on first use), its tensor
         indices (input, landmarks, presence, heatmap) and its input buffer."""
         if batch not in self._landmarkers:
-            interpreter = _make_interpreter(self.landmark_path, batch)
+            interpreter = _make_interpreter(self.landmark_path, batch, xnnpack=self.xnnpack)
             outputs = {tuple(d["shape"][1:]): d["index"] for d in interpreter.get_output_details()}
             io = (interpreter.get_input_details()[0]["index"], outputs[(195,)], outputs[(1,)], outputs[(64, 64, 39)])
             self._landmarkers[batch] = (interpreter, io, np.zeros((batch, LANDMARK_SIZE, LANDMARK_SIZE, 3), np.float32))
@@ -558,7 +582,7 @@ class BlazePoseBackend:
                 track = _Track(self._next_id, rois[index], points)
                 self._next_id += 1
             track.landmarks = points.copy()
-            track.roi = roi_from_points(points[33], points[34])
+            track.roi = snap_roi(roi_from_points(points[33], points[34]))
             kept.append(track)
             rows.append(index)
         if len(kept) < num_tracked:
