@@ -1,5 +1,5 @@
 # The README's two commands: `make demo` and `make test`. Both create .venv on first use.
-.PHONY: venv demo test clean lock
+.PHONY: venv demo test lint format clean lock
 
 venv:
 	@scripts/bootstrap.sh
@@ -11,10 +11,19 @@ demo: venv
 # so that a change which only passes on one vector path fails here (BENCHMARKS.md, SIMD spread).
 NO_NUMPY_SIMD = NPY_DISABLE_CPU_FEATURES="X86_V3 X86_V4 AVX512_ICL AVX512_SPR"
 
-test: venv
+test: venv lint
 	@.venv/bin/python -m pytest -q
 	@echo "quality tests again, numpy without AVX2 / AVX-512 ($(NO_NUMPY_SIMD)):"
 	@$(NO_NUMPY_SIMD) .venv/bin/python -m pytest -q -m quality -p no:cacheprovider
+
+# ruff (pinned in the lint extra): formatting and the rule set of pyproject.toml. `make format` applies both.
+lint: venv
+	@.venv/bin/ruff format --check --quiet . || (echo "ruff format would change the files above: make format" && false)
+	@.venv/bin/ruff check --quiet .
+
+format: venv
+	@.venv/bin/ruff format --quiet .
+	@.venv/bin/ruff check --quiet --fix .
 
 # Refreshes requirements.lock (every version the bootstrap installs) from pyproject's ranges; review and commit it.
 lock:

@@ -1,4 +1,5 @@
-"""epam_data: raw action-recognition videos -> COCO-17 poses + RGB crops -> HDF5 shards -> split manifests.
+"""epam_data: raw action-recognition videos -> COCO-17 poses + RGB crops -> HDF5 shards -> split
+manifests.
 
 Each stage is a module usable from Python; `epam_data.cli` is a thin typer layer over them.
 """

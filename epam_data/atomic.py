@@ -1,9 +1,11 @@
-"""Files that readers see whole or not at all: written next to their place, flushed to disk, then renamed.
+"""Files that readers see whole or not at all: written next to their place, flushed to disk, then
+renamed.
 
-Every file epam writes that another process (or a re-run after `kill -9`) may read goes through here: index.csv,
-failures.csv, dataset.json, manifests, exported pickles, checkpoints, metrics. The temporary file is hidden
-(`.<name>.<random>.tmp`) in the target's folder, so the rename never crosses a file system, and it is removed
-when writing fails; only a killed process can leave one behind, and nothing reads it.
+Every file epam writes that another process (or a re-run after `kill -9`) may read goes through
+here: index.csv, failures.csv, dataset.json, manifests, exported pickles, checkpoints, metrics. The
+temporary file is hidden (`.<name>.<random>.tmp`) in the target's folder, so the rename never
+crosses a file system, and it is removed when writing fails; only a killed process can leave one
+behind, and nothing reads it.
 """
 
 from __future__ import annotations
@@ -11,11 +13,11 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, TypeVar
 
-__all__ = ["fsync_dir", "write_atomic", "write_text_atomic"]
+__all__ = ["fsync_dir", "write_atomic", "write_csv_atomic", "write_text_atomic"]
 
 Result = TypeVar("Result")
 
@@ -31,8 +33,9 @@ def fsync_dir(folder: str | Path) -> None:
 
 
 def write_atomic(path: str | Path, write: Callable[[IO[bytes]], Result]) -> Result:
-    """`write(stream)` into a binary temporary file beside `path`, then rename it over `path`; returns what
-    `write` returned. The file gets the usual permissions (mkstemp alone would make it private)."""
+    """`write(stream)` into a binary temporary file beside `path`, then rename it over `path`;
+    returns what `write` returned. The file gets the usual permissions (mkstemp alone would make it
+    private)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -55,3 +58,17 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], Result]) -> Resu
 def write_text_atomic(path: str | Path, text: str) -> None:
     """`text` as UTF-8 into `path`, atomically (see `write_atomic`)."""
     write_atomic(path, lambda stream: stream.write(text.encode("utf-8")))
+
+
+def write_csv_atomic(
+    path: str | Path, header: Sequence[str], rows: Iterable[Sequence[object]]
+) -> None:
+    """A CSV (header, then rows; "\n" line ends) that readers see whole or not at all."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    write_text_atomic(path, buffer.getvalue())

@@ -6,6 +6,7 @@ exit code 1, never a traceback.
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -24,17 +25,61 @@ if TYPE_CHECKING:
 
 __all__ = ["app"]
 
-app = typer.Typer(no_args_is_help=True, help="Prepare action-recognition videos for EPAM-Net.",
-                  pretty_exceptions_enable=False, add_completion=False)
+app = typer.Typer(
+    no_args_is_help=True,
+    help="Prepare action-recognition videos for EPAM-Net.",
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode=None,
+    context_settings={"max_content_width": 120},
+)
 console = Console()
 err_console = Console(stderr=True)
 
 MAX_LISTED = 10
 
 
+def show_version(value: bool) -> None:
+    """`--version` of both CLIs: epam's version and the versions that decide its numbers, then
+    exit."""
+    if not value:
+        return
+    import platform
+
+    import numpy
+    import torch
+
+    from epam_data import __version__
+
+    console.print(
+        f"epam {__version__} (Python {platform.python_version()}, numpy {numpy.__version__}, "
+        f"torch {torch.__version__})",
+        highlight=False,
+    )
+    raise typer.Exit()
+
+
+VersionOption = Annotated[
+    bool,
+    typer.Option(
+        "--version", callback=show_version, is_eager=True, help="Print the version and exit."
+    ),
+]
+
+
 @app.callback()
-def main() -> None:
-    """Prepare action-recognition videos for EPAM-Net: poses, RGB crops, HDF5 shards, split manifests."""
+def main(version: VersionOption = False) -> None:
+    """Prepare action-recognition videos for EPAM-Net: poses, RGB crops, HDF5 shards, split
+    manifests."""
+
+
+def os_error_line(err: OSError) -> str:
+    """'OUT/index.csv: Read-only file system', and what to do when the disk is full."""
+    where = f"{err.filename}: " if err.filename else ""
+    text = f"{where}{err.strerror or err}"
+    if err.errno == errno.ENOSPC:
+        text += " (free some space and re-run: finished samples are kept)"
+    return text
 
 
 def fail(message: str) -> typer.Exit:
@@ -43,19 +88,30 @@ def fail(message: str) -> typer.Exit:
 
 
 def print_split_report(report: SplitReport, dataset: str) -> None:
-    splits = [split for split in ("train", "val", "test") if any(split in row for row in report.counts)]
-    table = Table(title=f"{dataset}: samples per split ({report.parsed} parsed, {report.excluded} excluded)")
+    splits = [
+        split for split in ("train", "val", "test") if any(split in row for row in report.counts)
+    ]
+    table = Table(
+        title=f"{dataset}: samples per split ({report.parsed} parsed, {report.excluded} excluded)"
+    )
     for column in ["protocol", *splits, "not in protocol", "in no split"]:
         table.add_column(column, justify="left" if column == "protocol" else "right")
     for row in report.counts:
-        table.add_row(*(f"{row.get(column, '')}" for column in ["protocol", *splits, "not in protocol",
-                                                                 "in no split"]))
+        table.add_row(
+            *(
+                f"{row.get(column, '')}"
+                for column in ["protocol", *splits, "not in protocol", "in no split"]
+            )
+        )
     console.print(table)
     for note in report.notes:
         console.print(f"[yellow]note:[/yellow] {note}", soft_wrap=True, highlight=False)
     if report.rejected:
-        console.print(f"[yellow]{len(report.rejected)} names or lines left out[/yellow] "
-                      f"(all in {report.out_dir / 'rejected.csv'}):", highlight=False)
+        console.print(
+            f"[yellow]{len(report.rejected)} names or lines left out[/yellow] "
+            f"(all in {report.out_dir / 'rejected.csv'}):",
+            highlight=False,
+        )
         for rejected in report.rejected[:MAX_LISTED]:
             console.print(f"  {rejected.reason}", soft_wrap=True, highlight=False, markup=False)
         if len(report.rejected) > MAX_LISTED:
@@ -65,28 +121,58 @@ def print_split_report(report: SplitReport, dataset: str) -> None:
 
 @app.command()
 def splits(
-        dataset_dir: Annotated[Optional[Path], typer.Argument(
-            help="Prepared dataset folder (reads its index.csv); omit when using --names.")] = None,
-        dataset: Annotated[Optional[str], typer.Option(
-            "--dataset", "-d", help=f"One of {', '.join(DATASET_NAMES[:-1])}; read from dataset.json if omitted.")
-        ] = None,
-        names: Annotated[Optional[Path], typer.Option(
-            help="File with one video or sample name per line (PKU-MMD: video ids like 0002-L).")] = None,
-        labels: Annotated[Optional[Path], typer.Option(
-            help="PKU-MMD: folder of the label files 0002-L.txt.")] = None,
-        splits_dir: Annotated[Optional[Path], typer.Option(
-            help="PKU-MMD: folder with the official cross-subject.txt and cross-view.txt.")] = None,
-        out: Annotated[Optional[Path], typer.Option(
-            "--out", "-o", help="Folder to write manifests/ into (default: the dataset folder).")] = None,
-        protocol: Annotated[Optional[list[str]], typer.Option(
-            "--protocol", "-p", help="Protocol to write (repeatable); default: all of the dataset.")] = None,
-        exclude: Annotated[Optional[Path], typer.Option(
-            help="File of names to leave out, e.g. NTU's official missing-skeleton list.")] = None,
+    dataset_dir: Annotated[
+        Optional[Path],
+        typer.Argument(
+            help="Prepared dataset folder (reads its index.csv); omit when using --names."
+        ),
+    ] = None,
+    dataset: Annotated[
+        Optional[str],
+        typer.Option(
+            "--dataset",
+            "-d",
+            help=f"One of {', '.join(DATASET_NAMES[:-1])}; read from dataset.json if omitted.",
+        ),
+    ] = None,
+    names: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="File with one video or sample name per line (PKU-MMD: video ids like 0002-L)."
+        ),
+    ] = None,
+    labels: Annotated[
+        Optional[Path], typer.Option(help="PKU-MMD: folder of the label files 0002-L.txt.")
+    ] = None,
+    splits_dir: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="PKU-MMD: folder with the official cross-subject.txt and cross-view.txt."
+        ),
+    ] = None,
+    out: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--out", "-o", help="Folder to write manifests/ into.  [default: the dataset folder]"
+        ),
+    ] = None,
+    protocol: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--protocol", "-p", help="Protocol to write (repeatable); default: all of the dataset."
+        ),
+    ] = None,
+    exclude: Annotated[
+        Optional[Path],
+        typer.Option(help="File of names to leave out, e.g. NTU's official missing-skeleton list."),
+    ] = None,
 ) -> None:
     """Write the official split manifests (CSV per protocol and split) and print their sizes."""
     try:
         if (dataset_dir is None) == (names is None):
-            raise EpamError("give either a prepared DATASET_DIR or --names FILE (with --dataset and --out)")
+            raise EpamError(
+                "give either a prepared DATASET_DIR or --names FILE (with --dataset and --out)"
+            )
         if names is not None:
             if dataset is None or out is None:
                 raise EpamError("--names needs --dataset and --out")
@@ -94,10 +180,18 @@ def splits(
         else:
             dataset, scan = scan_index(dataset_dir, dataset)
             out = out or dataset_dir
-        report = make_splits(scan, dataset, out, protocols=protocol, splits_dir=splits_dir,
-                             exclude=read_names(exclude) if exclude is not None else None)
+        report = make_splits(
+            scan,
+            dataset,
+            out,
+            protocols=protocol,
+            splits_dir=splits_dir,
+            exclude=read_names(exclude) if exclude is not None else None,
+        )
     except EpamError as err:
         raise fail(str(err)) from None
+    except OSError as err:
+        raise fail(os_error_line(err)) from None
     print_split_report(report, dataset)
     if report.protocol_errors:
         for message in report.protocol_errors:
@@ -107,66 +201,141 @@ def splits(
 
 @app.command()
 def render(
-        dataset_dir: Annotated[Path, typer.Argument(help="Prepared dataset folder (the one with index.csv).")],
-        sample_id: Annotated[str, typer.Argument(help="Sample to draw, as index.csv names it.")],
-        out: Annotated[Path, typer.Option(
-            "--out", "-o", help="Picture to write: .png (contact sheet) or .gif (one frame per kept frame).")],
-        frames: Annotated[Optional[int], typer.Option(
-            help="Frames shown, evenly spaced: PNG rows (default 4); GIF: all, at most 300, unless given.")] = None,
-        fps: Annotated[Optional[float], typer.Option(
-            help="GIF frame rate (default: real time, from the sample's fps and frame spacing).")] = None,
-        size: Annotated[int, typer.Option(help="Heatmap canvas side in pixels, when volumes are rendered.")] = 56,
-        sigma: Annotated[float, typer.Option(help="Gaussian sigma in canvas pixels, when volumes are rendered.")
-                         ] = 0.6,
-        person: Annotated[Optional[int], typer.Option(help="Draw only this person (0-based index).")] = None,
-        min_score: Annotated[float, typer.Option(help="Joints scored below this are left off the skeleton.")
-                             ] = 0.3,
-        heatmaps: Annotated[str, typer.Option(
-            help="auto (stored volumes when the sample has them), stored, or rendered.")] = "auto",
-        panel: Annotated[int, typer.Option(help="Side of each panel in the picture, in pixels.")] = 256,
+    dataset_dir: Annotated[
+        Path, typer.Argument(help="Prepared dataset folder (the one with index.csv).")
+    ],
+    sample_id: Annotated[str, typer.Argument(help="Sample to draw, as index.csv names it.")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Picture to write: .png (contact sheet) or .gif (one frame per kept frame).",
+        ),
+    ],
+    frames: Annotated[
+        Optional[int],
+        typer.Option(
+            help="Frames shown, evenly spaced: PNG rows (default 4); GIF: all, at most 300, "
+            "unless given."
+        ),
+    ] = None,
+    fps: Annotated[
+        Optional[float],
+        typer.Option(
+            help="GIF frame rate.  [default: real time, from the sample's fps and frame spacing]"
+        ),
+    ] = None,
+    size: Annotated[
+        int, typer.Option(help="Heatmap canvas side in pixels, when volumes are rendered.")
+    ] = 56,
+    sigma: Annotated[
+        float, typer.Option(help="Gaussian sigma in canvas pixels, when volumes are rendered.")
+    ] = 0.6,
+    person: Annotated[
+        Optional[int], typer.Option(help="Draw only this person (0-based index).")
+    ] = None,
+    min_score: Annotated[
+        float, typer.Option(help="Joints scored below this are left off the skeleton.")
+    ] = 0.3,
+    heatmaps: Annotated[
+        str,
+        typer.Option(help="auto (stored volumes when the sample has them), stored, or rendered."),
+    ] = "auto",
+    panel: Annotated[int, typer.Option(help="Side of each panel in the picture, in pixels.")] = 256,
 ) -> None:
-    """Draw one sample: RGB crop with skeleton | joint heatmaps | limb heatmaps, as a PNG sheet or a GIF."""
+    """Draw one sample: RGB crop with skeleton | joint heatmaps | limb heatmaps, as a PNG sheet or a
+    GIF."""
     from epam_data.render import render_dataset_sample  # Pillow is loaded only by this command
 
     try:
-        report = render_dataset_sample(dataset_dir, sample_id, out, frames=frames, fps=fps, size=size, sigma=sigma,
-                                       person=person, min_score=min_score, heatmaps=heatmaps, panel=panel)
+        report = render_dataset_sample(
+            dataset_dir,
+            sample_id,
+            out,
+            frames=frames,
+            fps=fps,
+            size=size,
+            sigma=sigma,
+            person=person,
+            min_score=min_score,
+            heatmaps=heatmaps,
+            panel=panel,
+        )
     except EpamError as err:
         raise fail(str(err)) from None
+    except OSError as err:
+        raise fail(os_error_line(err)) from None
     for note in report.notes:
         console.print(f"[yellow]note:[/yellow] {note}", soft_wrap=True, highlight=False)
-    console.print(f"{report.path}: {len(report.frames)} frame(s) of {report.sample_id}, heatmaps {report.heatmaps}",
-                  soft_wrap=True, highlight=False, markup=False)
+    console.print(
+        f"{report.path}: {len(report.frames)} frame(s) of {report.sample_id}, heatmaps "
+        f"{report.heatmaps}",
+        soft_wrap=True,
+        highlight=False,
+        markup=False,
+    )
 
 
 @app.command()
 def synth(
-        out: Annotated[Path, typer.Argument(help="Dataset folder to create (or complete, with the same options).")],
-        classes: Annotated[int, typer.Option(help="Classes, each a motion of a stick figure (1-16).")] = 4,
-        samples: Annotated[int, typer.Option(help="Samples in all; sample n has class n % classes.")] = 48,
-        frames: Annotated[int, typer.Option(help="Frames per sample.")] = 40,
-        rgb_size: Annotated[int, typer.Option(help="Side of the stored square RGB crops, in pixels.")] = 64,
-        seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same dataset.")] = 0,
-        heatmaps: Annotated[str, typer.Option(
-            help="Also store uint8 heatmap volumes: joint, limb or joint,limb.")] = "",
+    out: Annotated[
+        Path, typer.Argument(help="Dataset folder to create (or complete, with the same options).")
+    ],
+    classes: Annotated[
+        int, typer.Option(help="Classes, each a motion of a stick figure (1-16).")
+    ] = 4,
+    samples: Annotated[
+        int, typer.Option(help="Samples in all; sample n has class n % classes.")
+    ] = 48,
+    frames: Annotated[int, typer.Option(help="Frames per sample.")] = 40,
+    rgb_size: Annotated[
+        int, typer.Option(help="Side of the stored square RGB crops, in pixels.")
+    ] = 64,
+    seed: Annotated[
+        int, typer.Option(help="Random seed; the same seed gives the same dataset.")
+    ] = 0,
+    heatmaps: Annotated[
+        str, typer.Option(help="Also store uint8 heatmap volumes: joint, limb or joint,limb.")
+    ] = "",
 ) -> None:
-    """Write a small synthetic prepared dataset (shards, index, manifests synth_train/synth_test) for smoke runs."""
+    """Write a small synthetic prepared dataset (shards, index, manifests synth_train/synth_test)
+    for smoke runs."""
     from epam_data.synth import make_synth_dataset
 
     try:
-        folder = make_synth_dataset(out, classes=classes, samples=samples, frames=frames, rgb_size=rgb_size,
-                                    seed=seed, heatmaps=_heatmap_kinds(heatmaps))
+        folder = make_synth_dataset(
+            out,
+            classes=classes,
+            samples=samples,
+            frames=frames,
+            rgb_size=rgb_size,
+            seed=seed,
+            heatmaps=_heatmap_kinds(heatmaps),
+        )
     except EpamError as err:
         raise fail(str(err)) from None
+    except OSError as err:
+        raise fail(os_error_line(err)) from None
     manifests = folder / "manifests"
-    console.print(f"{folder}: {samples} synthetic samples of {classes} classes in {folder / 'shards'}, index "
-                  f"{folder / 'index.csv'}", soft_wrap=True, highlight=False, markup=False)
-    console.print(f"manifests: {manifests / 'synth_train.csv'}, {manifests / 'synth_test.csv'}, "
-                  f"{manifests / 'synth_classes.csv'} (protocol 'synth')", soft_wrap=True, highlight=False,
-                  markup=False)
+    console.print(
+        f"{folder}: {samples} synthetic samples of {classes} classes in {folder / 'shards'}, index "
+        f"{folder / 'index.csv'}",
+        soft_wrap=True,
+        highlight=False,
+        markup=False,
+    )
+    console.print(
+        f"manifests: {manifests / 'synth_train.csv'}, {manifests / 'synth_test.csv'}, "
+        f"{manifests / 'synth_classes.csv'} (protocol 'synth')",
+        soft_wrap=True,
+        highlight=False,
+        markup=False,
+    )
 
 
-# --- extract, info, verify ---------------------------------------------------------------------------------------
+# --- extract, info, verify ------------------------------------------------------------------------
+
 
 def _heatmap_kinds(text: str) -> tuple[str, ...]:
     return tuple(kind.strip() for kind in text.split(",") if kind.strip())
@@ -179,43 +348,73 @@ def _command_info() -> dict[str, object]:
 
     from epam_data import __version__
 
-    return {"command": " ".join(sys.argv), "host": socket.gethostname(), "python": platform.python_version(),
-            "epam": __version__}
+    return {
+        "command": " ".join(sys.argv),
+        "host": socket.gethostname(),
+        "python": platform.python_version(),
+        "epam": __version__,
+    }
 
 
-def print_extract_report(report: ExtractReport, command: str = "extract",
-                         listed: str = "video samples listed") -> None:
-    """The summary table of a run of `extract` or `import-pyskl` (same loop, same report), then what went wrong."""
+def print_extract_report(
+    report: ExtractReport, command: str = "extract", listed: str = "video samples listed"
+) -> None:
+    """The summary table of a run of `extract` or `import-pyskl` (same loop, same report), then what
+    went wrong."""
     seconds = max(report.elapsed_s, 1e-9)
     table = Table(title=f"{command}: {report.out_dir}")
     table.add_column("", justify="left")
     table.add_column("count", justify="right")
-    rows = [(listed, report.listed), ("names left out (rejected.csv)", len(report.rejected)),
-            ("samples in this part", report.in_part), ("already done, skipped", report.already_done),
-            ("written, status ok", report.ok), ("written, no person found", report.no_person),
-            ("failed (failures.csv)", report.failed), ("frames processed", report.frames),
-            ("frames/s end to end", f"{report.frames / seconds:.1f}"), ("wall time", f"{report.elapsed_s:.1f} s"),
-            ("shards finished", len(report.shards))]
+    rows = [
+        (listed, report.listed),
+        ("names left out (rejected.csv)", len(report.rejected)),
+        ("samples in this part", report.in_part),
+        ("already done, skipped", report.already_done),
+        ("written, status ok", report.ok),
+        ("written, no person found", report.no_person),
+        ("failed (failures.csv)", report.failed),
+        ("frames processed", report.frames),
+        ("frames/s end to end", f"{report.frames / seconds:.1f}"),
+        ("wall time", f"{report.elapsed_s:.1f} s"),
+        ("shards finished", len(report.shards)),
+    ]
     times = report.times
-    busy = [("decode", times.decode), ("pose", times.pose), ("crop + JPEG", times.crop), ("heatmaps", times.heatmaps)]
-    rows += [(f"  {name} (worker s, frames/s)", f"{value:.1f} s, {report.frames / value:.0f}/s" if value >= 0.05
-              else "-") for name, value in busy]  # under 0.05 s: not done (e.g. no --heatmaps), no rate to show
+    busy = [
+        ("decode", times.decode),
+        ("pose", times.pose),
+        ("crop + JPEG", times.crop),
+        ("heatmaps", times.heatmaps),
+    ]
+    rows += [
+        (
+            f"  {name} (worker s, frames/s)",
+            f"{value:.1f} s, {report.frames / value:.0f}/s" if value >= 0.05 else "-",
+        )
+        for name, value in busy
+    ]  # under 0.05 s: not done (e.g. no --heatmaps), no rate to show
     for name, value in rows:
         table.add_row(name, str(value))
     console.print(table)
     for rejected in report.rejected[:MAX_LISTED]:
-        console.print(f"[yellow]left out:[/yellow] {rejected.reason}", soft_wrap=True, highlight=False)
+        console.print(
+            f"[yellow]left out:[/yellow] {rejected.reason}", soft_wrap=True, highlight=False
+        )
     if len(report.rejected) > MAX_LISTED:
-        console.print(f"  ... {len(report.rejected) - MAX_LISTED} more in {report.out_dir / 'rejected.csv'}")
+        console.print(
+            f"  ... {len(report.rejected) - MAX_LISTED} more in {report.out_dir / 'rejected.csv'}"
+        )
     for sample_id, reason in report.failures[:MAX_LISTED]:
         console.print(f"[red]failed:[/red] {sample_id}: {reason}", soft_wrap=True, highlight=False)
     if len(report.failures) > MAX_LISTED:
-        console.print(f"  ... {len(report.failures) - MAX_LISTED} more in {report.out_dir / 'failures.csv'}")
+        console.print(
+            f"  ... {len(report.failures) - MAX_LISTED} more in {report.out_dir / 'failures.csv'}"
+        )
 
 
 def _with_progress(command: str, run: Callable[..., ExtractReport]) -> ExtractReport:
-    """`run(on_start=..., on_result=...)` under a progress bar on stderr (samples done, frames/s, time left): the
-    callbacks that `extract_dataset` and `import_pyskl` take, drawn the same way for both."""
+    """`run(on_start=..., on_result=...)` under a progress bar on stderr (samples done, frames/s,
+    time left): the callbacks that `extract_dataset` and `import_pyskl` take, drawn the same way for
+    both."""
     import time
 
     from rich.progress import (
@@ -227,9 +426,15 @@ def _with_progress(command: str, run: Callable[..., ExtractReport]) -> ExtractRe
         TimeRemainingColumn,
     )
 
-    progress = Progress(TextColumn(f"[bold]{command}[/bold]"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[fps]} frames/s"), TimeElapsedColumn(), TimeRemainingColumn(),
-                        console=err_console)
+    progress = Progress(
+        TextColumn(f"[bold]{command}[/bold]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[fps]} frames/s"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+    )
     state = {"frames": 0, "start": 0.0}
 
     def on_start(pending: int) -> None:
@@ -246,102 +451,247 @@ def _with_progress(command: str, run: Callable[..., ExtractReport]) -> ExtractRe
 
 
 # Options that extract and import-pyskl share: the same run loop, resume rules and storage.
-DatasetOption = Annotated[str, typer.Option("--dataset", "-d", help=f"One of {', '.join(DATASET_NAMES)}.")]
+DatasetOption = Annotated[
+    str, typer.Option("--dataset", "-d", help=f"One of {', '.join(DATASET_NAMES)}.")
+]
 OutOption = Annotated[Path, typer.Option("--out", "-o", help="Dataset folder to create or resume.")]
-PartOption = Annotated[Optional[str], typer.Option(
-    help="Do part i of n (1-based: 1/4 .. 4/4), e.g. --part $SLURM_ARRAY_TASK_ID/4; parts share --out.")]
+PartOption = Annotated[
+    Optional[str],
+    typer.Option(
+        help="Do part i of n (1-based: 1/4 .. 4/4), e.g. --part $SLURM_ARRAY_TASK_ID/4; parts "
+        "share --out."
+    ),
+]
 JpegQualityOption = Annotated[int, typer.Option(help="JPEG quality of the crops (1-100).")]
-HeatmapsOption = Annotated[str, typer.Option(help="Also store uint8 heatmap volumes: joint, limb or joint,limb.")]
+HeatmapsOption = Annotated[
+    str, typer.Option(help="Also store uint8 heatmap volumes: joint, limb or joint,limb.")
+]
 HeatmapSizeOption = Annotated[int, typer.Option(help="Side of the stored heatmap canvas.")]
 SamplesPerShardOption = Annotated[int, typer.Option(help="Samples per HDF5 shard.")]
-DaskOption = Annotated[Optional[str], typer.Option(
-    help="Run on this Dask scheduler (tcp://host:8786) through joblib's dask backend.")]
-RayOption = Annotated[Optional[str], typer.Option(
-    help="Run on this Ray cluster: auto, ray://host:10001, or local (start one here).")]
+MaxShardBytesOption = Annotated[
+    int,
+    typer.Option(help="Also close a shard once its file reaches this many bytes (default 2 GiB)."),
+]
+SampleTimeoutOption = Annotated[
+    float,
+    typer.Option(
+        help="Seconds one sample may take in its worker process before it is recorded as failed "
+        "(a hanging "
+        "decoder); a worker that crashes costs its sample only.",
+        min=1,
+    ),
+]
+DaskOption = Annotated[
+    Optional[str],
+    typer.Option(
+        help="Run on this Dask scheduler (tcp://host:8786) through joblib's dask backend."
+    ),
+]
+RayOption = Annotated[
+    Optional[str],
+    typer.Option(
+        help="Run on this Ray cluster: auto, ray://host:10001, or local (start one here)."
+    ),
+]
+
+
+BackendOption = Annotated[
+    str,
+    typer.Option(
+        help="Pose backend: blazepose (offline default), mmlab (mmdet + mmpose) or "
+        "blazepose+mmpose "
+        "(BlazePose boxes, mmpose keypoints); mmlab ones need scripts/install_mmlab.sh."
+    ),
+]
+LabelsOption = Annotated[
+    Optional[Path], typer.Option(help="PKU-MMD: folder of the label files 0002-L.txt.")
+]
+ListOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--list",
+        help="generic: CSV path,label (paths relative to INPUT_DIR); others: names to include.",
+    ),
+]
+# Options of the OpenMMLab backends (epam_data.pose.mmlab), passed through as
+# ExtractOptions.backend_options.
+DetConfigOption = Annotated[
+    Optional[str],
+    typer.Option(
+        help="mmlab: detector, a name (faster-rcnn-person, the default; faster-rcnn, rtmdet-m, "
+        "rtmdet-tiny), an "
+        "mmdet config file, or a config path inside mmdet."
+    ),
+]
+DetCheckpointOption = Annotated[
+    Optional[str],
+    typer.Option(
+        help="mmlab: detector weights, a .pth file or URL.  [default: the named model's "
+        "published weights]"
+    ),
+]
+PoseConfigOption = Annotated[
+    Optional[str],
+    typer.Option(
+        help="mmlab, blazepose+mmpose: top-down pose model, a name (hrnet-w32, the default; "
+        "rtmpose-m), an mmpose "
+        "config file, or a config path inside mmpose."
+    ),
+]
+PoseCheckpointOption = Annotated[
+    Optional[str],
+    typer.Option(
+        help="mmlab, blazepose+mmpose: pose weights, a .pth file or URL.  [default: the "
+        "published weights]"
+    ),
+]
+DetScoreOption = Annotated[
+    Optional[float],
+    typer.Option(help="mmlab: keep person boxes scoring at least this.  [default: 0.7, PYSKL's]"),
+]
+DetAreaOption = Annotated[
+    Optional[float],
+    typer.Option(
+        help="mmlab: keep person boxes of at least this many px^2.  [default: 1600, PYSKL's]"
+    ),
+]
+MaxDetectionsOption = Annotated[
+    Optional[int],
+    typer.Option(
+        help="mmlab: estimate poses for at most N boxes per frame, best first.  [default: all, "
+        "as PYSKL]"
+    ),
+]
+DeviceOption = Annotated[
+    Optional[str],
+    typer.Option(
+        help="mmlab, blazepose+mmpose: cpu, cuda or cuda:N.  [default: cuda when torch sees one]"
+    ),
+]
+ThreadsOption = Annotated[
+    Optional[int],
+    typer.Option(
+        help="mmlab, blazepose+mmpose: torch CPU threads per process.  [default: the usable "
+        "cores less one; "
+        "1 per worker with --jobs]"
+    ),
+]
 
 
 def _backend_options(**given: object) -> tuple[tuple[str, str], ...]:
-    """The pose-backend options given on the command line, as ExtractOptions.backend_options: (name, text) pairs."""
+    """The pose-backend options given on the command line, as ExtractOptions.backend_options: (name,
+    text) pairs."""
     return tuple((name, str(value)) for name, value in given.items() if value is not None)
+
+
+def _check_extract_input(dataset: str, input_dir: Path) -> None:
+    """Refuse an unknown dataset or a missing input folder before any slow work starts."""
+    if dataset not in DATASET_NAMES:
+        raise EpamError(f"--dataset {dataset!r}: choose one of {', '.join(DATASET_NAMES)}")
+    if not input_dir.is_dir():
+        raise EpamError(f"{input_dir}: not a folder of videos")
 
 
 @app.command()
 def extract(
-        input_dir: Annotated[Path, typer.Argument(help="Folder of raw videos (searched recursively).")],
-        dataset: DatasetOption,
-        out: OutOption,
-        backend: Annotated[str, typer.Option(
-            help="Pose backend: blazepose (offline default), mmlab (mmdet + mmpose) or blazepose+mmpose "
-                 "(BlazePose boxes, mmpose keypoints); mmlab ones need scripts/install_mmlab.sh.")] = "blazepose",
-        max_persons: Annotated[Optional[int], typer.Option(
-            help="Persons kept per sample (default: 2 for NTU mutual actions, else 1).")] = None,
-        jobs: Annotated[int, typer.Option("--jobs", "-j", help="Videos prepared in parallel (processes).")] = 1,
-        part: PartOption = None,
-        rgb_size: Annotated[int, typer.Option(help="Side of the stored square RGB crops, in pixels.")] = 256,
-        no_rgb: Annotated[bool, typer.Option("--no-rgb", help="Store no RGB crops (skeletons only).")] = False,
-        jpeg_quality: JpegQualityOption = 90,
-        frame_stride: Annotated[int, typer.Option(help="Keep every n-th frame.")] = 1,
-        labels: Annotated[Optional[Path], typer.Option(
-            help="PKU-MMD: folder of the label files 0002-L.txt.")] = None,
-        list_file: Annotated[Optional[Path], typer.Option(
-            "--list", help="generic: CSV path,label (paths relative to INPUT_DIR); others: names to include.")] = None,
-        heatmaps: HeatmapsOption = "",
-        heatmap_size: HeatmapSizeOption = 56,
-        samples_per_shard: SamplesPerShardOption = 256,
-        dask: DaskOption = None,
-        ray: RayOption = None,
-        limit: Annotated[Optional[int], typer.Option(help="Only the first N samples (by sample id).")] = None,
-        det_config: Annotated[Optional[str], typer.Option(
-            help="mmlab: detector, a name (faster-rcnn-person, the default; faster-rcnn, rtmdet-m, rtmdet-tiny), an "
-                 "mmdet config file, or a config path inside mmdet.")] = None,
-        det_checkpoint: Annotated[Optional[str], typer.Option(
-            help="mmlab: detector weights, a .pth file or URL (default: the named model's published weights).")
-        ] = None,
-        pose_config: Annotated[Optional[str], typer.Option(
-            help="mmlab, blazepose+mmpose: top-down pose model, a name (hrnet-w32, the default; rtmpose-m), an mmpose "
-                 "config file, or a config path inside mmpose.")] = None,
-        pose_checkpoint: Annotated[Optional[str], typer.Option(
-            help="mmlab, blazepose+mmpose: pose weights, a .pth file or URL (default: the published weights).")
-        ] = None,
-        det_score_thr: Annotated[Optional[float], typer.Option(
-            help="mmlab: keep person boxes scoring at least this (default 0.7, PYSKL's).")] = None,
-        det_area_thr: Annotated[Optional[float], typer.Option(
-            help="mmlab: keep person boxes of at least this many px^2 (default 1600, PYSKL's).")] = None,
-        max_detections: Annotated[Optional[int], typer.Option(
-            help="mmlab: estimate poses for at most N boxes per frame, best first (default: all, as PYSKL).")
-        ] = None,
-        device: Annotated[Optional[str], typer.Option(
-            help="mmlab, blazepose+mmpose: cpu, cuda or cuda:N (default: cuda when torch sees one).")] = None,
-        threads: Annotated[Optional[int], typer.Option(
-            help="mmlab, blazepose+mmpose: torch CPU threads per process (default: the usable cores less one; 1 "
-                 "per worker with --jobs).")] = None,
+    input_dir: Annotated[Path, typer.Argument(help="Folder of raw videos (searched recursively).")],
+    dataset: DatasetOption,
+    out: OutOption,
+    backend: BackendOption = "blazepose",
+    max_persons: Annotated[
+        Optional[int],
+        typer.Option(help="Persons kept per sample.  [default: 2 for NTU mutual actions, else 1]"),
+    ] = None,
+    jobs: Annotated[
+        int, typer.Option("--jobs", "-j", help="Videos prepared in parallel (processes).")
+    ] = 1,
+    part: PartOption = None,
+    rgb_size: Annotated[
+        int, typer.Option(help="Side of the stored square RGB crops, in pixels.")
+    ] = 256,
+    no_rgb: Annotated[
+        bool, typer.Option("--no-rgb", help="Store no RGB crops (skeletons only).")
+    ] = False,
+    jpeg_quality: JpegQualityOption = 90,
+    frame_stride: Annotated[int, typer.Option(help="Keep every n-th frame.")] = 1,
+    labels: LabelsOption = None,
+    list_file: ListOption = None,
+    heatmaps: HeatmapsOption = "",
+    heatmap_size: HeatmapSizeOption = 56,
+    samples_per_shard: SamplesPerShardOption = 256,
+    max_shard_bytes: MaxShardBytesOption = 2 << 30,  # epam_data.shards.DEFAULT_MAX_SHARD_BYTES
+    sample_timeout: SampleTimeoutOption = 3600.0,  # epam_data.runloop.DEFAULT_SAMPLE_TIMEOUT
+    dask: DaskOption = None,
+    ray: RayOption = None,
+    limit: Annotated[
+        Optional[int], typer.Option(help="Only the first N samples (by sample id).")
+    ] = None,
+    det_config: DetConfigOption = None,
+    det_checkpoint: DetCheckpointOption = None,
+    pose_config: PoseConfigOption = None,
+    pose_checkpoint: PoseCheckpointOption = None,
+    det_score_thr: DetScoreOption = None,
+    det_area_thr: DetAreaOption = None,
+    max_detections: MaxDetectionsOption = None,
+    device: DeviceOption = None,
+    threads: ThreadsOption = None,
 ) -> None:
-    """Detect and track people, estimate COCO-17 poses, crop RGB and write HDF5 shards. Safe to re-run.
+    """Detect and track people, estimate COCO-17 poses, crop RGB and write HDF5 shards. Safe to
+    re-run.
 
     Exit code 1 when any sample failed (listed in OUT/failures.csv; a re-run retries them), else 0.
     """
     from epam_data.extract import ExtractOptions, extract_dataset, parse_part
 
+    backend_options = _backend_options(
+        det_config=det_config,
+        det_checkpoint=det_checkpoint,
+        pose_config=pose_config,
+        pose_checkpoint=pose_checkpoint,
+        det_score_thr=det_score_thr,
+        det_area_thr=det_area_thr,
+        max_detections=max_detections,
+        device=device,
+        threads=threads,
+    )
     try:
-        if dataset not in DATASET_NAMES:
-            raise EpamError(f"--dataset {dataset!r}: choose one of {', '.join(DATASET_NAMES)}")
-        if not input_dir.is_dir():
-            raise EpamError(f"{input_dir}: not a folder of videos")
-        options = ExtractOptions(backend=backend, max_persons=max_persons, rgb_size=None if no_rgb else rgb_size,
-                                 jpeg_quality=jpeg_quality, frame_stride=frame_stride,
-                                 heatmaps=_heatmap_kinds(heatmaps), heatmap_size=heatmap_size,
-                                 backend_options=_backend_options(
-                                     det_config=det_config, det_checkpoint=det_checkpoint, pose_config=pose_config,
-                                     pose_checkpoint=pose_checkpoint, det_score_thr=det_score_thr,
-                                     det_area_thr=det_area_thr, max_detections=max_detections, device=device,
-                                     threads=threads))
+        _check_extract_input(dataset, input_dir)
+        options = ExtractOptions(
+            backend=backend,
+            max_persons=max_persons,
+            rgb_size=None if no_rgb else rgb_size,
+            jpeg_quality=jpeg_quality,
+            frame_stride=frame_stride,
+            heatmaps=_heatmap_kinds(heatmaps),
+            heatmap_size=heatmap_size,
+            backend_options=backend_options,
+        )
         part_index = parse_part(part) if part is not None else None
-        report = _with_progress("extract", lambda **callbacks: extract_dataset(
-            input_dir, out, dataset, options=options, jobs=jobs, part=part_index, samples_per_shard=samples_per_shard,
-            labels_dir=labels, list_file=list_file, dask_address=dask, ray_address=ray, limit=limit,
-            info=_command_info(), **callbacks))
+        report = _with_progress(
+            "extract",
+            lambda **callbacks: extract_dataset(
+                input_dir,
+                out,
+                dataset,
+                options=options,
+                jobs=jobs,
+                part=part_index,
+                samples_per_shard=samples_per_shard,
+                max_shard_bytes=max_shard_bytes,
+                sample_timeout=sample_timeout,
+                labels_dir=labels,
+                list_file=list_file,
+                dask_address=dask,
+                ray_address=ray,
+                limit=limit,
+                info=_command_info(),
+                **callbacks,
+            ),
+        )
     except (EpamError, ValueError) as err:
         raise fail(str(err)) from None
+    except OSError as err:  # read-only or full OUT, OUT that is a file: one line, no traceback
+        raise fail(os_error_line(err)) from None
     print_extract_report(report)
     if report.failed:
         raise typer.Exit(code=1)
@@ -349,45 +699,87 @@ def extract(
 
 @app.command("import-pyskl")
 def import_pyskl(
-        pkl: Annotated[Path, typer.Argument(help="PYSKL / MMAction2 annotation pickle (e.g. ntu60_hrnet.pkl).")],
-        dataset: DatasetOption,
-        out: OutOption,
-        videos: Annotated[Optional[Path], typer.Option(
-            help="Folder of the videos (searched recursively, named by frame_dir): also store RGB crops.")] = None,
-        max_persons: Annotated[Optional[int], typer.Option(
-            help="Keep the N persons with the highest total score (default: all in the pickle).")] = None,
-        jobs: Annotated[int, typer.Option("--jobs", "-j", help="Samples prepared in parallel (processes).")] = 1,
-        part: PartOption = None,
-        rgb_size: Annotated[int, typer.Option(help="Side of the stored square RGB crops (with --videos).")] = 256,
-        jpeg_quality: JpegQualityOption = 90,
-        heatmaps: HeatmapsOption = "",
-        heatmap_size: HeatmapSizeOption = 56,
-        samples_per_shard: SamplesPerShardOption = 256,
-        dask: DaskOption = None,
-        ray: RayOption = None,
-        limit: Annotated[Optional[int], typer.Option(help="Only the first N annotations (by sample id).")] = None,
+    pkl: Annotated[
+        Path, typer.Argument(help="PYSKL / MMAction2 annotation pickle (e.g. ntu60_hrnet.pkl).")
+    ],
+    dataset: DatasetOption,
+    out: OutOption,
+    videos: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Folder of the videos (searched recursively, named by frame_dir): also store "
+            "RGB crops."
+        ),
+    ] = None,
+    max_persons: Annotated[
+        Optional[int],
+        typer.Option(
+            help="Keep the N persons with the highest total score.  [default: all in the pickle]"
+        ),
+    ] = None,
+    jobs: Annotated[
+        int, typer.Option("--jobs", "-j", help="Samples prepared in parallel (processes).")
+    ] = 1,
+    part: PartOption = None,
+    rgb_size: Annotated[
+        int, typer.Option(help="Side of the stored square RGB crops (with --videos).")
+    ] = 256,
+    jpeg_quality: JpegQualityOption = 90,
+    heatmaps: HeatmapsOption = "",
+    heatmap_size: HeatmapSizeOption = 56,
+    samples_per_shard: SamplesPerShardOption = 256,
+    dask: DaskOption = None,
+    ray: RayOption = None,
+    limit: Annotated[
+        Optional[int], typer.Option(help="Only the first N annotations (by sample id).")
+    ] = None,
 ) -> None:
-    """Import a PYSKL / MMAction2 pose pickle (read without running code) into shards and split manifests.
+    """Import a PYSKL / MMAction2 pose pickle (read without running code) into shards and split
+    manifests.
 
-    Safe to re-run. Exit code 1 when any sample failed (e.g. its video is missing; listed in OUT/failures.csv).
+    Safe to re-run. Exit code 1 when any sample failed (e.g. its video is missing; listed in
+    OUT/failures.csv).
     """
     from epam_data.extract import ExtractOptions, parse_part
     from epam_data.pyskl import import_pyskl as run_import
 
     try:
-        options = ExtractOptions(backend="pyskl", max_persons=max_persons, rgb_size=rgb_size,
-                                 jpeg_quality=jpeg_quality, heatmaps=_heatmap_kinds(heatmaps),
-                                 heatmap_size=heatmap_size)
+        options = ExtractOptions(
+            backend="pyskl",
+            max_persons=max_persons,
+            rgb_size=rgb_size,
+            jpeg_quality=jpeg_quality,
+            heatmaps=_heatmap_kinds(heatmaps),
+            heatmap_size=heatmap_size,
+        )
         part_index = parse_part(part) if part is not None else None
-        report = _with_progress("import-pyskl", lambda **callbacks: run_import(
-            pkl, out, dataset, videos_dir=videos, options=options, jobs=jobs, part=part_index,
-            samples_per_shard=samples_per_shard, dask_address=dask, ray_address=ray, limit=limit, info=_command_info(),
-            **callbacks))
+        report = _with_progress(
+            "import-pyskl",
+            lambda **callbacks: run_import(
+                pkl,
+                out,
+                dataset,
+                videos_dir=videos,
+                options=options,
+                jobs=jobs,
+                part=part_index,
+                samples_per_shard=samples_per_shard,
+                dask_address=dask,
+                ray_address=ray,
+                limit=limit,
+                info=_command_info(),
+                **callbacks,
+            ),
+        )
     except (EpamError, ValueError) as err:
         raise fail(str(err)) from None
+    except OSError as err:  # read-only or full OUT, OUT that is a file: one line, no traceback
+        raise fail(os_error_line(err)) from None
     print_extract_report(report, "import-pyskl", listed="annotations listed")
     for name, (listed, written) in report.manifests.items():
-        console.print(f"manifest {name}: {written} of the {listed} ids in the pickle's split", highlight=False)
+        console.print(
+            f"manifest {name}: {written} of the {listed} ids in the pickle's split", highlight=False
+        )
     for note in report.notes:
         console.print(f"[yellow]note:[/yellow] {note}", soft_wrap=True, highlight=False)
     if report.failed:
@@ -396,10 +788,15 @@ def import_pyskl(
 
 @app.command("export-pyskl")
 def export_pyskl(
-        dataset_dir: Annotated[Path, typer.Argument(help="Prepared dataset folder (the one with index.csv).")],
-        out: Annotated[Path, typer.Option("--out", "-o", help="Pickle to write (e.g. ntu60_epam.pkl).")],
+    dataset_dir: Annotated[
+        Path, typer.Argument(help="Prepared dataset folder (the one with index.csv).")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Pickle to write (e.g. ntu60_epam.pkl).")
+    ],
 ) -> None:
-    """Write a prepared dataset as a PYSKL / MMAction2 annotation pickle: poses, labels, splits from manifests/."""
+    """Write a prepared dataset as a PYSKL / MMAction2 annotation pickle: poses, labels, splits from
+    manifests/."""
     from epam_data.pyskl import export_pyskl as run_export
 
     try:
@@ -407,12 +804,18 @@ def export_pyskl(
     except (EpamError, OSError) as err:
         raise fail(str(err)) from None
     for sample_id, reason in report.skipped[:MAX_LISTED]:
-        console.print(f"[yellow]left out:[/yellow] {sample_id}: {reason}", soft_wrap=True, highlight=False)
+        console.print(
+            f"[yellow]left out:[/yellow] {sample_id}: {reason}", soft_wrap=True, highlight=False
+        )
     for note in report.notes:
         console.print(f"[yellow]note:[/yellow] {note}", soft_wrap=True, highlight=False)
     splits = ", ".join(f"{name} {count}" for name, count in report.splits.items()) or "none"
-    console.print(f"{report.path}: {report.annotations} annotations; splits: {splits}", soft_wrap=True,
-                  highlight=False, markup=False)
+    console.print(
+        f"{report.path}: {report.annotations} annotations; splits: {splits}",
+        soft_wrap=True,
+        highlight=False,
+        markup=False,
+    )
 
 
 def _counts(values: object, limit: int = 30) -> str:
@@ -420,16 +823,21 @@ def _counts(values: object, limit: int = 30) -> str:
     from collections import Counter
 
     counts = Counter(str(value) or "(none)" for value in values)  # type: ignore[attr-defined]
-    keys = sorted(counts, key=lambda key: (0, int(key), "") if key.lstrip("-").isdigit() else (1, 0, key))
+    keys = sorted(
+        counts, key=lambda key: (0, int(key), "") if key.lstrip("-").isdigit() else (1, 0, key)
+    )
     text = ", ".join(f"{key}: {counts[key]}" for key in keys[:limit])
     return text + (f", ... ({len(keys)} values)" if len(keys) > limit else "")
 
 
 @app.command()
 def info(
-        dataset_dir: Annotated[Path, typer.Argument(help="Prepared dataset folder (the one with index.csv).")],
+    dataset_dir: Annotated[
+        Path, typer.Argument(help="Prepared dataset folder (the one with index.csv).")
+    ],
 ) -> None:
-    """Counts of a prepared dataset: samples per label, subject, camera, split and status; persons, frames, size."""
+    """Counts of a prepared dataset: samples per label, subject, camera, split and status; persons,
+    frames, size."""
     import pandas as pd
 
     from epam_data.shards import read_dataset_json
@@ -438,8 +846,10 @@ def info(
         meta = read_dataset_json(dataset_dir)
         index_path = dataset_dir / "index.csv"
         if meta is None or not index_path.is_file():
-            raise EpamError(f"{dataset_dir}: no dataset.json or index.csv; is this a folder written by "
-                            "`epam-data extract`?")
+            raise EpamError(
+                f"{dataset_dir}: no dataset.json or index.csv; is this a folder written by "
+                "`epam-data extract`?"
+            )
         index = pd.read_csv(index_path, dtype=str, keep_default_na=False)
     except (EpamError, OSError, pd.errors.ParserError) as err:
         raise fail(str(err)) from None
@@ -447,27 +857,60 @@ def info(
     failures = len(pd.read_csv(failures_path, dtype=str)) if failures_path.is_file() else 0
     shards = sorted((dataset_dir / "shards").glob("*.h5"))
     size = sum(shard.stat().st_size for shard in shards)
-    frames = pd.to_numeric(index["frames"], errors="coerce") if len(index) else pd.Series([], dtype=float)
+    frames = (
+        pd.to_numeric(index["frames"], errors="coerce")
+        if len(index)
+        else pd.Series([], dtype=float)
+    )
     options = meta.get("options", {})
     table = Table(title=f"{dataset_dir}: {meta['dataset']}, {len(index)} samples")
     table.add_column("", justify="left")
     table.add_column("", justify="left", overflow="fold")
-    rows = [("pose backend", f"{options.get('pose_backend')} {options.get('pose_models', '')}"),
-            ("options", ", ".join(f"{key}={value}" for key, value in sorted(options.items())
-                                  if key not in ("pose_backend", "pose_models"))),
-            ("status", _counts(index.get("status", []))), ("failures (failures.csv)", str(failures)),
-            ("persons kept", _counts(index.get("persons", []))),
-            ("frames", f"{int(frames.sum())} in all, {frames.mean():.1f} mean, {int(frames.min())}-{int(frames.max())}"
-             if len(frames) else "0")]
+    rows = [
+        ("pose backend", f"{options.get('pose_backend')} {options.get('pose_models', '')}"),
+        (
+            "options",
+            ", ".join(
+                f"{key}={value}"
+                for key, value in sorted(options.items())
+                if key not in ("pose_backend", "pose_models")
+            ),
+        ),
+        ("status", _counts(index.get("status", []))),
+        ("failures (failures.csv)", str(failures)),
+        ("persons kept", _counts(index.get("persons", []))),
+        (
+            "frames",
+            f"{int(frames.sum())} in all, {frames.mean():.1f} mean, "
+            f"{int(frames.min())}-{int(frames.max())}"
+            if len(frames)
+            else "0",
+        ),
+    ]
     for column in ("label", "subject", "camera", "setup", "view"):
         if column in index and (index[column] != "").any():
             rows.append((f"per {column}", _counts(index[column])))
-    manifests = sorted(path for path in (dataset_dir / "manifests").glob("*.csv")  # <protocol>_<split>.csv only
-                       if not path.stem.endswith("_classes") and path.stem != "rejected")
+    manifests = sorted(
+        path
+        for path in (dataset_dir / "manifests").glob("*.csv")  # <protocol>_<split>.csv only
+        if not path.stem.endswith("_classes") and path.stem != "rejected"
+    )
     if manifests:
-        rows.append(("splits", ", ".join(f"{path.stem}: {len(pd.read_csv(path, dtype=str))}" for path in manifests)))
-    rows.append(("size on disk", f"{size / 2**20:.1f} MiB in {len(shards)} shard(s)"
-                 + (f", {size / len(index) / 1024:.0f} KiB per sample" if len(index) else "")))
+        rows.append(
+            (
+                "splits",
+                ", ".join(
+                    f"{path.stem}: {len(pd.read_csv(path, dtype=str))}" for path in manifests
+                ),
+            )
+        )
+    rows.append(
+        (
+            "size on disk",
+            f"{size / 2**20:.1f} MiB in {len(shards)} shard(s)"
+            + (f", {size / len(index) / 1024:.0f} KiB per sample" if len(index) else ""),
+        )
+    )
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)
@@ -475,25 +918,62 @@ def info(
 
 @app.command()
 def verify(
-        dataset_dir: Annotated[Path, typer.Argument(help="Prepared dataset folder (the one with index.csv).")],
-        deep: Annotated[bool, typer.Option(help="Also read and check every array (slower).")] = False,
+    dataset_dir: Annotated[
+        Path, typer.Argument(help="Prepared dataset folder (the one with index.csv).")
+    ],
+    deep: Annotated[
+        bool,
+        typer.Option(
+            help="Also read every array and check checksums, value ranges and JPEGs (slower)."
+        ),
+    ] = False,
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            help="Move damaged shards to OUT/damaged/ and rebuild index.csv; the next extract "
+            "re-creates "
+            "their samples. Implies --deep; run it while nothing writes to OUT.",
+        ),
+    ] = False,
 ) -> None:
-    """Check a prepared dataset: index rows in finished shards, shards open, shapes and attributes agree.
+    """Check a prepared dataset: index rows in finished shards, shards open, shapes and attributes
+    agree.
 
-    Exit code 1 when anything is wrong, with one line per problem.
+    Exit code 1 when anything is wrong, with one line per problem (after --repair: what is still
+    wrong).
     """
     from rich.markup import escape
 
-    from epam_data.shards import verify_dataset
+    from epam_data.shards import repair_dataset, verify_dataset
 
     if not dataset_dir.is_dir():
         raise fail(f"{dataset_dir}: not a folder")
-    problems = verify_dataset(dataset_dir, deep=deep)
+    if repair:
+        report = repair_dataset(dataset_dir)
+        for shard, reasons in report.moved.items():
+            console.print(
+                f"moved {shard} to damaged/: {reasons[0]}",
+                soft_wrap=True,
+                highlight=False,
+                markup=False,
+            )
+        console.print(
+            f"index.csv rebuilt: {report.samples} samples; re-run extract to prepare the rest",
+            highlight=False,
+        )
+    problems = verify_dataset(dataset_dir, deep=deep or repair)
     for problem in problems:
         err_console.print(f"[red]problem:[/red] {escape(problem)}", soft_wrap=True, highlight=False)
     if problems:
-        raise fail(f"{dataset_dir}: {len(problems)} problem(s)")
+        raise fail(
+            f"{dataset_dir}: {len(problems)} problem(s); `--repair` moves damaged shards aside"
+        )
     index = dataset_dir / "index.csv"
     count = max(0, len(index.read_text(encoding="utf-8").splitlines()) - 1)
-    console.print(f"{dataset_dir}: ok, {count} samples in {len(list((dataset_dir / 'shards').glob('*.h5')))} "
-                  "shard(s)", highlight=False, markup=False)
+    console.print(
+        f"{dataset_dir}: ok, {count} samples in {len(list((dataset_dir / 'shards').glob('*.h5')))} "
+        "shard(s)",
+        highlight=False,
+        markup=False,
+    )

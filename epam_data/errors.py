@@ -1,7 +1,15 @@
 """Exceptions for problems a user can fix. The CLIs print them as one line, without a traceback."""
 
-__all__ = ["EpamError", "LabelFileError", "NameParseError", "PoseBackendError", "ProtocolError", "ShardError",
-           "VideoDecodeError"]
+__all__ = [
+    "EpamError",
+    "LabelFileError",
+    "NameParseError",
+    "PoseBackendError",
+    "ProtocolError",
+    "ShardError",
+    "VideoDecodeError",
+    "one_line",
+]
 
 
 class EpamError(Exception):
@@ -21,12 +29,23 @@ class ProtocolError(EpamError):
 
 
 class VideoDecodeError(EpamError):
-    """A video cannot be opened or decoded, or a requested frame is not in it (the extract loop records it)."""
+    """A video cannot be opened or decoded, or a requested frame is not in it (the extract loop
+    records it)."""
 
 
 class ShardError(EpamError):
-    """A prepared dataset folder (shards, index.csv, dataset.json) is inconsistent or cannot be written."""
+    """A prepared dataset folder (shards, index.csv, dataset.json) is inconsistent or cannot be
+    written."""
 
 
 class PoseBackendError(EpamError):
-    """A pose backend cannot be loaded (model files or runtime missing, unknown backend, bad option)."""
+    """A pose backend cannot be loaded (model files or runtime missing, unknown backend, bad
+    option)."""
+
+
+def one_line(text: object, limit: int | None = None) -> str:
+    """`text` with every run of whitespace (newlines included) as one space, cut to `limit`
+    characters: a reason that fits one row of failures.csv or one line of a terminal, whatever a
+    library put in its message."""
+    flat = " ".join(str(text).split())
+    return flat if limit is None or len(flat) <= limit else flat[:limit]

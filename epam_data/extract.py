@@ -1,29 +1,33 @@
-"""The extract pipeline: raw videos -> tracked people -> COCO-17 skeletons + RGB crops (+ heatmaps) -> HDF5 shards.
+"""The extract pipeline: raw videos -> tracked people -> COCO-17 skeletons + RGB crops (+ heatmaps)
+-> HDF5 shards.
 
-The unit of work is `prepare_video(spec) -> PreparedSample`, a function of one sample (STYLE.md section 3): it
-decodes the sample's frames in chunks (`epam_data.video.iter_frames`), runs the pose backend over them with
-tracking carried across chunks, keeps the best M persons (`epam_data.persons`), cuts every kept frame to one
-square box around them (`epam_data.crops`) and optionally renders uint8 heatmap volumes on that crop
-(`epam_data.heatmaps`). It never touches the output folder, so it runs unchanged in this process, in joblib's
-worker processes (`--jobs`), on a Dask or Ray cluster (`--dask`, `--ray`) or in one `--part i/n` job of a
-cluster array. Only `extract_dataset`, in the main process, writes: results stream back as they complete
-(joblib's `return_as="generator_unordered"`, Ray's `wait`) into the single `ShardWriter`, so memory holds a few
-samples, not the run.
-That loop, `run_samples`, takes the per-sample function as an argument: `epam-data import-pyskl` (`epam_data.pyskl`)
-runs its own per-sample function through it, with the same resume, `--part`, failure and progress rules, and uses
+The unit of work is `prepare_video(spec) -> PreparedSample`, a function of one sample
+(docs/design.md section 3): it decodes the sample's frames in chunks
+(`epam_data.video.iter_frames`), runs the pose backend over them with tracking carried across
+chunks, keeps the best M persons (`epam_data.persons`), cuts every kept frame to one square box
+around them (`epam_data.crops`) and optionally renders uint8 heatmap volumes on that crop
+(`epam_data.heatmaps`). It never touches the output folder, so it runs unchanged in this process, in
+joblib's worker processes (`--jobs`), on a Dask or Ray cluster (`--dask`, `--ray`) or in one `--part
+i/n` job of a cluster array. Only `extract_dataset`, in the main process, writes: results stream
+back as they complete (joblib's `return_as="generator_unordered"`, Ray's `wait`) into the single
+`ShardWriter`, so memory holds a few samples, not the run. That loop, `run_samples`, takes the
+per-sample function as an argument: `epam-data import-pyskl` (`epam_data.pyskl`) runs its own
+per-sample function through it, with the same resume, `--part`, failure and progress rules, and uses
 the same crop box, crops and heatmaps (`sample_box`, `crop_jpegs`, `heatmap_volumes`).
 
-What PYSKL / MMAction2 get wrong and we do not (anchors.md 1.2, 2.2, 8): all frames of a video held in RAM
-(we hold at most one chunk, plus the kept frames of one sample when they fit `frame_budget_bytes`, else the
-frames are decoded a second time for the crops); identities swapping between frames (tracked slots); a crash
-on a video with no person (flagged "no_person" in the index, see below); one pickle written at the end
-(shards are committed as they fill, and a re-run skips finished samples).
+What PYSKL / MMAction2 get wrong and we do not (docs/prior-art.md 2.1, 3.1, 6): all frames of a
+video held in RAM (we hold at most one chunk, plus the kept frames of one sample when they fit
+`frame_budget_bytes`, else the frames are decoded a second time for the crops); identities swapping
+between frames (tracked slots); a crash on a video with no person (flagged "no_person" in the index,
+see below); one pickle written at the end (shards are committed as they fill, and a re-run skips
+finished samples).
 
-Policy for a sample in which nobody is found: it is written like any other (zero keypoints with score 0, RGB
-frames of the whole scene: `crops.whole_frame_box`) with status "no_person" in index.csv. It is finished work
-(re-running would find nobody again), so a re-run skips it, `epam-data splits` leaves it out of the manifests
-(they keep status "ok" only), and the summary counts it apart from failures. Samples that cannot be prepared
-(undecodable files, frame ranges past the end of the video) go to failures.csv and are retried by a re-run.
+Policy for a sample in which nobody is found: it is written like any other (zero keypoints with
+score 0, RGB frames of the whole scene: `crops.whole_frame_box`) with status "no_person" in
+index.csv. It is finished work (re-running would find nobody again), so a re-run skips it,
+`epam-data splits` leaves it out of the manifests (they keep status "ok" only), and the summary
+counts it apart from failures. Samples that cannot be prepared (undecodable files, frame ranges past
+the end of the video) go to failures.csv and are retried by a re-run.
 """
 
 from __future__ import annotations
@@ -32,47 +36,93 @@ import dataclasses
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 import numpy as np
 
-from epam_data.atomic import write_text_atomic
-from epam_data.crops import CROP_MIN_SCORE, CROP_PADDING, crop_frame, encode_jpeg, person_box, whole_frame_box
+from epam_data.crops import (
+    CROP_MIN_SCORE,
+    CROP_PADDING,
+    crop_frame,
+    encode_jpeg,
+    person_box,
+    whole_frame_box,
+)
 from epam_data.datasets import Rejected, Sample, normalize_name, scan_generic, scan_names
 from epam_data.datasets.base import VIDEO_EXTENSIONS
 from epam_data.errors import EpamError, VideoDecodeError
-from epam_data.heatmaps import CropBox, crop_keypoints, render, resize_keypoints
+from epam_data.heatmaps import VOLUME_KINDS, CropBox, crop_keypoints, render, resize_keypoints
 from epam_data.persons import default_max_persons, select_persons
 from epam_data.pose import load_backend
-from epam_data.shards import PreparedSample, ShardWriter, done_ids, write_dataset_json
+from epam_data.runloop import (
+    DEFAULT_SAMPLE_TIMEOUT,
+    ExtractReport,
+    Outcome,
+    StageTimes,
+    Task,
+    check_jobs,
+    parse_part,
+    run_samples,
+    run_task,
+    select_part,
+    write_rejected,
+)
+from epam_data.shards import DEFAULT_MAX_SHARD_BYTES, PreparedSample, write_dataset_json
 from epam_data.splits import read_names
 from epam_data.video import iter_frames, probe_video
 
-__all__ = ["HEATMAP_KINDS", "ExtractOptions", "ExtractReport", "Outcome", "StageTimes", "Task", "VideoSpec",
-           "check_jobs", "crop_jpegs", "extract_dataset", "find_videos", "heatmap_volumes", "list_samples",
-           "parse_part", "prepare_video", "run_samples", "run_spec", "run_task", "sample_box", "select_part",
-           "write_rejected"]
+__all__ = [
+    "HEATMAP_KINDS",
+    "ExtractOptions",
+    "VideoSpec",
+    "crop_jpegs",
+    "extract_dataset",
+    "find_videos",
+    "heatmap_volumes",
+    "list_samples",
+    "prepare_video",
+    "run_spec",
+    "sample_box",
+    # the run loop's names, for callers that imported them from here before epam_data.runloop
+    # existed
+    "ExtractReport",
+    "Outcome",
+    "StageTimes",
+    "Task",
+    "check_jobs",
+    "parse_part",
+    "run_samples",
+    "run_task",
+    "select_part",
+    "write_rejected",
+]
 
-HEATMAP_KINDS = ("joint", "limb")
+HEATMAP_KINDS = VOLUME_KINDS  # the volumes extract can store
 CROP_THREADS = 2  # threads cutting and encoding the RGB crops in the main process (crop_jpegs)
-THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
-RUNTIME_BACKEND_OPTIONS = ("device", "threads", "det_batch", "pose_batch")  # not recorded in dataset.json
+RUNTIME_BACKEND_OPTIONS = (
+    "device",
+    "threads",
+    "det_batch",
+    "pose_batch",
+)  # not recorded in dataset.json
 
 
 @dataclass(frozen=True)
 class ExtractOptions:
-    """Everything that shapes a prepared sample; recorded in dataset.json, and a resumed run must match it.
+    """Everything that shapes a prepared sample; recorded in dataset.json, and a resumed run must
+    match it.
 
-    max_persons: M for every sample; None: `persons.default_max_persons` (2 for NTU mutual actions, else 1).
-    rgb_size: side of the stored JPEG crops in pixels; None stores no RGB. heatmaps: kinds of uint8 volumes
-    to store ("joint", "limb"), rendered with `heatmap_sigma` on a heatmap_size x heatmap_size canvas that shows
-    the crop box. detect_every: how often the tracker looks for a missing person. chunk_size and
-    frame_budget_bytes only bound memory (decoded frames per chunk; kept frames of one sample held for the
-    crops, beyond which they are decoded again) and do not change the result; nor does prefetch (decode the
-    next chunk in a thread while the pose model runs on this one).
+    max_persons: M for every sample; None: `persons.default_max_persons` (2 for NTU mutual actions,
+    else 1). rgb_size: side of the stored JPEG crops in pixels; None stores no RGB. heatmaps: kinds
+    of uint8 volumes to store ("joint", "limb"), rendered with `heatmap_sigma` on a heatmap_size x
+    heatmap_size canvas that shows the crop box. detect_every: how often the tracker looks for a
+    missing person. chunk_size and frame_budget_bytes only bound memory (decoded frames per chunk;
+    kept frames of one sample held for the crops, beyond which they are decoded again) and do not
+    change the result; nor does prefetch (decode the next chunk in a thread while the pose model
+    runs on this one).
     """
 
     backend: str = "blazepose"
@@ -84,22 +134,30 @@ class ExtractOptions:
     heatmap_size: int = 56
     heatmap_sigma: float = 0.6
     detect_every: int = 10
-    chunk_size: int = 8  # 8 frames of 1080p = 50 MB; 64-frame chunks decoded 2x slower here (page faults)
+    chunk_size: int = (
+        8  # 8 frames of 1080p = 50 MB; 64-frame chunks decoded 2x slower here (page faults)
+    )
     frame_budget_bytes: int = 768 << 20
     prefetch: bool = True
-    # (name, value) pairs for the backend's constructor (`epam_data.pose.load_backend`), e.g. mmlab's det_config,
-    # pose_checkpoint, device; values are strings, as the CLI gives them. dataset.json records all but
-    # RUNTIME_BACKEND_OPTIONS (where the models run, not which models run: a run resumed elsewhere may change them).
+    # (name, value) pairs for the backend's constructor (`epam_data.pose.load_backend`), e.g.
+    # mmlab's det_config, pose_checkpoint, device; values are strings, as the CLI gives them.
+    # dataset.json records all but RUNTIME_BACKEND_OPTIONS (where the models run, not which models
+    # run: a run resumed elsewhere may change them).
     backend_options: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         unknown = [kind for kind in self.heatmaps if kind not in HEATMAP_KINDS]
         if unknown:
-            raise EpamError(f"--heatmaps {','.join(self.heatmaps)}: unknown kind {unknown[0]!r}; use joint, limb or "
-                            "joint,limb")
-        checks = {"--frame-stride": self.frame_stride, "--heatmap-size": self.heatmap_size,
-                  "--max-persons": 1 if self.max_persons is None else self.max_persons,
-                  "--rgb-size": 16 if self.rgb_size is None else self.rgb_size - 15}
+            raise EpamError(
+                f"--heatmaps {','.join(self.heatmaps)}: unknown kind {unknown[0]!r}; use joint, "
+                "limb or joint,limb"
+            )
+        checks = {
+            "--frame-stride": self.frame_stride,
+            "--heatmap-size": self.heatmap_size,
+            "--max-persons": 1 if self.max_persons is None else self.max_persons,
+            "--rgb-size": 16 if self.rgb_size is None else self.rgb_size - 15,
+        }
         for name, value in checks.items():
             if value < 1:
                 raise EpamError(f"{name} must be at least {16 if name == '--rgb-size' else 1}")
@@ -107,41 +165,41 @@ class ExtractOptions:
             raise EpamError(f"--jpeg-quality must be in 1..100 (Pillow), got {self.jpeg_quality}")
 
     def dataset_options(self, model_ids: dict[str, str]) -> dict[str, Any]:
-        """The options dataset.json records and compares (memory bounds are left out: they change nothing)."""
-        return {"pose_backend": self.backend, "pose_models": dict(model_ids), "detect_every": self.detect_every,
-                "max_persons": "default (2 for NTU mutual actions, else 1)" if self.max_persons is None
-                else self.max_persons, "rgb_size": self.rgb_size, "jpeg_quality": self.jpeg_quality if self.rgb_size
-                else None, "frame_stride": self.frame_stride, "crop": {"padding": CROP_PADDING, "min_score":
-                                                                       CROP_MIN_SCORE, "square": True},
-                "heatmaps": list(self.heatmaps), "heatmap_size": self.heatmap_size if self.heatmaps else None,
-                "heatmap_sigma": self.heatmap_sigma if self.heatmaps else None,
-                "heatmap_quantisation": "uint8 = round(value * 255)" if self.heatmaps else None,
-                **self._recorded_backend_options()}
+        """The options dataset.json records and compares (memory bounds are left out: they change
+        nothing)."""
+        return {
+            "pose_backend": self.backend,
+            "pose_models": dict(model_ids),
+            "detect_every": self.detect_every,
+            "max_persons": "default (2 for NTU mutual actions, else 1)"
+            if self.max_persons is None
+            else self.max_persons,
+            "rgb_size": self.rgb_size,
+            "jpeg_quality": self.jpeg_quality if self.rgb_size else None,
+            "frame_stride": self.frame_stride,
+            "crop": {"padding": CROP_PADDING, "min_score": CROP_MIN_SCORE, "square": True},
+            "heatmaps": list(self.heatmaps),
+            "heatmap_size": self.heatmap_size if self.heatmaps else None,
+            "heatmap_sigma": self.heatmap_sigma if self.heatmaps else None,
+            "heatmap_quantisation": "uint8 = round(value * 255)" if self.heatmaps else None,
+            **self._recorded_backend_options(),
+        }
 
     def _recorded_backend_options(self) -> dict[str, Any]:
-        """{"pose_backend_options": {...}} without the runtime-only ones; {} when none (older dataset.json files)."""
-        recorded = {name: value for name, value in self.backend_options if name not in RUNTIME_BACKEND_OPTIONS}
+        """{"pose_backend_options": {...}} without the runtime-only ones; {} when none (older
+        dataset.json files)."""
+        recorded = {
+            name: value
+            for name, value in self.backend_options
+            if name not in RUNTIME_BACKEND_OPTIONS
+        }
         return {"pose_backend_options": recorded} if recorded else {}
-
-
-class Task(Protocol):
-    """What the run loop needs of a unit of work (a `VideoSpec`, a `pyskl.AnnotationSpec`): the sample it makes and
-    where it comes from, for failures.csv. Whatever else it holds travels to the worker that prepares it."""
-
-    @property
-    def sample(self) -> Sample: ...
-
-    @property
-    def source(self) -> str: ...
-
-
-TaskT = TypeVar("TaskT", bound=Task)
-Prepare = Callable[..., PreparedSample]  # prepare(task, *, times: StageTimes) -> PreparedSample; module-level
 
 
 @dataclass(frozen=True)
 class VideoSpec:
-    """One sample to prepare: its metadata, the video file (absolute) and its path relative to the input root."""
+    """One sample to prepare: its metadata, the video file (absolute) and its path relative to the
+    input root."""
 
     sample: Sample
     path: str
@@ -149,82 +207,32 @@ class VideoSpec:
     options: ExtractOptions
 
 
-@dataclass
-class StageTimes:
-    """Seconds spent per stage for one sample (or summed over many)."""
+# --- the samples of a run -------------------------------------------------------------------------
 
-    decode: float = 0.0
-    pose: float = 0.0
-    crop: float = 0.0
-    heatmaps: float = 0.0
-
-    def add(self, other: StageTimes) -> None:
-        for name in ("decode", "pose", "crop", "heatmaps"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What a worker sends back: the prepared sample, or why there is none."""
-
-    sample: Sample
-    source: str
-    prepared: PreparedSample | None
-    reason: str = ""
-    frames: int = 0
-    times: StageTimes = field(default_factory=StageTimes)
-
-
-@dataclass
-class ExtractReport:
-    """What a run did, for the summary table; `failed` decides the exit code."""
-
-    out_dir: Path
-    listed: int = 0
-    rejected: list[Rejected] = field(default_factory=list)
-    in_part: int = 0
-    already_done: int = 0
-    ok: int = 0
-    no_person: int = 0
-    failures: list[tuple[str, str]] = field(default_factory=list)  # (sample_id, reason)
-    frames: int = 0
-    persons: int = 0
-    elapsed_s: float = 0.0
-    times: StageTimes = field(default_factory=StageTimes)
-    shards: list[str] = field(default_factory=list)
-
-    @property
-    def failed(self) -> int:
-        return len(self.failures)
-
-    def add(self, outcome: Outcome) -> None:
-        self.frames += outcome.frames
-        self.times.add(outcome.times)
-        if outcome.prepared is None:
-            self.failures.append((outcome.sample.sample_id, outcome.reason))
-        elif outcome.prepared.status == "no_person":
-            self.no_person += 1
-        else:
-            self.ok += 1
-            self.persons += int(outcome.prepared.num_persons)
-
-
-# --- the samples of a run -------------------------------------------------------------------------------------
 
 def find_videos(input_dir: Path) -> list[Path]:
-    """Video files under `input_dir` (recursively, by extension, case-insensitive; hidden files skipped), sorted."""
-    return sorted(path for path in input_dir.rglob("*") if path.is_file() and not path.name.startswith(".")
-                  and path.suffix.lower() in VIDEO_EXTENSIONS)
+    """Video files under `input_dir` (recursively, by extension, case-insensitive; hidden files
+    skipped), sorted."""
+    return sorted(
+        path
+        for path in input_dir.rglob("*")
+        if path.is_file()
+        and not path.name.startswith(".")
+        and path.suffix.lower() in VIDEO_EXTENSIONS
+    )
 
 
-def list_samples(input_dir: Path, dataset: str, *, labels_dir: Path | None = None,
-                 list_file: Path | None = None) -> tuple[list[tuple[Sample, Path]], list[Rejected]]:
-    """The samples of a run, each with its video file, and the names that could not be used, with why.
+def list_samples(
+    input_dir: Path, dataset: str, *, labels_dir: Path | None = None, list_file: Path | None = None
+) -> tuple[list[tuple[Sample, Path]], list[Rejected]]:
+    """The samples of a run, each with its video file, and the names that could not be used, with
+    why.
 
-    ntu60 / ntu120 / toyota: the video files under `input_dir`, parsed by name. pku_mmd: the videos `NNNN-V.*`
-    cut into clips by their label files in `labels_dir`. generic: the `path,label` CSV `list_file` (paths relative
-    to `input_dir`) or, without it, one sub-folder per class. For the other datasets `list_file` restricts the
-    run to the names it lists (one per line). Samples come back sorted by sample_id.
+    ntu60 / ntu120 / toyota: the video files under `input_dir`, parsed by name. pku_mmd: the videos
+    `NNNN-V.*` cut into clips by their label files in `labels_dir`. generic: the `path,label` CSV
+    `list_file` (paths relative to `input_dir`) or, without it, one sub-folder per class. For the
+    other datasets `list_file` restricts the run to the names it lists (one per line). Samples come
+    back sorted by sample_id.
     """
     if not input_dir.is_dir():
         raise EpamError(f"{input_dir}: not a folder of videos")
@@ -233,8 +241,14 @@ def list_samples(input_dir: Path, dataset: str, *, labels_dir: Path | None = Non
     if dataset == "generic":
         scan = scan_generic(list_file if list_file is not None else input_dir)
         rejected.extend(scan.rejected)
+        root = input_dir.resolve()
         for sample in scan.samples:
-            found.append((sample, input_dir / sample.path))
+            video = input_dir / sample.path
+            if not video.resolve().is_relative_to(root):  # `../secret.mp4` in a list file
+                reason = f"leaves {input_dir}; paths must stay inside it"
+                rejected.append(Rejected(sample.path, reason))
+                continue
+            found.append((sample, video))
     else:
         videos = find_videos(input_dir)
         if list_file is not None:
@@ -244,86 +258,64 @@ def list_samples(input_dir: Path, dataset: str, *, labels_dir: Path | None = Non
         for video in videos:
             key = normalize_name(video.name) if dataset == "pku_mmd" else video.name
             if key in by_name:
-                rejected.append(Rejected(str(video.relative_to(input_dir)), f"same name as {by_name[key]}; left out"))
+                rejected.append(
+                    Rejected(
+                        str(video.relative_to(input_dir)), f"same name as {by_name[key]}; left out"
+                    )
+                )
                 continue
             by_name[key] = video
         scan = scan_names(dataset, list(by_name), labels_dir=labels_dir)
         rejected.extend(scan.rejected)
         stems = {normalize_name(name): path for name, path in by_name.items()}
         for sample in scan.samples:
-            video = by_name.get(sample.path) or stems.get(sample.video or sample.sample_id) \
+            video = (
+                by_name.get(sample.path)
+                or stems.get(sample.video or sample.sample_id)
                 or stems.get(normalize_name(sample.sample_id))
+            )
             if video is None:
-                rejected.append(Rejected(sample.sample_id, f"no video file found for {sample.sample_id}"))
+                rejected.append(
+                    Rejected(sample.sample_id, f"no video file found for {sample.sample_id}")
+                )
                 continue
             found.append((sample, video))
     seen: dict[str, Path] = {}
     unique = []
     for sample, video in sorted(found, key=lambda item: item[0].sample_id):
         if sample.sample_id in seen:
-            rejected.append(Rejected(str(video), f"same sample id {sample.sample_id!r} as {seen[sample.sample_id]}"))
+            rejected.append(
+                Rejected(
+                    str(video), f"same sample id {sample.sample_id!r} as {seen[sample.sample_id]}"
+                )
+            )
             continue
         seen[sample.sample_id] = video
-        unique.append((dataclasses.replace(sample, path=video.relative_to(input_dir).as_posix()), video))
+        unique.append(
+            (dataclasses.replace(sample, path=video.relative_to(input_dir).as_posix()), video)
+        )
     return unique, rejected
 
 
-def parse_part(text: str) -> tuple[int, int]:
-    """`--part i/n` (1-based, as SLURM array indices usually are: 1/4 .. 4/4) -> ShardWriter's 0-based (i-1, n)."""
-    try:
-        index, count = (int(value) for value in text.split("/"))
-    except ValueError:
-        raise EpamError(f"--part {text!r}: expected i/n with 1 <= i <= n, e.g. 1/4") from None
-    if not 1 <= index <= count:
-        raise EpamError(f"--part {text!r}: expected i/n with 1 <= i <= n (1-based), e.g. 1/{max(count, 1)}")
-    return index - 1, count
-
-
-def select_part(items: list[Any], part: tuple[int, int] | None, key: Callable[[Any], str]) -> list[Any]:
-    """Part (i, n) (0-based) of `items`: every n-th item from the i-th, in sorted order of `key` (the sample id).
-
-    Deterministic for the same inputs on every machine, balanced to one sample, and the parts cover every item
-    exactly once. A sample that moves to another part when the input list changes is still skipped there,
-    because `done_ids` sees the finished shards of every part.
-    """
-    ordered = sorted(items, key=key)
-    return ordered if part is None else ordered[part[0]::part[1]]
-
-
-# --- one sample -----------------------------------------------------------------------------------------------
+# --- one sample -----------------------------------------------------------------------------------
 
 _local = threading.local()  # per worker process, and per thread where a Dask worker runs several
 
 
-def _limit_threads() -> None:
-    """One compute thread per worker: the parallelism is one process per video (blazepose.py's measurements)."""
-    if getattr(_local, "limited", False):
-        return
-    for name in THREAD_ENV:
-        os.environ.setdefault(name, "1")
-    import sys
-
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(1)
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(1)
-    except ImportError:
-        pass
-    _local.limited = True
-
-
 def _backend(options: ExtractOptions, max_persons: int) -> Any:
-    """This process's (thread's) pose backend tracking `max_persons` persons, made on first use and kept: it
-    holds tflite interpreters, which can be neither pickled nor shared between threads."""
+    """This process's (thread's) pose backend tracking `max_persons` persons, made on first use and
+    kept: it holds tflite interpreters, which can be neither pickled nor shared between threads."""
     cache = getattr(_local, "backends", None)
     if cache is None:
         cache = _local.backends = {}
     key = (options.backend, max_persons, options.detect_every, options.backend_options)
     if key not in cache:
-        cache[key] = load_backend(options.backend, max_persons=max_persons, detect_every=options.detect_every,
-                                  **dict(options.backend_options))
+        cache[key] = load_backend(
+            options.backend,
+            max_persons=max_persons,
+            detect_every=options.detect_every,
+            **dict(options.backend_options),
+        )
     return cache[key]
 
 
@@ -332,9 +324,11 @@ def _frame_indices(spec: VideoSpec, num_frames: int) -> np.ndarray:
     start = sample.start_frame if sample.start_frame is not None else 0
     end = sample.end_frame if sample.end_frame is not None else num_frames - 1
     if end >= num_frames or start > end:
-        raise VideoDecodeError(f"{spec.path}: clip {sample.sample_id} asks for frames {start}-{end} (0-based, "
-                               f"inclusive) but the video has {num_frames} frames (0-{num_frames - 1}); check the "
-                               "label file against the video")
+        raise VideoDecodeError(
+            f"{spec.path}: clip {sample.sample_id} asks for frames {start}-{end} (0-based, "
+            f"inclusive) but the video has {num_frames} frames (0-{num_frames - 1}); check the "
+            "label file against the video"
+        )
     return np.arange(start, end + 1, spec.options.frame_stride, dtype=np.int64)
 
 
@@ -352,9 +346,9 @@ def _timed(chunks: Iterator[np.ndarray], times: StageTimes) -> Iterator[np.ndarr
 
 
 def _prefetch(chunks: Iterator[np.ndarray], depth: int = 2) -> Iterator[np.ndarray]:
-    """The chunks of a decoder, decoded up to `depth` chunks ahead in a thread, so that decoding (decord releases
-    the GIL) overlaps the pose model of the previous chunk. Errors reach the caller at the chunk where they
-    happened; a caller that stops early stops the thread."""
+    """The chunks of a decoder, decoded up to `depth` chunks ahead in a thread, so that decoding
+    (decord releases the GIL) overlaps the pose model of the previous chunk. Errors reach the caller
+    at the chunk where they happened; a caller that stops early stops the thread."""
     import queue
 
     done, stop = object(), threading.Event()
@@ -390,20 +384,25 @@ def _prefetch(chunks: Iterator[np.ndarray], depth: int = 2) -> Iterator[np.ndarr
         thread.join(timeout=5)
 
 
-def sample_box(keypoints: np.ndarray, scores: np.ndarray, frame_hw: tuple[int, int]) -> tuple[CropBox, bool]:
-    """The RGB crop box of a sample (`crops.person_box` over its kept persons) and whether anyone was seen in it;
-    the whole frame (`crops.whole_frame_box`) when nobody was. scores: float16 [M, T, 17], as the shard stores them,
-    so that a sample read back from a shard gives the same box."""
+def sample_box(
+    keypoints: np.ndarray, scores: np.ndarray, frame_hw: tuple[int, int]
+) -> tuple[CropBox, bool]:
+    """The RGB crop box of a sample (`crops.person_box` over its kept persons) and whether anyone
+    was seen in it; the whole frame (`crops.whole_frame_box`) when nobody was. scores: float16 [M,
+    T, 17], as the shard stores them, so that a sample read back from a shard gives the same
+    box."""
     box = person_box(keypoints, scores, frame_hw)
     return (box, True) if box is not None else (whole_frame_box(frame_hw), False)
 
 
 def crop_jpegs(chunks: Iterable[np.ndarray], box: CropBox, options: ExtractOptions) -> list[bytes]:
-    """JPEG bytes of every frame of `chunks` (uint8 [t, H, W, 3] each) cut to `box` and resized to rgb_size.
+    """JPEG bytes of every frame of `chunks` (uint8 [t, H, W, 3] each) cut to `box` and resized to
+    rgb_size.
 
-    In the main process (--jobs 1) two threads share the frames of each chunk: Pillow releases the GIL while it
-    resizes and encodes, and the second core is otherwise idle once the pose model is done with the sample
-    (measured 1.7-1.85x on this stage). Worker processes keep to one thread, as everything else in them.
+    In the main process (--jobs 1) two threads share the frames of each chunk: Pillow releases the
+    GIL while it resizes and encodes, and the second core is otherwise idle once the pose model is
+    done with the sample (measured 1.7-1.85x on this stage). Worker processes keep to one thread, as
+    everything else in them.
     """
     assert options.rgb_size is not None
     size, quality = options.rgb_size, options.jpeg_quality
@@ -416,12 +415,16 @@ def crop_jpegs(chunks: Iterable[np.ndarray], box: CropBox, options: ExtractOptio
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=CROP_THREADS) as pool:
-        return [jpeg for chunk in chunks for jpeg in pool.map(one, chunk)]  # one chunk in memory at a time
+        return [
+            jpeg for chunk in chunks for jpeg in pool.map(one, chunk)
+        ]  # one chunk in memory at a time
 
 
-def heatmap_volumes(keypoints: np.ndarray, scores: np.ndarray, box: CropBox, options: ExtractOptions
-                    ) -> dict[str, np.ndarray]:
-    """uint8 [T, C, S, S] volumes rendered on the crop canvas: keypoints mapped into the box, then to S x S.
+def heatmap_volumes(
+    keypoints: np.ndarray, scores: np.ndarray, box: CropBox, options: ExtractOptions
+) -> dict[str, np.ndarray]:
+    """uint8 [T, C, S, S] volumes rendered on the crop canvas: keypoints mapped into the box, then
+    to S x S.
 
     Quantised as round(value * 255): values lie in [0, 1], so the error is at most 1/510 per pixel.
     """
@@ -435,8 +438,9 @@ def heatmap_volumes(keypoints: np.ndarray, scores: np.ndarray, box: CropBox, opt
 
 
 def prepare_video(spec: VideoSpec, *, times: StageTimes | None = None) -> PreparedSample:
-    """Decode, pose, persons, crops and heatmaps of one sample (module docstring). Raises VideoDecodeError
-    (or another EpamError) when the sample cannot be prepared; `times` collects seconds per stage."""
+    """Decode, pose, persons, crops and heatmaps of one sample (module docstring). Raises
+    VideoDecodeError (or another EpamError) when the sample cannot be prepared; `times` collects
+    seconds per stage."""
     times = times if times is not None else StageTimes()
     options, sample = spec.options, spec.sample
     start = time.perf_counter()
@@ -447,7 +451,10 @@ def prepare_video(spec: VideoSpec, *, times: StageTimes | None = None) -> Prepar
     backend = _backend(options, max_persons)
     backend.reset()
     height, width = info.frame_hw
-    hold = options.rgb_size is not None and len(indices) * height * width * 3 <= options.frame_budget_bytes
+    hold = (
+        options.rgb_size is not None
+        and len(indices) * height * width * 3 <= options.frame_budget_bytes
+    )
     held: list[np.ndarray] = []
     poses = []
     decoded = iter_frames(spec.path, indices, chunk_size=options.chunk_size)
@@ -458,42 +465,51 @@ def prepare_video(spec: VideoSpec, *, times: StageTimes | None = None) -> Prepar
         if hold:
             held.append(chunk)
     if len(poses) != len(indices):
-        raise EpamError(f"{spec.path}: decoded {len(poses)} of {len(indices)} frames")  # decoder contract broken
+        raise EpamError(
+            f"{spec.path}: decoded {len(poses)} of {len(indices)} frames"
+        )  # decoder contract broken
     tracks = select_persons(poses, max_persons)
     scores = tracks.scores.astype(np.float16)
     box, seen = sample_box(tracks.keypoints, scores, info.frame_hw)
     status = "ok" if seen and tracks.present.any() else "no_person"
     jpegs = None
     if options.rgb_size is not None:
-        frames = held if hold else _timed(iter_frames(spec.path, indices, chunk_size=options.chunk_size), times)
+        frames = (
+            held
+            if hold
+            else _timed(iter_frames(spec.path, indices, chunk_size=options.chunk_size), times)
+        )
         start = time.perf_counter()
         jpegs = crop_jpegs(frames, box, options)
         times.crop += time.perf_counter() - start
     held.clear()
     start = time.perf_counter()
-    volumes = heatmap_volumes(tracks.keypoints, scores.astype(np.float32), box, options) if options.heatmaps else {}
+    volumes = (
+        heatmap_volumes(tracks.keypoints, scores.astype(np.float32), box, options)
+        if options.heatmaps
+        else {}
+    )
     times.heatmaps += time.perf_counter() - start
     extra: dict[str, Any] = {"max_persons": max_persons, "frame_stride": options.frame_stride}
     if options.heatmaps:
         extra.update(heatmap_size=options.heatmap_size, heatmap_sigma=options.heatmap_sigma)
     return PreparedSample(
-        sample=sample, keypoints=tracks.keypoints, scores=scores, boxes=tracks.boxes, frame_indices=indices,
-        total_frames=info.num_frames, original_hw=info.frame_hw, fps=info.fps, rgb=jpegs,
-        crop_box=(box.x0, box.y0, box.x1, box.y1), num_person_raw=tracks.num_person_raw, source=spec.source,
-        status=status, extra=extra, **volumes)
-
-
-def run_task(prepare: Prepare, task: Task) -> Outcome:
-    """`prepare(task)` that never raises: a failure becomes an Outcome with the reason, so one bad sample cannot
-    stop the run."""
-    times = StageTimes()
-    try:
-        prepared = prepare(task, times=times)
-    except EpamError as err:
-        return Outcome(task.sample, task.source, None, reason=str(err), times=times)
-    except Exception as err:  # noqa: BLE001 (a bug or a library error on one sample must not end the run)
-        return Outcome(task.sample, task.source, None, reason=f"{type(err).__name__}: {err}", times=times)
-    return Outcome(task.sample, task.source, prepared, frames=prepared.num_frames, times=times)
+        sample=sample,
+        keypoints=tracks.keypoints,
+        scores=scores,
+        boxes=tracks.boxes,
+        frame_indices=indices,
+        total_frames=info.num_frames,
+        original_hw=info.frame_hw,
+        fps=info.fps,
+        rgb=jpegs,
+        crop_box=(box.x0, box.y0, box.x1, box.y1),
+        num_person_raw=tracks.num_person_raw,
+        source=spec.source,
+        status=status,
+        extra=extra,
+        **volumes,
+    )
 
 
 def run_spec(spec: VideoSpec) -> Outcome:
@@ -501,138 +517,34 @@ def run_spec(spec: VideoSpec) -> Outcome:
     return run_task(prepare_video, spec)
 
 
-def _run_in_worker(prepare: Prepare, task: Task) -> Outcome:
-    """What joblib and Dask workers execute: `run_task` with one compute thread in the worker process."""
-    _limit_threads()
-    return run_task(prepare, task)
-
-
-# --- the run ---------------------------------------------------------------------------------------------------
-
-def check_jobs(jobs: int) -> None:
-    """Refuse `--jobs` below 1 before any slow work starts (listing videos, loading a pickle)."""
-    if jobs < 1:
-        raise EpamError(f"--jobs must be at least 1, got {jobs}")
-
-
-def _ray_results(tasks: Sequence[Task], prepare: Prepare, address: str) -> Iterator[Outcome]:
-    """Outcomes from a Ray cluster ("auto", "ray://head:10001", or "local" for one started here), as they complete.
-
-    Ray's own task API rather than its joblib backend: that backend cannot stream results (joblib refuses
-    return_as="generator" for it), so every prepared sample would sit in memory until the last one finished.
-    At most two tasks per cluster CPU are in flight, so the driver holds a bounded number of results.
-    """
-    try:
-        import ray
-    except ImportError:
-        raise EpamError("--ray needs ray: pip install 'epam[ray]'") from None
-    try:
-        ray.init(address=None if address == "local" else address, include_dashboard=False, log_to_driver=False)
-    except (ConnectionError, RuntimeError, ValueError) as err:
-        raise EpamError(f"--ray {address}: cannot connect to the cluster ({_one_line(str(err))})") from None
-    try:
-        remote = ray.remote(num_cpus=1)(_run_in_worker)
-        in_flight = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
-        pending: list[Any] = []
-        for task in tasks:
-            pending.append(remote.remote(prepare, task))
-            while len(pending) >= in_flight:
-                done, pending = ray.wait(pending, num_returns=1)
-                yield from ray.get(done)
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            yield from ray.get(done)
-    finally:
-        ray.shutdown()
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())[:300]
-
-
-def _results(tasks: Sequence[Task], prepare: Prepare, jobs: int, dask_address: str | None,
-             ray_address: str | None = None) -> Iterator[Outcome]:
-    """Outcomes as the samples complete: in this process (jobs 1), joblib's process pool, a Dask or a Ray cluster.
-
-    Each worker receives one task (pickled by joblib, one at a time as workers free up), never the whole list.
-    """
-    if dask_address is not None and ray_address is not None:
-        raise EpamError("--dask and --ray: choose one cluster")
-    if ray_address is not None:
-        yield from _ray_results(tasks, prepare, ray_address)
-        return
-    if dask_address is None and jobs == 1:
-        yield from (run_task(prepare, task) for task in tasks)
-        return
-    from joblib import Parallel, delayed, parallel_config
-
-    calls = (delayed(_run_in_worker)(prepare, task) for task in tasks)
-    if dask_address is not None:
-        try:
-            from distributed import Client
-        except ImportError:
-            raise EpamError("--dask needs dask and distributed: pip install 'epam[dask]'") from None
-        try:
-            client = Client(dask_address, timeout="20s")
-        except (OSError, TimeoutError) as err:
-            raise EpamError(f"--dask {dask_address}: cannot connect to the scheduler ({err})") from None
-        try:
-            with parallel_config(backend="dask"):
-                yield from Parallel(n_jobs=-1, batch_size=1, return_as="generator_unordered")(calls)
-        finally:
-            client.close()
-        return
-    parallel = Parallel(n_jobs=jobs, backend="loky", batch_size=1, inner_max_num_threads=1,
-                        return_as="generator_unordered")
-    yield from parallel(calls)
-
-
-def run_samples(
-        tasks: Sequence[TaskT], prepare: Prepare, out_dir: Path, report: ExtractReport,
-        *, jobs: int = 1, part: tuple[int, int] | None = None, samples_per_shard: int = 256,
-        dask_address: str | None = None, ray_address: str | None = None,
-        on_start: Callable[[int], None] | None = None, on_result: Callable[[Outcome], None] | None = None,
-) -> ExtractReport:
-    """The run loop of `extract` and `import-pyskl`: this part's tasks not yet in finished shards -> `prepare` in
-    workers -> the one ShardWriter (failures to failures.csv) -> `report`, which it fills and returns.
-
-    `prepare(task, *, times)` is a module-level function of one task (so that joblib and Dask can send it by name)
-    that returns a PreparedSample or raises; the caller has written dataset.json already. part: (i, n), 0-based.
-    """
-    check_jobs(jobs)
-    tasks = select_part(list(tasks), part, key=lambda task: task.sample.sample_id)
-    report.in_part = len(tasks)
-    done = done_ids(out_dir)
-    pending = [task for task in tasks if task.sample.sample_id not in done]
-    report.already_done = len(tasks) - len(pending)
-    if on_start is not None:
-        on_start(len(pending))
-    with ShardWriter(out_dir, samples_per_shard=samples_per_shard, part=part) as writer:
-        for outcome in _results(pending, prepare, jobs, dask_address, ray_address):
-            if outcome.prepared is not None:
-                writer.write(outcome.prepared)
-            else:
-                writer.fail(outcome.sample, outcome.reason)
-            report.add(outcome)
-            if on_result is not None:
-                on_result(outcome)
-    report.shards = list(writer.shards_finished)
-    return report
-
-
 def extract_dataset(
-        input_dir: str | Path, out_dir: str | Path, dataset: str, *, options: ExtractOptions = ExtractOptions(),
-        jobs: int = 1, part: tuple[int, int] | None = None, samples_per_shard: int = 256,
-        labels_dir: Path | None = None, list_file: Path | None = None, dask_address: str | None = None,
-        ray_address: str | None = None, limit: int | None = None, on_start: Callable[[int], None] | None = None,
-        on_result: Callable[[Outcome], None] | None = None, info: dict[str, Any] | None = None,
+    input_dir: str | Path,
+    out_dir: str | Path,
+    dataset: str,
+    *,
+    options: ExtractOptions = ExtractOptions(),
+    jobs: int = 1,
+    part: tuple[int, int] | None = None,
+    samples_per_shard: int = 256,
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    sample_timeout: float | None = DEFAULT_SAMPLE_TIMEOUT,
+    labels_dir: Path | None = None,
+    list_file: Path | None = None,
+    dask_address: str | None = None,
+    ray_address: str | None = None,
+    limit: int | None = None,
+    on_start: Callable[[int], None] | None = None,
+    on_result: Callable[[Outcome], None] | None = None,
+    info: dict[str, Any] | None = None,
 ) -> ExtractReport:
-    """Prepare every sample of `input_dir` not yet in `out_dir` (see the module docstring). Safe to re-run.
+    """Prepare every sample of `input_dir` not yet in `out_dir` (see the module docstring). Safe to
+    re-run.
 
-    part: (i, n), 0-based, as `ShardWriter` takes it (the CLI's `--part` is 1-based). limit: only the first
-    `limit` samples (in sample-id order, before the part split). on_start(pending) and on_result(outcome) let
-    the caller draw progress. Raises EpamError for problems with the run itself (bad folder, options that
-    differ from those the folder was made with); problems with single samples end up in the report.
+    part: (i, n), 0-based, as `ShardWriter` takes it (the CLI's `--part` is 1-based). limit: only
+    the first `limit` samples (in sample-id order, before the part split). on_start(pending) and
+    on_result(outcome) let the caller draw progress. Raises EpamError for problems with the run
+    itself (bad folder, options that differ from those the folder was made with); problems with
+    single samples end up in the report.
     """
     input_dir, out_dir = Path(input_dir), Path(out_dir)
     check_jobs(jobs)
@@ -641,25 +553,29 @@ def extract_dataset(
     report = ExtractReport(out_dir=out_dir, listed=len(samples), rejected=rejected)
     if limit is not None:
         samples = samples[:limit]
-    backend = load_backend(options.backend, max_persons=1,  # fails early, in one line, if it cannot run here
-                           **dict(options.backend_options))
+    backend = load_backend(
+        options.backend,
+        max_persons=1,  # fails early, in one line, if it cannot run here
+        **dict(options.backend_options),
+    )
     write_dataset_json(out_dir, dataset, options.dataset_options(backend.model_ids), info=info)
     del backend
     write_rejected(out_dir, rejected)
     specs = [VideoSpec(sample, str(video), sample.path, options) for sample, video in samples]
-    run_samples(specs, prepare_video, out_dir, report, jobs=jobs, part=part, samples_per_shard=samples_per_shard,
-                dask_address=dask_address, ray_address=ray_address, on_start=on_start, on_result=on_result)
+    run_samples(
+        specs,
+        prepare_video,
+        out_dir,
+        report,
+        jobs=jobs,
+        part=part,
+        samples_per_shard=samples_per_shard,
+        max_shard_bytes=max_shard_bytes,
+        sample_timeout=sample_timeout,
+        dask_address=dask_address,
+        ray_address=ray_address,
+        on_start=on_start,
+        on_result=on_result,
+    )
     report.elapsed_s = time.perf_counter() - started
     return report
-
-
-def write_rejected(out_dir: Path, rejected: Iterable[Rejected]) -> None:
-    """`<out>/rejected.csv`: the input names no sample came from, with why (rewritten by every run)."""
-    import csv
-    import io
-
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["name", "reason"])
-    writer.writerows((item.name, " ".join(item.reason.split())) for item in rejected)
-    write_text_atomic(out_dir / "rejected.csv", buffer.getvalue())

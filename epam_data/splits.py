@@ -1,9 +1,9 @@
 """Protocols -> manifests: one CSV per protocol and split, `<out>/manifests/<protocol>_<split>.csv`.
 
-Input is either a list of names (video or sample names, PKU-MMD video ids with their label files) or a
-prepared dataset folder (its index.csv). Membership follows the rules in `manifests/` exactly; nothing
-is dropped without a reason: names that do not parse, samples that fall in no split, and excluded
-names are all counted and listed.
+Input is either a list of names (video or sample names, PKU-MMD video ids with their label files) or
+a prepared dataset folder (its index.csv). Membership follows the rules in `manifests/` exactly;
+nothing is dropped without a reason: names that do not parse, samples that fall in no split, and
+excluded names are all counted and listed.
 """
 
 from __future__ import annotations
@@ -21,11 +21,27 @@ from epam_data.datasets.pku_mmd import read_split_file
 from epam_data.errors import EpamError, NameParseError, ProtocolError
 from epam_data.protocols import Protocol, load_protocols
 
-__all__ = ["SplitReport", "read_names", "scan_index", "build_manifests", "write_manifests", "make_splits"]
+__all__ = [
+    "SplitReport",
+    "read_names",
+    "scan_index",
+    "build_manifests",
+    "write_manifests",
+    "make_splits",
+]
 
 SPLIT_ORDER = ("train", "val", "test")
 # Manifest columns after sample_id,label,label_name; a column is written when the dataset fills it.
-META_COLUMNS = ("video", "subject", "camera", "setup", "replication", "view", "start_frame", "end_frame")
+META_COLUMNS = (
+    "video",
+    "subject",
+    "camera",
+    "setup",
+    "replication",
+    "view",
+    "start_frame",
+    "end_frame",
+)
 
 
 @dataclass
@@ -33,7 +49,9 @@ class SplitReport:
     """What `make_splits` wrote and everything it left out, for the CLI to print."""
 
     manifests: dict[str, pd.DataFrame] = field(default_factory=dict)  # "xsub_train" -> rows
-    counts: list[dict[str, object]] = field(default_factory=list)  # protocol, split sizes, not in protocol
+    counts: list[dict[str, object]] = field(
+        default_factory=list
+    )  # protocol, split sizes, not in protocol
     rejected: list[Rejected] = field(default_factory=list)
     protocol_errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -48,24 +66,33 @@ def read_names(path: Path) -> list[str]:
         text = path.read_text(encoding="utf-8-sig")
     except OSError as err:
         raise EpamError(f"{path}: cannot read the name list ({err.strerror or err})") from err
-    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
 
 
 def scan_index(dataset_dir: Path, dataset: str | None = None) -> tuple[str, Scan]:
-    """The finished samples of a prepared dataset folder, their metadata re-read from the sample ids.
+    """The finished samples of a prepared dataset folder, their metadata re-read from the sample
+    ids.
 
     The dataset name comes from dataset.json unless given. A sample whose index label disagrees with
     its name is rejected rather than trusted either way.
     """
     index_path = dataset_dir / "index.csv"
     if not index_path.is_file():
-        raise EpamError(f"{dataset_dir}: no index.csv; is this a folder written by `epam-data extract`?")
+        raise EpamError(
+            f"{dataset_dir}: no index.csv; is this a folder written by `epam-data extract`?"
+        )
     if dataset is None:
         meta_path = dataset_dir / "dataset.json"
         try:
             dataset = json.loads(meta_path.read_text())["dataset"]
         except (OSError, KeyError, json.JSONDecodeError) as err:
-            raise EpamError(f"{meta_path}: cannot read the dataset name ({err}); pass --dataset") from err
+            raise EpamError(
+                f"{meta_path}: cannot read the dataset name ({err}); pass --dataset"
+            ) from err
     index = pd.read_csv(index_path, dtype=str, keep_default_na=False)
     if "sample_id" not in index.columns:
         raise EpamError(f"{index_path}: no sample_id column")
@@ -79,8 +106,13 @@ def scan_index(dataset_dir: Path, dataset: str | None = None) -> tuple[str, Scan
             scan.rejected.append(Rejected(row["sample_id"], str(err)))
             continue
         if row.get("label", "") not in ("", str(sample.label)):
-            scan.rejected.append(Rejected(row["sample_id"], f"index.csv label {row['label']} but the name says "
-                                          f"{sample.label} ({sample.label_name})"))
+            scan.rejected.append(
+                Rejected(
+                    row["sample_id"],
+                    f"index.csv label {row['label']} but the name says "
+                    f"{sample.label} ({sample.label_name})",
+                )
+            )
             continue
         scan.samples.append(sample)
     return dataset, scan
@@ -89,29 +121,41 @@ def scan_index(dataset_dir: Path, dataset: str | None = None) -> tuple[str, Scan
 def _exclude(samples: list[Sample], names: list[str]) -> tuple[list[Sample], int, int]:
     """Drop samples listed by id or by video (a PKU-MMD video id drops all its clips)."""
     listed = {normalize_name(name) for name in names}
-    kept = [s for s in samples if s.sample_id not in listed and normalize_name(s.video) not in listed]
+    kept = [
+        s for s in samples if s.sample_id not in listed and normalize_name(s.video) not in listed
+    ]
     present = {s.sample_id for s in samples} | {normalize_name(s.video) for s in samples}
     return kept, len(samples) - len(kept), len(listed - present)
 
 
 def _resolve(protocol: Protocol, splits_dir: Path | None) -> tuple[Protocol, str | None]:
-    """A protocol with its split ids filled in from its split file, or its fallback rule, plus a note."""
+    """A protocol with its split ids filled in from its split file, or its fallback rule, plus a
+    note."""
     if protocol.split_file is None:
         return protocol, None
     path = splits_dir / protocol.split_file if splits_dir is not None else None
     if path is not None and path.is_file():
-        return dataclasses.replace(protocol, splits=read_split_file(path), split_file=None, fallback=None), None
+        return dataclasses.replace(
+            protocol, splits=read_split_file(path), split_file=None, fallback=None
+        ), None
     where = f"{path} does not exist" if path is not None else "no --splits-dir given"
     if protocol.fallback is not None:
-        rule = ", ".join(f"{split} {' '.join(map(str, sorted(ids)))}"
-                         for split, ids in protocol.fallback.splits.items())
-        return protocol.fallback, (f"{protocol.name}: {where}; used the official rule on {protocol.fallback.key} "
-                                   f"({rule})")
-    raise ProtocolError(f"{protocol.dataset} {protocol.name} is defined by the official {protocol.split_file} "
-                        f"({where}): pass --splits-dir DIR, the folder holding it (Split/ in the release)")
+        rule = ", ".join(
+            f"{split} {' '.join(map(str, sorted(ids)))}"
+            for split, ids in protocol.fallback.splits.items()
+        )
+        return protocol.fallback, (
+            f"{protocol.name}: {where}; used the official rule on {protocol.fallback.key} ({rule})"
+        )
+    raise ProtocolError(
+        f"{protocol.dataset} {protocol.name} is defined by the official {protocol.split_file} "
+        f"({where}): pass --splits-dir DIR, the folder holding it (Split/ in the release)"
+    )
 
 
-def build_manifests(samples: list[Sample], protocol: Protocol) -> tuple[dict[str, pd.DataFrame], int, list[Rejected]]:
+def build_manifests(
+    samples: list[Sample], protocol: Protocol
+) -> tuple[dict[str, pd.DataFrame], int, list[Rejected]]:
     """Rows of each split of one protocol; also the number of samples outside it and the rejects.
 
     The label is the index of the sample's class name in the protocol's own class list (Toyota's
@@ -127,16 +171,27 @@ def build_manifests(samples: list[Sample], protocol: Protocol) -> tuple[dict[str
             continue
         split = protocol.split_of(value)
         if split is None:
-            rejected.append(Rejected(sample.sample_id, f"{protocol.key} {value} is in no split of "
-                                     f"{protocol.dataset} {protocol.name}"))
+            rejected.append(
+                Rejected(
+                    sample.sample_id,
+                    f"{protocol.key} {value} is in no split of {protocol.dataset} {protocol.name}",
+                )
+            )
             continue
-        row = {"sample_id": sample.sample_id, "label": protocol.classes.index(sample.label_name),
-               "label_name": sample.label_name}
+        row = {
+            "sample_id": sample.sample_id,
+            "label": protocol.classes.index(sample.label_name),
+            "label_name": sample.label_name,
+        }
         row.update({column: getattr(sample, column) for column in META_COLUMNS})
         rows[split].append(row)
     frames = {}
-    for split in sorted(rows, key=lambda name: SPLIT_ORDER.index(name) if name in SPLIT_ORDER else 99):
-        frame = pd.DataFrame(rows[split], columns=["sample_id", "label", "label_name", *META_COLUMNS])
+    for split in sorted(
+        rows, key=lambda name: SPLIT_ORDER.index(name) if name in SPLIT_ORDER else 99
+    ):
+        frame = pd.DataFrame(
+            rows[split], columns=["sample_id", "label", "label_name", *META_COLUMNS]
+        )
         frame = frame.replace("", None)
         empty = [column for column in META_COLUMNS if frame[column].isna().all()]
         frame = frame.drop(columns=empty).sort_values("sample_id", ignore_index=True)
@@ -153,7 +208,8 @@ def _write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
 
 
 def write_manifests(report: SplitReport, protocols: dict[str, Protocol], out_dir: Path) -> None:
-    """`<out>/manifests/<protocol>_<split>.csv`, `<protocol>_classes.csv` and `rejected.csv` (if any)."""
+    """`<out>/manifests/<protocol>_<split>.csv`, `<protocol>_classes.csv` and `rejected.csv` (if
+    any)."""
     folder = out_dir / "manifests"
     folder.mkdir(parents=True, exist_ok=True)
     for name, frame in report.manifests.items():
@@ -163,41 +219,56 @@ def write_manifests(report: SplitReport, protocols: dict[str, Protocol], out_dir
         _write_csv_atomic(classes, folder / f"{name}_classes.csv")
     rejected = folder / "rejected.csv"
     if report.rejected:
-        _write_csv_atomic(pd.DataFrame([(r.name, r.reason) for r in report.rejected], columns=["name", "reason"]),
-                          rejected)
+        _write_csv_atomic(
+            pd.DataFrame([(r.name, r.reason) for r in report.rejected], columns=["name", "reason"]),
+            rejected,
+        )
     else:
         rejected.unlink(missing_ok=True)
     report.out_dir = folder
 
 
 def make_splits(
-        scan: Scan,
-        dataset: str,
-        out_dir: Path,
-        *, protocols: list[str] | None = None, splits_dir: Path | None = None, exclude: list[str] | None = None,
+    scan: Scan,
+    dataset: str,
+    out_dir: Path,
+    *,
+    protocols: list[str] | None = None,
+    splits_dir: Path | None = None,
+    exclude: list[str] | None = None,
 ) -> SplitReport:
-    """Assign the scanned samples to every requested protocol of the dataset and write the manifests.
+    """Assign the scanned samples to every requested protocol of the dataset and write the
+    manifests.
 
     A protocol that cannot be built (PKU-MMD cs without its split file) is reported in
     `protocol_errors`; the others are still written. Raises EpamError when no name parsed at all.
     """
     if dataset == "generic":
-        raise EpamError("generic datasets have no official protocols; write manifests/<protocol>_<split>.csv "
-                        "yourself with the columns sample_id,label,label_name")
+        raise EpamError(
+            "generic datasets have no official protocols; write manifests/<protocol>_<split>.csv "
+            "yourself with the columns sample_id,label,label_name"
+        )
     available = load_protocols(dataset)
     wanted = protocols or list(available)
     unknown = [name for name in wanted if name not in available]
     if unknown:
-        raise ProtocolError(f"unknown protocol {', '.join(unknown)} for {dataset}; choose from {', '.join(available)}")
+        raise ProtocolError(
+            f"unknown protocol {', '.join(unknown)} for {dataset}; choose from "
+            f"{', '.join(available)}"
+        )
     report = SplitReport(rejected=list(scan.rejected), parsed=len(scan.samples))
     if not scan.samples:
-        raise EpamError(f"no usable {dataset} sample among the names ({len(scan.rejected)} rejected; first: "
-                        f"{scan.rejected[0].reason if scan.rejected else 'the list is empty'})")
+        raise EpamError(
+            f"no usable {dataset} sample among the names ({len(scan.rejected)} rejected; first: "
+            f"{scan.rejected[0].reason if scan.rejected else 'the list is empty'})"
+        )
     samples = scan.samples
     if exclude is not None:
         samples, report.excluded, unmatched = _exclude(samples, exclude)
         if unmatched:
-            report.notes.append(f"{unmatched} of the {len(set(exclude))} excluded names matched no sample")
+            report.notes.append(
+                f"{unmatched} of the {len(set(exclude))} excluded names matched no sample"
+            )
     built = {}
     for name in wanted:
         try:

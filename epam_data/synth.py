@@ -1,13 +1,14 @@
 """Test and demo data without any dataset download.
 
-Two kinds: real videos (a photograph shipped inside a registry package, moved across a canvas frame by frame and
-encoded with a real H.264 encoder: `write_photo_clip`), and small synthetic *prepared* datasets (`make_synth_dataset`:
-stick figures whose classes differ by motion, written with the real ShardWriter, with split manifests) for smoke
-runs of training and for the loader's tests.
+Two kinds: real videos (a photograph shipped inside a registry package, moved across a canvas frame
+by frame and encoded with a real H.264 encoder: `write_photo_clip`), and small synthetic *prepared*
+datasets (`make_synth_dataset`: stick figures whose classes differ by motion, written with the real
+ShardWriter, with split manifests) for smoke runs of training and for the loader's tests.
 
-The photograph is `skimage/data/astronaut.png` from scikit-image's wheel (NASA, public domain; a person, waist
-up), installed with `--no-deps` by scripts/bootstrap.sh because only the file is read. PyAV (a test extra) decodes
-and encodes; both are imported inside the functions, so `import epam_data` never needs them.
+The photograph is `skimage/data/astronaut.png` from scikit-image's wheel (NASA, public domain; a
+person, waist up), installed with `--no-deps` by scripts/bootstrap.sh because only the file is read.
+PyAV (a test extra) decodes and encodes; both are imported inside the functions, so `import
+epam_data` never needs them.
 """
 
 from __future__ import annotations
@@ -18,20 +19,29 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from epam_data.atomic import write_text_atomic
+from epam_data.atomic import write_csv_atomic
 from epam_data.errors import EpamError
 
 if TYPE_CHECKING:
     from epam_data.shards import PreparedSample
 
-__all__ = ["SYNTH_JOINT_COLOURS", "SYNTH_MOTIONS", "make_synth_dataset", "person_photo", "synth_class_names",
-           "synth_motion", "synth_sample", "write_photo_clip"]
+__all__ = [
+    "SYNTH_JOINT_COLOURS",
+    "SYNTH_MOTIONS",
+    "make_synth_dataset",
+    "person_photo",
+    "synth_class_names",
+    "synth_motion",
+    "synth_sample",
+    "write_photo_clip",
+]
 
 PHOTO_FILE = "skimage/data/astronaut.png"
 
 
 def person_photo() -> np.ndarray:
-    """The astronaut photograph as uint8 [512, 512, 3] RGB; EpamError when scikit-image's files are missing."""
+    """The astronaut photograph as uint8 [512, 512, 3] RGB; EpamError when scikit-image's files are
+    missing."""
     from importlib import metadata
 
     import av
@@ -39,7 +49,9 @@ def person_photo() -> np.ndarray:
     try:
         dist = metadata.distribution("scikit-image")
     except metadata.PackageNotFoundError as err:
-        raise EpamError(f"needs {PHOTO_FILE} from scikit-image's wheel: pip install --no-deps scikit-image") from err
+        raise EpamError(
+            f"needs {PHOTO_FILE} from scikit-image's wheel: pip install --no-deps scikit-image"
+        ) from err
     path = next((dist.locate_file(f) for f in dist.files or () if str(f) == PHOTO_FILE), None)
     if path is None:
         raise EpamError(f"this scikit-image wheel has no {PHOTO_FILE}")
@@ -48,12 +60,18 @@ def person_photo() -> np.ndarray:
 
 
 def write_photo_clip(
-        path: Path,
-        image: np.ndarray,
-        *, num_frames: int, canvas_hw: tuple[int, int], origin: tuple[int, int], step: tuple[int, int],
-        fps: int = 25, crf: int | None = None,
+    path: Path,
+    image: np.ndarray,
+    *,
+    num_frames: int,
+    canvas_hw: tuple[int, int],
+    origin: tuple[int, int],
+    step: tuple[int, int],
+    fps: int = 25,
+    crf: int | None = None,
 ) -> Path:
-    """A real H.264 video of `image` on grey: in frame i its top-left corner is at origin + i * step (x, y)."""
+    """A real H.264 video of `image` on grey: in frame i its top-left corner is at origin + i * step
+    (x, y)."""
     import av
 
     height, width = canvas_hw
@@ -65,7 +83,9 @@ def write_photo_clip(
         for index in range(num_frames):
             canvas = np.full((height, width, 3), 128, np.uint8)
             x0, y0 = origin[0] + index * step[0], origin[1] + index * step[1]
-            canvas[y0:y0 + image.shape[0], x0:x0 + image.shape[1]] = image[:height - y0, :width - x0]
+            canvas[y0 : y0 + image.shape[0], x0 : x0 + image.shape[1]] = image[
+                : height - y0, : width - x0
+            ]
             for packet in stream.encode(av.VideoFrame.from_ndarray(canvas, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
@@ -73,31 +93,73 @@ def write_photo_clip(
     return path
 
 
-# --- synthetic prepared datasets ---------------------------------------------------------------------------------
-# A stick figure facing the camera (its left side on the image's right), COCO-17 joints in "body units": y grows
-# downwards, 0 at the hips' mid-point, 1 unit = the hip-to-shoulder height. Each class is one periodic motion; the
-# motions are told apart by *which* joints move and how, never by left versus right alone, so that a horizontal flip
-# (the training augmentation) keeps every class a class: one-sided motions pick their side at random per sample.
+# --- synthetic prepared datasets ------------------------------------------------------------------
+# A stick figure facing the camera (its left side on the image's right), COCO-17 joints in "body
+# units": y grows downwards, 0 at the hips' mid-point, 1 unit = the hip-to-shoulder height. Each
+# class is one periodic motion; the motions are told apart by *which* joints move and how, never by
+# left versus right alone, so that a horizontal flip (the training augmentation) keeps every class a
+# class: one-sided motions pick their side at random per sample.
 
 SYNTH_FRAME_HW = (240, 320)  # (height, width) of the imaginary source video
 SYNTH_FPS = 25.0
-SYNTH_MOTIONS = ("wave_arm", "raise_both_arms", "jump", "squat", "walk_sideways", "kick", "clap", "sway")
+SYNTH_MOTIONS = (
+    "wave_arm",
+    "raise_both_arms",
+    "jump",
+    "squat",
+    "walk_sideways",
+    "kick",
+    "clap",
+    "sway",
+)
 SYNTH_SPEEDS = ("", "_fast")  # classes 8..15 repeat the motions at twice the frequency
-_STANDING = np.array([  # (x, y) body units, COCO-17 order
-    (0.00, -1.55), (0.07, -1.62), (-0.07, -1.62), (0.15, -1.58), (-0.15, -1.58),   # nose, eyes, ears
-    (0.30, -1.00), (-0.30, -1.00), (0.38, -0.50), (-0.38, -0.50), (0.42, -0.02), (-0.42, -0.02),  # arms
-    (0.18, 0.00), (-0.18, 0.00), (0.20, 0.75), (-0.20, 0.75), (0.21, 1.50), (-0.21, 1.50),          # legs
-])
-_LEFT_ARM, _RIGHT_ARM = (7, 9), (8, 10)        # elbow, wrist
-_LEFT_LEG, _RIGHT_LEG = (13, 15), (14, 16)     # knee, ankle
-# Limbs drawn into the RGB frames (the figure's "bones"), and a colour per wrist so that tests can find them.
-_BONES = ((5, 6), (5, 7), (7, 9), (6, 8), (8, 10), (5, 11), (6, 12), (11, 12), (11, 13), (13, 15), (12, 14),
-          (14, 16), (0, 5), (0, 6))
+_STANDING = np.array(
+    [  # (x, y) body units, COCO-17 order
+        (0.00, -1.55),
+        (0.07, -1.62),
+        (-0.07, -1.62),
+        (0.15, -1.58),
+        (-0.15, -1.58),  # nose, eyes, ears
+        (0.30, -1.00),
+        (-0.30, -1.00),
+        (0.38, -0.50),
+        (-0.38, -0.50),
+        (0.42, -0.02),
+        (-0.42, -0.02),  # arms
+        (0.18, 0.00),
+        (-0.18, 0.00),
+        (0.20, 0.75),
+        (-0.20, 0.75),
+        (0.21, 1.50),
+        (-0.21, 1.50),  # legs
+    ]
+)
+_LEFT_ARM, _RIGHT_ARM = (7, 9), (8, 10)  # elbow, wrist
+_LEFT_LEG, _RIGHT_LEG = (13, 15), (14, 16)  # knee, ankle
+# Limbs drawn into the RGB frames (the figure's "bones"), and a colour per wrist so that tests can
+# find them.
+_BONES = (
+    (5, 6),
+    (5, 7),
+    (7, 9),
+    (6, 8),
+    (8, 10),
+    (5, 11),
+    (6, 12),
+    (11, 12),
+    (11, 13),
+    (13, 15),
+    (12, 14),
+    (14, 16),
+    (0, 5),
+    (0, 6),
+)
 SYNTH_JOINT_COLOURS = {9: (255, 0, 0), 10: (0, 0, 255)}  # left wrist red, right wrist blue
 
 
 def synth_class_names(classes: int) -> list[str]:
-    """Names of the first `classes` synthetic classes: the motions, then the same motions twice as fast."""
+    """Names of the first `classes` synthetic classes: the motions, then the same motions twice as
+    fast."""
     limit = len(SYNTH_MOTIONS) * len(SYNTH_SPEEDS)
     if not 1 <= classes <= limit:
         raise EpamError(f"synthetic datasets have 1 to {limit} classes, got {classes}")
@@ -108,62 +170,71 @@ def _rotate(points: np.ndarray, pivot: np.ndarray, angle: np.ndarray) -> np.ndar
     """points [T, P, 2] rotated about pivot [T, 2] by angle [T] (radians, clockwise on screen)."""
     cos, sin = np.cos(angle)[:, None], np.sin(angle)[:, None]
     rel = points - pivot[:, None]
-    return pivot[:, None] + np.stack([rel[..., 0] * cos - rel[..., 1] * sin, rel[..., 0] * sin + rel[..., 1] * cos],
-                                     axis=-1)
+    return pivot[:, None] + np.stack(
+        [rel[..., 0] * cos - rel[..., 1] * sin, rel[..., 0] * sin + rel[..., 1] * cos], axis=-1
+    )
 
 
 def synth_motion(label: int, frames: int, rng: np.random.Generator) -> np.ndarray:
-    """Body-unit joints float64 [T, 17, 2] of one sample of class `label` (see SYNTH_MOTIONS), with a random
-    phase, amplitude and side; the figure's root stays near 0 except for the motions that move it."""
+    """Body-unit joints float64 [T, 17, 2] of one sample of class `label` (see SYNTH_MOTIONS), with
+    a random phase, amplitude and side; the figure's root stays near 0 except for the motions that
+    move it."""
     motion = SYNTH_MOTIONS[label % len(SYNTH_MOTIONS)]
-    frequency = (0.8 if label < len(SYNTH_MOTIONS) else 1.6) * rng.uniform(0.9, 1.1)  # cycles per second
+    frequency = (0.8 if label < len(SYNTH_MOTIONS) else 1.6) * rng.uniform(
+        0.9, 1.1
+    )  # cycles per second
     t = np.arange(frames) / SYNTH_FPS
     phase = 2 * np.pi * frequency * t + rng.uniform(0, 2 * np.pi)
     wave = np.sin(phase)
     amp = rng.uniform(0.8, 1.2)
-    side = 1 if rng.random() < 0.5 else -1          # +1: the figure's left (image right), -1: its right
+    side = 1 if rng.random() < 0.5 else -1  # +1: the figure's left (image right), -1: its right
     joints = np.repeat(_STANDING[None], frames, axis=0).copy()
 
     def arm_up(arm: tuple[int, int], shoulder: int, angle: np.ndarray) -> None:
         joints[:, list(arm)] = _rotate(joints[:, list(arm)], joints[:, shoulder], angle)
 
-    if motion == "wave_arm":                          # one arm raised, swinging above the shoulder
+    if motion == "wave_arm":  # one arm raised, swinging above the shoulder
         arm, shoulder = (_LEFT_ARM, 5) if side > 0 else (_RIGHT_ARM, 6)
         arm_up(arm, shoulder, -side * (2.4 + 0.5 * amp * wave))
-    elif motion == "raise_both_arms":                 # both arms from the sides to above the head and back
+    elif motion == "raise_both_arms":  # both arms from the sides to above the head and back
         lift = 1.3 * amp * (1 - np.cos(phase))
         arm_up(_LEFT_ARM, 5, -lift)
         arm_up(_RIGHT_ARM, 6, lift)
-    elif motion == "jump":                            # the whole figure bounces
+    elif motion == "jump":  # the whole figure bounces
         joints[..., 1] -= 0.6 * amp * np.abs(wave)[:, None]
-    elif motion == "squat":                           # hips and everything above go down, knees bend outwards
+    elif motion == "squat":  # hips and everything above go down, knees bend outwards
         depth = 0.45 * amp * (1 - np.cos(phase)) / 2
         joints[:, :13, 1] += depth[:, None]
         joints[:, 13, 0] += 1.2 * depth
         joints[:, 14, 0] -= 1.2 * depth
         joints[:, 13:15, 1] += 0.3 * depth[:, None]
-    elif motion == "walk_sideways":                   # the figure travels sideways, legs scissoring
+    elif motion == "walk_sideways":  # the figure travels sideways, legs scissoring
         joints[..., 0] += side * (1.2 * amp * (t / max(t[-1], 1e-9)) - 0.6)[:, None]
         joints[:, [13, 15], 0] += 0.25 * wave[:, None] * np.array([0.5, 1.0])
         joints[:, [14, 16], 0] -= 0.25 * wave[:, None] * np.array([0.5, 1.0])
-    elif motion == "kick":                            # one leg swings up sideways from the hip
+    elif motion == "kick":  # one leg swings up sideways from the hip
         leg, hip = (_LEFT_LEG, 11) if side > 0 else (_RIGHT_LEG, 12)
-        joints[:, list(leg)] = _rotate(joints[:, list(leg)], joints[:, hip],
-                                       -side * 0.9 * amp * np.maximum(wave, 0))
-    elif motion == "clap":                            # hands meet in front of the chest and part again
+        joints[:, list(leg)] = _rotate(
+            joints[:, list(leg)], joints[:, hip], -side * 0.9 * amp * np.maximum(wave, 0)
+        )
+    elif motion == "clap":  # hands meet in front of the chest and part again
         closing = amp * (1 - np.cos(phase)) / 2
         for wrist, elbow, sign in ((9, 7, 1), (10, 8, -1)):
             target = np.array([sign * 0.04, -0.75])
             joints[:, wrist] += closing[:, None] * (target - joints[:, wrist])
-            joints[:, elbow] += closing[:, None] * (np.array([sign * 0.35, -0.7]) - joints[:, elbow]) * 0.7
-    elif motion == "sway":                            # the upper body tilts left and right about the hips
+            joints[:, elbow] += (
+                closing[:, None] * (np.array([sign * 0.35, -0.7]) - joints[:, elbow]) * 0.7
+            )
+    elif motion == "sway":  # the upper body tilts left and right about the hips
         joints[:, :11] = _rotate(joints[:, :11], np.zeros((frames, 2)), 0.35 * amp * wave)
     return joints
 
 
-def _draw_figure(points: np.ndarray, frame_hw: tuple[int, int], background: tuple[int, int, int],
-                 width: int) -> Image.Image:
-    """One RGB frame: the figure's bones as thick light lines, its head as a disk, the wrists as coloured disks."""
+def _draw_figure(
+    points: np.ndarray, frame_hw: tuple[int, int], background: tuple[int, int, int], width: int
+) -> Image.Image:
+    """One RGB frame: the figure's bones as thick light lines, its head as a disk, the wrists as
+    coloured disks."""
     from PIL import ImageDraw
 
     height, frame_width = frame_hw
@@ -173,7 +244,9 @@ def _draw_figure(points: np.ndarray, frame_hw: tuple[int, int], background: tupl
     for i, j in _BONES:
         draw.line([xy[i], xy[j]], fill=(225, 225, 215), width=width)
     head = 1.4 * width
-    draw.ellipse([xy[0][0] - head, xy[0][1] - head, xy[0][0] + head, xy[0][1] + head], fill=(225, 225, 215))
+    draw.ellipse(
+        [xy[0][0] - head, xy[0][1] - head, xy[0][0] + head, xy[0][1] + head], fill=(225, 225, 215)
+    )
     radius = 0.9 * width
     for joint, colour in SYNTH_JOINT_COLOURS.items():
         x, y = xy[joint]
@@ -181,15 +254,25 @@ def _draw_figure(points: np.ndarray, frame_hw: tuple[int, int], background: tupl
     return image
 
 
-def synth_sample(index: int, label: int, class_name: str, *, frames: int = 40, rgb_size: int = 64, seed: int = 0,
-                 heatmaps: tuple[str, ...] = (), heatmap_size: int = 56, heatmap_sigma: float = 0.6
-                 ) -> PreparedSample:
+def synth_sample(
+    index: int,
+    label: int,
+    class_name: str,
+    *,
+    frames: int = 40,
+    rgb_size: int = 64,
+    seed: int = 0,
+    heatmaps: tuple[str, ...] = (),
+    heatmap_size: int = 56,
+    heatmap_sigma: float = 0.6,
+) -> PreparedSample:
     """One synthetic PreparedSample, a function of (seed, index, label) alone.
 
-    Keypoints are COCO-17 in the pixels of a 320x240 source frame (one person, scores 0.85-1.0); the RGB frames
-    are that frame drawn with Pillow, cut to the sample's square person box and JPEG-encoded exactly as
-    `epam-data extract` does (`crops.person_box`, `crops.crop_frame`, `crops.encode_jpeg`), so `crop_box` maps
-    the keypoints onto the RGB the same way as for a real video.
+    Keypoints are COCO-17 in the pixels of a 320x240 source frame (one person, scores 0.85-1.0); the
+    RGB frames are that frame drawn with Pillow, cut to the sample's square person box and
+    JPEG-encoded exactly as `epam-data extract` does (`crops.person_box`, `crops.crop_frame`,
+    `crops.encode_jpeg`), so `crop_box` maps the keypoints onto the RGB the same way as for a real
+    video.
     """
     from epam_data.crops import crop_frame, encode_jpeg, person_box
     from epam_data.datasets.base import Sample
@@ -198,64 +281,98 @@ def synth_sample(index: int, label: int, class_name: str, *, frames: int = 40, r
 
     rng = np.random.default_rng([seed, index, label])
     height, width = SYNTH_FRAME_HW
-    unit = rng.uniform(40, 55)                       # pixels per body unit: the figure is 125-170 px tall
+    unit = rng.uniform(40, 55)  # pixels per body unit: the figure is 125-170 px tall
     root = np.array([rng.uniform(0.4, 0.6) * width, rng.uniform(0.48, 0.56) * height])
     body = synth_motion(label, frames, rng)
-    keypoints = (root + unit * body + rng.normal(0, 0.6, body.shape)).astype(np.float32)[None]   # [1, T, 17, 2]
+    keypoints = (root + unit * body + rng.normal(0, 0.6, body.shape)).astype(np.float32)[
+        None
+    ]  # [1, T, 17, 2]
     scores = rng.uniform(0.85, 1.0, keypoints.shape[:-1]).astype(np.float16)
-    low, high = keypoints.min(axis=2), keypoints.max(axis=2)                                      # [1, T, 2]
-    boxes = np.concatenate([low - 0.1 * unit, high + 0.1 * unit, np.ones((1, frames, 1), np.float32)],
-                           axis=-1).astype(np.float32)
+    low, high = keypoints.min(axis=2), keypoints.max(axis=2)  # [1, T, 2]
+    boxes = np.concatenate(
+        [low - 0.1 * unit, high + 0.1 * unit, np.ones((1, frames, 1), np.float32)], axis=-1
+    ).astype(np.float32)
     box = person_box(keypoints, scores, SYNTH_FRAME_HW)
     assert box is not None  # every joint is scored >= 0.85
     grey = int(rng.integers(50, 110))
     background = (grey, grey + int(rng.integers(0, 20)), grey)
     line_width = max(2, round(0.12 * unit))
-    jpegs = [encode_jpeg(crop_frame(np.asarray(_draw_figure(points, SYNTH_FRAME_HW, background, line_width)),
-                                    box, rgb_size)) for points in keypoints[0]]
+    jpegs = [
+        encode_jpeg(
+            crop_frame(
+                np.asarray(_draw_figure(points, SYNTH_FRAME_HW, background, line_width)),
+                box,
+                rgb_size,
+            )
+        )
+        for points in keypoints[0]
+    ]
     volumes = {}
     if heatmaps:
-        canvas = resize_keypoints(crop_keypoints(keypoints, box), box.canvas_hw, (heatmap_size, heatmap_size))
+        canvas = resize_keypoints(
+            crop_keypoints(keypoints, box), box.canvas_hw, (heatmap_size, heatmap_size)
+        )
         for kind in heatmaps:
-            volume = render(canvas, scores.astype(np.float32), (heatmap_size, heatmap_size), kind=kind,
-                            sigma=heatmap_sigma)
-            volumes[f"{kind}_heatmaps"] = np.rint(np.clip(volume, 0.0, 1.0) * 255.0).astype(np.uint8)
+            volume = render(
+                canvas,
+                scores.astype(np.float32),
+                (heatmap_size, heatmap_size),
+                kind=kind,
+                sigma=heatmap_sigma,
+            )
+            volumes[f"{kind}_heatmaps"] = np.rint(np.clip(volume, 0.0, 1.0) * 255.0).astype(
+                np.uint8
+            )
     sample_id = f"synth{index:05d}_{class_name}"
     extra: dict[str, object] = {"max_persons": 1, "frame_stride": 1}
     if heatmaps:
         extra.update(heatmap_size=heatmap_size, heatmap_sigma=heatmap_sigma)
     return PreparedSample(
-        sample=Sample(sample_id=sample_id, dataset="synth", label=label, label_name=class_name, video=sample_id,
-                      subject=index // 100 + 1),
-        keypoints=keypoints, scores=scores, boxes=boxes, frame_indices=np.arange(frames, dtype=np.int32),
-        total_frames=frames, original_hw=SYNTH_FRAME_HW, fps=SYNTH_FPS, rgb=jpegs, crop_box=(box.x0, box.y0, box.x1,
-                                                                                            box.y1),
-        num_person_raw=1, source=f"synth/{sample_id}", extra=extra, **volumes)
+        sample=Sample(
+            sample_id=sample_id,
+            dataset="synth",
+            label=label,
+            label_name=class_name,
+            video=sample_id,
+            subject=index // 100 + 1,
+        ),
+        keypoints=keypoints,
+        scores=scores,
+        boxes=boxes,
+        frame_indices=np.arange(frames, dtype=np.int32),
+        total_frames=frames,
+        original_hw=SYNTH_FRAME_HW,
+        fps=SYNTH_FPS,
+        rgb=jpegs,
+        crop_box=(box.x0, box.y0, box.x1, box.y1),
+        num_person_raw=1,
+        source=f"synth/{sample_id}",
+        extra=extra,
+        **volumes,
+    )
 
 
-def _write_csv(path: Path, header: list[str], rows: list[list[object]]) -> None:
-    """A small CSV written next to its place and renamed, so a reader never sees half of it."""
-    import csv
-    import io
+def make_synth_dataset(
+    out_dir: str | Path,
+    *,
+    classes: int = 4,
+    samples: int = 48,
+    frames: int = 40,
+    rgb_size: int = 64,
+    seed: int = 0,
+    heatmaps: tuple[str, ...] = (),
+) -> Path:
+    """A small synthetic prepared dataset: real shards, index.csv, dataset.json (dataset "synth")
+    and manifests.
 
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    write_text_atomic(path, buffer.getvalue())
-
-
-def make_synth_dataset(out_dir: str | Path, *, classes: int = 4, samples: int = 48, frames: int = 40,
-                       rgb_size: int = 64, seed: int = 0, heatmaps: tuple[str, ...] = ()) -> Path:
-    """A small synthetic prepared dataset: real shards, index.csv, dataset.json (dataset "synth") and manifests.
-
-    Sample n has class n % classes (`synth_class_names`); the classes differ by motion only (a stick figure
-    waving, jumping, squatting, ...: `synth_motion`). Per class, the first two thirds of its samples (rounded)
-    form `manifests/synth_train.csv`, the rest `synth_test.csv`; `synth_classes.csv` lists the class names as
-    `epam-data splits` writes them (label,name). Deterministic from `seed`; a re-run on the same folder keeps the
-    samples already written (the same ones) and adds the rest; other options than the first run's raise
-    ShardError. `heatmaps` ("joint", "limb") also stores uint8 volumes on a 56x56 canvas, as extract does.
-    Returns the folder.
+    Sample n has class n % classes (`synth_class_names`); the classes differ by motion only (a stick
+    figure waving, jumping, squatting, ...: `synth_motion`). Per class, the first two thirds of its
+    samples (rounded) form `manifests/synth_train.csv`, the rest `synth_test.csv`;
+    `synth_classes.csv` lists the class names as `epam-data splits` writes them (label,name).
+    Deterministic from `seed`; a re-run on the same folder keeps the samples already written (the
+    same ones) and adds the rest; other options than the first run's raise ShardError. `heatmaps`
+    ("joint", "limb") also stores uint8 volumes on a 56x56 canvas, as extract does. Returns the
+    folder.
     """
     from epam_data.shards import ShardWriter, done_ids, write_dataset_json
 
@@ -269,11 +386,20 @@ def make_synth_dataset(out_dir: str | Path, *, classes: int = 4, samples: int = 
     if unknown:
         raise EpamError(f"--heatmaps: unknown kind {unknown[0]!r}; use joint, limb or joint,limb")
     heatmaps = tuple(dict.fromkeys(heatmaps))
-    options = {"generator": "epam_data.synth.make_synth_dataset", "pose_backend": "synthetic", "classes": classes,
-               "samples": samples, "frames": frames, "rgb_size": rgb_size, "seed": seed,
-               "frame_hw": list(SYNTH_FRAME_HW), "heatmaps": list(heatmaps), "heatmap_size": 56 if heatmaps else None,
-               "heatmap_sigma": 0.6 if heatmaps else None,
-               "heatmap_quantisation": "uint8 = round(value * 255)" if heatmaps else None}
+    options = {
+        "generator": "epam_data.synth.make_synth_dataset",
+        "pose_backend": "synthetic",
+        "classes": classes,
+        "samples": samples,
+        "frames": frames,
+        "rgb_size": rgb_size,
+        "seed": seed,
+        "frame_hw": list(SYNTH_FRAME_HW),
+        "heatmaps": list(heatmaps),
+        "heatmap_size": 56 if heatmaps else None,
+        "heatmap_sigma": 0.6 if heatmaps else None,
+        "heatmap_quantisation": "uint8 = round(value * 255)" if heatmaps else None,
+    }
     write_dataset_json(out_dir, "synth", options)
     done = done_ids(out_dir)
     rows = {"train": [], "test": []}
@@ -288,11 +414,26 @@ def make_synth_dataset(out_dir: str | Path, *, classes: int = 4, samples: int = 
                 prepared.append((index, label, name))
     with ShardWriter(out_dir, samples_per_shard=max(16, -(-samples // 4))) as writer:
         for index, label, name in sorted(prepared):
-            writer.write(synth_sample(index, label, name, frames=frames, rgb_size=rgb_size, seed=seed,
-                                      heatmaps=heatmaps))
+            writer.write(
+                synth_sample(
+                    index,
+                    label,
+                    name,
+                    frames=frames,
+                    rgb_size=rgb_size,
+                    seed=seed,
+                    heatmaps=heatmaps,
+                )
+            )
     folder = out_dir / "manifests"
     folder.mkdir(parents=True, exist_ok=True)
     for split, split_rows in rows.items():
-        _write_csv(folder / f"synth_{split}.csv", ["sample_id", "label", "label_name"], sorted(split_rows))
-    _write_csv(folder / "synth_classes.csv", ["label", "name"], [[label, name] for label, name in enumerate(names)])
+        write_csv_atomic(
+            folder / f"synth_{split}.csv", ["sample_id", "label", "label_name"], sorted(split_rows)
+        )
+    write_csv_atomic(
+        folder / "synth_classes.csv",
+        ["label", "name"],
+        [[label, name] for label, name in enumerate(names)],
+    )
     return out_dir

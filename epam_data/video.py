@@ -1,25 +1,27 @@
-"""Video decoding for the extract pipeline: frames as uint8 RGB arrays, or one clear error that names the file.
+"""Video decoding for the extract pipeline: frames as uint8 RGB arrays, or one clear error that
+names the file.
 
-Decoding goes through decord (`VideoReader` on the CPU, one decoding thread, frames fetched with `get_batch`),
-the library MMAction2 and PYSKL use. Broken videos are the most common reason a long extraction dies
-(anchors.md section 8, item 8: decord's "cannot find video stream" aborting runs), so every failure becomes a
-`VideoDecodeError` whose one-line message names the file, what was asked, what was found and what to do;
-the pipeline records it in failures.csv and carries on.
+Decoding goes through decord (`VideoReader` on the CPU, one decoding thread, frames fetched with
+`get_batch`), the library MMAction2 and PYSKL use. Broken videos are the most common reason a long
+extraction dies (docs/prior-art.md section 6, item 8: decord's "cannot find video stream" aborting
+runs), so every failure becomes a `VideoDecodeError` whose one-line message names the file, what was
+asked, what was found and what to do; the pipeline records it in failures.csv and carries on.
 
-What decord 0.6 does with damaged files, measured here (numpy 2 is fine: `NDArray.asnumpy()` returns a
-C-contiguous uint8 array):
+What decord 0.6 does with damaged files, measured here (numpy 2 is fine: `NDArray.asnumpy()` returns
+a C-contiguous uint8 array):
 
 * a missing, empty or non-video file, or an mp4 cut before its index (`moov` atom at the end): the
-  constructor raises a bare "Error reading <file>..."; ffmpeg's reason only goes to stderr, so we add a hint
-  of our own (size 0, no `moov` box, a box that runs past the end of the file);
-* a "faststart" mp4 (index first) cut short: decord scans the packets when it opens the file. If the cut
-  falls deep inside a packet, opening fails ("av_read_frame failed"; we say the file was cut short). If
-  it falls just past a packet's start, decord lists that packet as a frame but cannot decode it, nor the
-  two or three before it (decoder delay), and `get_batch` raises "Error sending packet" only when asked
-  for them: decord reports more frames than it can decode. We find and name the first frame that fails;
+  constructor raises a bare "Error reading <file>..."; ffmpeg's reason only goes to stderr, so we
+  add a hint of our own (size 0, no `moov` box, a box that runs past the end of the file);
+* a "faststart" mp4 (index first) cut short: decord scans the packets when it opens the file. If the
+  cut falls deep inside a packet, opening fails ("av_read_frame failed"; we say the file was cut
+  short). If it falls just past a packet's start, decord lists that packet as a frame but cannot
+  decode it, nor the two or three before it (decoder delay), and `get_batch` raises "Error sending
+  packet" only when asked for them: decord reports more frames than it can decode. We find and name
+  the first frame that fails;
 * an AVI cut short: decord silently lists only the frames that are still there. The AVI header still
-  declares the original count, so `VideoInfo.declared_frames` exposes it and a request past the end says
-  that the file looks truncated;
+  declares the original count, so `VideoInfo.declared_frames` exposes it and a request past the end
+  says that the file looks truncated;
 * negative indices wrap around in `get_batch`; we refuse them instead.
 """
 
@@ -39,7 +41,8 @@ from epam_data.errors import VideoDecodeError
 __all__ = ["VideoInfo", "iter_frames", "probe_video", "read_frame_range", "read_frames"]
 
 REENCODE_HINT = "re-encode it (ffmpeg -i IN -c:v libx264 -pix_fmt yuv420p OUT.mp4) or remove it"
-# decord prefixes its messages with "[hh:mm:ss] /github/workspace/src/...cc:123: "; the rest is the reason.
+# decord prefixes its messages with "[hh:mm:ss] /github/workspace/src/...cc:123: "; the rest is the
+# reason.
 _DECORD_PREFIX = re.compile(r"\[\d\d:\d\d:\d\d\] \S+?\.(?:cc|h):\d+: ")
 
 
@@ -47,10 +50,11 @@ _DECORD_PREFIX = re.compile(r"\[\d\d:\d\d:\d\d\] \S+?\.(?:cc|h):\d+: ")
 class VideoInfo:
     """What a video holds, as decord sees it.
 
-    `num_frames` is the number of frames decord lists (valid indices are 0..num_frames-1); `fps` is the
-    average frame rate (0.0 when the container does not say); `frame_hw` is (height, width) in pixels.
-    `declared_frames` is the count written in the container header where it is cheap to read (AVI), else
-    None; a header that declares more frames than decord lists means the file lost its tail.
+    `num_frames` is the number of frames decord lists (valid indices are 0..num_frames-1); `fps` is
+    the average frame rate (0.0 when the container does not say); `frame_hw` is (height, width) in
+    pixels. `declared_frames` is the count written in the container header where it is cheap to read
+    (AVI), else None; a header that declares more frames than decord lists means the file lost its
+    tail.
     """
 
     path: str
@@ -61,21 +65,31 @@ class VideoInfo:
 
 
 def _decord_reason(err: BaseException) -> str:
-    """decord's message without its timestamp / source-file prefixes and stack trace, on one line."""
+    """decord's message without its timestamp / source-file prefixes and stack trace, on one
+    line."""
     text = _DECORD_PREFIX.sub("", str(err)).split("Stack trace", 1)[0]
     text = " ".join(text.split())
     return text[:200] + ("..." if len(text) > 200 else "")
 
 
 def _mp4_hint(path: Path, size: int) -> str:
-    """Why an ISO-BMFF file (mp4, mov, m4v) cannot be opened, from its top-level boxes; '' when it looks whole.
+    """Why an ISO-BMFF file (mp4, mov, m4v) cannot be opened, from its top-level boxes; '' when it
+    looks whole.
 
-    Walks the box headers only (a few reads, whatever the file size). A box that runs past the end of the
-    file, or no `moov` box, is what a copy or recording cut short leaves behind.
+    Walks the box headers only (a few reads, whatever the file size). A box that runs past the end
+    of the file, or no `moov` box, is what a copy or recording cut short leaves behind.
     """
     boxes = []
     with open(path, "rb") as stream:
-        if stream.read(8)[4:8] not in (b"ftyp", b"styp", b"moov", b"free", b"skip", b"wide", b"mdat"):
+        if stream.read(8)[4:8] not in (
+            b"ftyp",
+            b"styp",
+            b"moov",
+            b"free",
+            b"skip",
+            b"wide",
+            b"mdat",
+        ):
             return ""  # not an ISO-BMFF file
         offset = 0
         while offset + 8 <= size and len(boxes) < 10_000:
@@ -91,8 +105,10 @@ def _mp4_hint(path: Path, size: int) -> str:
                 return f"damaged mp4 box {name!r} at byte {offset}"
             boxes.append(name)
             if offset + box_size > size:
-                return (f"the mp4 box {name!r} at byte {offset} needs {box_size} bytes but the file ends after "
-                        f"{size - offset}: the file was cut short")
+                return (
+                    f"the mp4 box {name!r} at byte {offset} needs {box_size} bytes but the file "
+                    f"ends after {size - offset}: the file was cut short"
+                )
             offset += box_size
     if "moov" not in boxes:
         return "the mp4 has no index (no 'moov' box): the recording or copy was cut short"
@@ -100,33 +116,48 @@ def _mp4_hint(path: Path, size: int) -> str:
 
 
 def _avi_declared_frames(path: Path) -> int | None:
-    """The total frame count in an AVI header (OpenDML `dmlh` if present, else `avih`), or None if not an AVI.
+    """The total frame count in an AVI header (OpenDML `dmlh` if present, else `avih`), or None if
+    not an AVI.
 
-    Walks the chunks of the `hdrl` list, entering nested lists (`strl`, `odml`); reads at most 64 KiB.
+    Walks the chunks of the `hdrl` list, entering nested lists (`strl`, `odml`); reads at most 64
+    KiB.
     """
     with open(path, "rb") as stream:
         head = stream.read(65536)
-    if head[:4] != b"RIFF" or head[8:12] != b"AVI " or head[12:16] != b"LIST" or head[20:24] != b"hdrl":
+    if (
+        head[:4] != b"RIFF"
+        or head[8:12] != b"AVI "
+        or head[12:16] != b"LIST"
+        or head[20:24] != b"hdrl"
+    ):
         return None
     end = min(20 + struct.unpack("<I", head[16:20])[0], len(head))
     position, total, grand = 24, None, None
     while position + 8 <= end:
-        chunk_id, chunk_size = head[position:position + 4], struct.unpack("<I", head[position + 4:position + 8])[0]
-        data = head[position + 8:position + 8 + chunk_size]
+        chunk_id, chunk_size = (
+            head[position : position + 4],
+            struct.unpack("<I", head[position + 4 : position + 8])[0],
+        )
+        data = head[position + 8 : position + 8 + chunk_size]
         if chunk_id == b"LIST":
             position += 12  # step into the list: its chunks follow its 4-byte type
             continue
         if chunk_id == b"avih" and len(data) >= 20:
             total = struct.unpack("<I", data[16:20])[0]  # MainAVIHeader.dwTotalFrames
         elif chunk_id == b"dmlh" and len(data) >= 4:
-            grand = struct.unpack("<I", data[:4])[0]  # ODMLExtendedAVIHeader.dwTotalFrames (all RIFF parts)
+            grand = struct.unpack("<I", data[:4])[
+                0
+            ]  # ODMLExtendedAVIHeader.dwTotalFrames (all RIFF parts)
         position += 8 + chunk_size + (chunk_size & 1)
     declared = grand or total
     return declared or None
 
 
-def _describe_request(indices: np.ndarray | None, frame_range: tuple[int, int] | None = None) -> str:
-    """'all frames', 'frames 10-250', '32 frames (3..97)': the request, as the error messages say it."""
+def _describe_request(
+    indices: np.ndarray | None, frame_range: tuple[int, int] | None = None
+) -> str:
+    """'all frames', 'frames 10-250', '32 frames (3..97)': the request, as the error messages say
+    it."""
     if frame_range is not None:
         return f"frames {frame_range[0]}-{frame_range[1]} (0-based, inclusive)"
     if indices is None:
@@ -141,49 +172,71 @@ def _describe_request(indices: np.ndarray | None, frame_range: tuple[int, int] |
 def _check_file(path: Path, asked: str) -> int:
     """The file's size; raises when there is nothing to decode."""
     if not path.exists():
-        raise VideoDecodeError(f"{path}: no such file (asked for {asked}); check the path or the input folder")
+        raise VideoDecodeError(
+            f"{path}: no such file (asked for {asked}); check the path or the input folder"
+        )
     if not path.is_file():
         raise VideoDecodeError(f"{path}: not a file (asked for {asked}); pass a video file")
     size = path.stat().st_size
     if size == 0:
-        raise VideoDecodeError(f"{path}: the file is empty (0 bytes), asked for {asked}; the copy or download "
-                               "failed: fetch it again or remove it")
+        raise VideoDecodeError(
+            f"{path}: the file is empty (0 bytes), asked for {asked}; the copy or download "
+            "failed: fetch it again or remove it"
+        )
     return size
 
 
 def _open(path: str | Path, asked: str) -> tuple[Any, VideoInfo]:
-    """A decord VideoReader (CPU, one thread) and what it found; every failure is a VideoDecodeError."""
-    import decord  # imported here so that `import epam_data.video` works where decord is not installed
+    """A decord VideoReader (CPU, one thread) and what it found; every failure is a
+    VideoDecodeError."""
+    # imported here so that `import epam_data.video` works where decord is not installed
+    import decord
 
     path = Path(path)
     size = _check_file(path, asked)
     no_frames = f"{path}: the video stream has no frames (asked for {asked}); {REENCODE_HINT}"
     try:
         reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
-    except AssertionError as err:  # decord asserts a positive frame count (an assert: gone under -O, see below)
+    except (
+        AssertionError
+    ) as err:  # decord asserts a positive frame count (an assert: gone under -O, see below)
         raise VideoDecodeError(no_frames) from err
     except (decord.DECORDError, RuntimeError) as err:
         reason = _decord_reason(err)
         if "video stream" in reason:
             found = "no video stream in the file (audio only, or not a video)"
-        elif "av_read_frame" in reason:  # a packet ends past the end of the file, or garbage where one should be
+        elif (
+            "av_read_frame" in reason
+        ):  # a packet ends past the end of the file, or garbage where one should be
             found = _mp4_hint(path, size) or f"the container is damaged ({reason})"
         else:
-            detail = "" if reason.startswith("Error reading") else f"; decord: {reason}"  # that one says nothing
-            found = _mp4_hint(path, size) or f"not a readable video container ({size} bytes{detail})"
-        raise VideoDecodeError(f"{path}: cannot open as a video: {found} (asked for {asked}); "
-                               f"{REENCODE_HINT}") from err
+            detail = (
+                "" if reason.startswith("Error reading") else f"; decord: {reason}"
+            )  # that one says nothing
+            found = (
+                _mp4_hint(path, size) or f"not a readable video container ({size} bytes{detail})"
+            )
+        raise VideoDecodeError(
+            f"{path}: cannot open as a video: {found} (asked for {asked}); {REENCODE_HINT}"
+        ) from err
     num_frames = len(reader)
     if num_frames == 0:
         raise VideoDecodeError(no_frames)
     try:
         height, width = reader[0].shape[:2]  # decord has no size accessor: decode the first frame
     except (decord.DECORDError, RuntimeError) as err:
-        raise VideoDecodeError(f"{path}: decord lists {num_frames} frames but cannot decode the first "
-                               f"({_decord_reason(err)}; asked for {asked}); {REENCODE_HINT}") from err
+        raise VideoDecodeError(
+            f"{path}: decord lists {num_frames} frames but cannot decode the first "
+            f"({_decord_reason(err)}; asked for {asked}); {REENCODE_HINT}"
+        ) from err
     fps = float(reader.get_avg_fps())
-    info = VideoInfo(path=str(path), num_frames=num_frames, fps=fps if np.isfinite(fps) else 0.0,
-                     frame_hw=(int(height), int(width)), declared_frames=_avi_declared_frames(path))
+    info = VideoInfo(
+        path=str(path),
+        num_frames=num_frames,
+        fps=fps if np.isfinite(fps) else 0.0,
+        frame_hw=(int(height), int(width)),
+        declared_frames=_avi_declared_frames(path),
+    )
     return reader, info
 
 
@@ -191,32 +244,41 @@ def _frames_found(info: VideoInfo) -> str:
     """'the video has 60 frames (0-59)', plus the truncation hint when the header declares more."""
     text = f"the video has {info.num_frames} frames (0-{info.num_frames - 1})"
     if info.declared_frames is not None and info.declared_frames > info.num_frames:
-        text += (f", although its header declares {info.declared_frames}: the file looks truncated; fetch it again "
-                 "or re-encode it")
+        text += (
+            f", although its header declares {info.declared_frames}: the file looks truncated; "
+            "fetch it again or re-encode it"
+        )
     return text
 
 
-def _check_indices(info: VideoInfo, indices: Sequence[int] | np.ndarray | None, asked: str) -> np.ndarray:
+def _check_indices(
+    info: VideoInfo, indices: Sequence[int] | np.ndarray | None, asked: str
+) -> np.ndarray:
     """Requested indices as int64 [T], all within the video; None means every frame."""
     if indices is None:
         return np.arange(info.num_frames, dtype=np.int64)
     wanted = np.asarray(indices)
     if wanted.ndim != 1 or (wanted.size and not np.issubdtype(wanted.dtype, np.integer)):
-        raise TypeError(f"frame indices must be a 1-D sequence of integers, got {wanted.dtype} {wanted.shape}")
+        raise TypeError(
+            f"frame indices must be a 1-D sequence of integers, got {wanted.dtype} {wanted.shape}"
+        )
     wanted = wanted.astype(np.int64)
     bad = wanted[(wanted < 0) | (wanted >= info.num_frames)]
     if bad.size:
-        raise VideoDecodeError(f"{info.path}: asked for {asked} but frame {int(bad[0])} is outside the video: "
-                               f"{_frames_found(info)}; check the frame indices or range")
+        raise VideoDecodeError(
+            f"{info.path}: asked for {asked} but frame {int(bad[0])} is outside the video: "
+            f"{_frames_found(info)}; check the frame indices or range"
+        )
     return wanted
 
 
 def _first_undecodable(reader: Any, indices: np.ndarray) -> int | None:
-    """The first of the requested frames that decord cannot decode, or None if each decodes on its own.
+    """The first of the requested frames that decord cannot decode, or None if each decodes on its
+    own.
 
-    A damaged tail (the usual case: a file cut short) is found by bisection, a few seeks; damage in the
-    middle by decoding from the first requested frame on, which costs a pass over the range but only
-    happens on this error path.
+    A damaged tail (the usual case: a file cut short) is found by bisection, a few seeks; damage in
+    the middle by decoding from the first requested frame on, which costs a pass over the range but
+    only happens on this error path.
     """
     import decord
 
@@ -251,7 +313,8 @@ def _first_undecodable(reader: Any, indices: np.ndarray) -> int | None:
 
 
 def _get_batch(reader: Any, info: VideoInfo, indices: np.ndarray, asked: str) -> np.ndarray:
-    """uint8 [T, H, W, 3] RGB for valid indices; a frame decord lists but cannot decode is a VideoDecodeError."""
+    """uint8 [T, H, W, 3] RGB for valid indices; a frame decord lists but cannot decode is a
+    VideoDecodeError."""
     import decord
 
     if len(indices) == 0:
@@ -262,8 +325,10 @@ def _get_batch(reader: Any, info: VideoInfo, indices: np.ndarray, asked: str) ->
         first_bad = _first_undecodable(reader, indices)
         where = f"frame {first_bad}" if first_bad is not None else "some of them"
         raise VideoDecodeError(
-            f"{info.path}: asked for {asked}; decord lists {info.num_frames} frames but cannot decode {where} "
-            f"({_decord_reason(err)}): the file looks truncated or damaged; {REENCODE_HINT}") from err
+            f"{info.path}: asked for {asked}; decord lists {info.num_frames} frames but cannot "
+            f"decode {where} "
+            f"({_decord_reason(err)}): the file looks truncated or damaged; {REENCODE_HINT}"
+        ) from err
 
 
 def probe_video(path: str | Path) -> VideoInfo:
@@ -288,34 +353,38 @@ def read_frames(path: str | Path, indices: Sequence[int] | np.ndarray | None = N
 
 
 def read_frame_range(path: str | Path, start: int, end: int, *, stride: int = 1) -> np.ndarray:
-    """Frames start, start + stride, ... up to end, both 0-based and inclusive (PKU-MMD label convention).
+    """Frames start, start + stride, ... up to end, both 0-based and inclusive (PKU-MMD label
+    convention).
 
-    Returns uint8 [T, H, W, 3] RGB. A range that is empty, negative or past the end of the video raises
-    VideoDecodeError (the range usually comes from a label file, so it is the user's to check), never a
-    silently shorter clip.
+    Returns uint8 [T, H, W, 3] RGB. A range that is empty, negative or past the end of the video
+    raises VideoDecodeError (the range usually comes from a label file, so it is the user's to
+    check), never a silently shorter clip.
     """
     asked = _describe_request(None, (start, end))
     if stride < 1:
         raise ValueError(f"stride must be at least 1, got {stride}")
     if start < 0 or end < start:
-        raise VideoDecodeError(f"{path}: asked for {asked}, which is not a valid range (start must be >= 0 and "
-                               "end >= start); check the label file")
+        raise VideoDecodeError(
+            f"{path}: asked for {asked}, which is not a valid range (start must be >= 0 and "
+            "end >= start); check the label file"
+        )
     reader, info = _open(path, asked)
     if end >= info.num_frames:
-        raise VideoDecodeError(f"{path}: asked for {asked} but {_frames_found(info)}; check the label file "
-                               "against the video")
+        raise VideoDecodeError(
+            f"{path}: asked for {asked} but {_frames_found(info)}; check the label file "
+            "against the video"
+        )
     return _get_batch(reader, info, np.arange(start, end + 1, stride, dtype=np.int64), asked)
 
 
 def iter_frames(
-        path: str | Path,
-        indices: Sequence[int] | np.ndarray | None = None,
-        *, chunk_size: int = 64,
+    path: str | Path, indices: Sequence[int] | np.ndarray | None = None, *, chunk_size: int = 64
 ) -> Iterator[np.ndarray]:
     """The frames of `read_frames`, in chunks of up to `chunk_size` (uint8 [t, H, W, 3] each).
 
-    For long videos (Toyota clips run minutes, PKU-MMD videos are untrimmed): memory holds one chunk,
-    the decoder is opened once, and all indices are checked before the first chunk is decoded.
+    For long videos (Toyota clips run minutes, PKU-MMD videos are untrimmed): memory holds one
+    chunk, the decoder is opened once, and all indices are checked before the first chunk is
+    decoded.
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
@@ -323,4 +392,4 @@ def iter_frames(
     reader, info = _open(path, asked)
     wanted = _check_indices(info, indices, asked)
     for begin in range(0, len(wanted), chunk_size):
-        yield _get_batch(reader, info, wanted[begin:begin + chunk_size], asked)
+        yield _get_batch(reader, info, wanted[begin : begin + chunk_size], asked)

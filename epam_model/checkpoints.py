@@ -1,5 +1,6 @@
 """Training checkpoints: plain containers, numbers, strings and tensors only, so that they load with
-`torch.load(weights_only=True)`, written atomically, with every rank's RNG state for an exact resume."""
+`torch.load(weights_only=True)`, written atomically, with every rank's RNG state for an exact
+resume."""
 
 import random
 from collections.abc import Mapping
@@ -13,8 +14,16 @@ from torch import nn
 from epam_data.atomic import write_atomic
 from epam_model.epamnet import CheckpointError, build_model, load_torch_file
 
-__all__ = ["CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "rng_state", "set_rng_state", "save_checkpoint",
-           "load_checkpoint", "find_checkpoint", "build_from_checkpoint"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
+    "rng_state",
+    "set_rng_state",
+    "save_checkpoint",
+    "load_checkpoint",
+    "find_checkpoint",
+    "build_from_checkpoint",
+]
 
 CHECKPOINT_FORMAT = "epam-train-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -27,8 +36,13 @@ def rng_state(device: torch.device) -> dict[str, Any]:
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
-        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "numpy": {
+            "name": name,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
         "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
     }
 
@@ -38,29 +52,46 @@ def set_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
     if device.type == "cuda" and state["cuda"]:
         torch.cuda.set_rng_state_all(state["cuda"])
     n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
-                         n["cached_gaussian"]))
+    np.random.set_state(
+        (
+            n["name"],
+            n["keys"].numpy().astype(np.uint32),
+            n["pos"],
+            n["has_gauss"],
+            n["cached_gaussian"],
+        )
+    )
     p = state["python"]
     random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
 
 
 def save_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> Path:
-    """Write atomically: a temporary file in the same folder, flushed to disk, then renamed over `path`."""
+    """Write atomically: a temporary file in the same folder, flushed to disk, then renamed over
+    `path`."""
     write_atomic(path, lambda stream: torch.save(dict(payload), stream))
     return Path(path)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A training checkpoint written by `train`, read with weights_only=True; CheckpointError when it is not one."""
+    """A training checkpoint written by `train`, read with weights_only=True; CheckpointError when
+    it is not one."""
     path = Path(path)
     payload = load_torch_file(path)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not an epam-train checkpoint (no format={CHECKPOINT_FORMAT!r}); a bare state "
-                              "dict can be loaded with --init-rgb / --init-pose instead")
-    missing = [key for key in ("model", "model_args", "config", "class_names", "epoch") if key not in payload]
+        raise CheckpointError(
+            f"{path}: not an epam-train checkpoint (no format={CHECKPOINT_FORMAT!r}); a bare state "
+            "dict can be loaded with --init-rgb / --init-pose instead"
+        )
+    missing = [
+        key
+        for key in ("model", "model_args", "config", "class_names", "epoch")
+        if key not in payload
+    ]
     if missing or payload.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {payload.get('version')!r} without {missing}; this epam "
-                              f"reads version {CHECKPOINT_VERSION}")
+        raise CheckpointError(
+            f"{path}: checkpoint version {payload.get('version')!r} without {missing}; this epam "
+            f"reads version {CHECKPOINT_VERSION}"
+        )
     return payload
 
 
@@ -71,15 +102,18 @@ def find_checkpoint(source: str | Path) -> Path:
         for name in ("best.pt", "last.pt"):
             if (source / name).is_file():
                 return source / name
-        raise CheckpointError(f"{source}: a folder without best.pt or last.pt; pass a run folder of epam-train "
-                              "train or a checkpoint file")
+        raise CheckpointError(
+            f"{source}: a folder without best.pt or last.pt; pass a run folder of epam-train "
+            "train or a checkpoint file"
+        )
     if not source.exists():
         raise CheckpointError(f"{source}: no such checkpoint file or run folder")
     return source
 
 
 def build_from_checkpoint(payload: Mapping[str, Any]) -> nn.Module:
-    """The network a checkpoint was trained as, with its weights (the builder arguments travel in the file)."""
+    """The network a checkpoint was trained as, with its weights (the builder arguments travel in
+    the file)."""
     model = build_model(**payload["model_args"])
     model.load_state_dict(payload["model"])
     return model

@@ -1,15 +1,18 @@
-"""Parameters and compute of EPAM-Net per stream, attention and in total, in the conventions of paper.md 6.
+"""Parameters and compute of EPAM-Net per stream, attention and in total, in the conventions of
+docs/architecture.md 11.
 
-Compute is counted op by op during one forward (a `TorchDispatchMode` sees every aten op, attributed to a part of
-the model through `torch.utils.module_tracker.ModuleTracker`), on the meta device, so nothing is computed and the
-count takes well under a second at the paper's input sizes. Two figures come out of the same pass:
+Compute is counted op by op during one forward (a `TorchDispatchMode` sees every aten op, attributed
+to a part of the model through `torch.utils.module_tracker.ModuleTracker`), on the meta device, so
+nothing is computed and the count takes well under a second at the paper's input sizes. Two figures
+come out of the same pass:
 
-- MACs: conv and linear multiply-adds, from `torch.utils.flop_counter`'s own formulas (which count 2 FLOPs per
-  multiply-add; we halve them). Targets: RGB 4.262 G, pose 3.356 G, total 7.618 G.
-- mmcv-1.x convention: MACs + conv bias + 2 per BN element + 1 per ReLU output + 1 per pooled input element (SE
-  squeeze and classifier pool, the places the authors had AdaptiveAvgPool3d modules). Sigmoid, swish, products and
-  the attention's channel max/mean are not counted, as mmcv's `get_model_complexity_info` does not see them. This
-  gives 8.08 G against the paper's 8.1 GFLOPs (paper.md 6.1, 6.4). The 2 x MAC figure is never called "GFLOPs" here.
+- MACs: conv and linear multiply-adds, from `torch.utils.flop_counter`'s own formulas (which count 2
+  FLOPs per multiply-add; we halve them). Targets: RGB 4.262 G, pose 3.356 G, total 7.618 G.
+- mmcv-1.x convention: MACs + conv bias + 2 per BN element + 1 per ReLU output + 1 per pooled input
+  element (SE squeeze and classifier pool, the places the authors had AdaptiveAvgPool3d modules).
+  Sigmoid, swish, products and the attention's channel max/mean are not counted, as mmcv's
+  `get_model_complexity_info` does not see them. This gives 8.08 G against the paper's 8.1 GFLOPs
+  (docs/architecture.md 11). The 2 x MAC figure is never called "GFLOPs" here.
 """
 
 from collections import defaultdict
@@ -25,18 +28,31 @@ from torch.utils.module_tracker import ModuleTracker
 from epam_model.epamnet import EpamNet, build_model
 from epam_model.xshiftnet import ClassifierHead, SqueezeExcite
 
-__all__ = ["PAPER_RGB_SHAPE", "PAPER_POSE_SHAPE", "PartCost", "ModelInfo", "count_parameters", "measure_costs",
-           "model_info"]
+__all__ = [
+    "PAPER_RGB_SHAPE",
+    "PAPER_POSE_SHAPE",
+    "PartCost",
+    "ModelInfo",
+    "count_parameters",
+    "measure_costs",
+    "model_info",
+]
 
-PAPER_RGB_SHAPE: tuple[int, ...] = (3, 16, 224, 224)     # one clip, paper.md 2
+PAPER_RGB_SHAPE: tuple[int, ...] = (3, 16, 224, 224)  # one clip, docs/architecture.md 9
 PAPER_POSE_SHAPE: tuple[int, ...] = (17, 48, 56, 56)
 
 _aten = torch.ops.aten
-_BATCH_NORM_OPS = {_aten.native_batch_norm, _aten._native_batch_norm_legit, _aten._native_batch_norm_legit_no_training,
-                   _aten._native_batch_norm_legit_functional, _aten.cudnn_batch_norm, _aten.miopen_batch_norm}
+_BATCH_NORM_OPS = {
+    _aten.native_batch_norm,
+    _aten._native_batch_norm_legit,
+    _aten._native_batch_norm_legit_no_training,
+    _aten._native_batch_norm_legit_functional,
+    _aten.cudnn_batch_norm,
+    _aten.miopen_batch_norm,
+}
 _RELU_OPS = {_aten.relu, _aten.relu_}
 _REDUCE_OPS = {_aten.mean, _aten.sum}
-_POOL_MODULES = (SqueezeExcite, ClassifierHead)                # where the authors' network had pooling layers
+_POOL_MODULES = (SqueezeExcite, ClassifierHead)  # where the authors' network had pooling layers
 
 
 @dataclass(frozen=True)
@@ -45,8 +61,8 @@ class PartCost:
 
     name: str
     params: int
-    macs: int          # conv + linear multiply-adds
-    mmcv_flops: int    # mmcv-1.x convention (see module docstring)
+    macs: int  # conv + linear multiply-adds
+    mmcv_flops: int  # mmcv-1.x convention (see module docstring)
 
 
 @dataclass(frozen=True)
@@ -55,17 +71,22 @@ class ModelInfo:
 
     stream: str
     num_classes: int
-    input_shapes: dict[str, tuple[int, ...]]   # "rgb" / "pose" -> per-clip shape (batch 1)
+    input_shapes: dict[str, tuple[int, ...]]  # "rgb" / "pose" -> per-clip shape (batch 1)
     parts: tuple[PartCost, ...]
-    head_params: int                           # classifier weights and biases, included in `parts`
+    head_params: int  # classifier weights and biases, included in `parts`
 
     @property
     def total(self) -> PartCost:
-        return PartCost("Total", sum(p.params for p in self.parts), sum(p.macs for p in self.parts),
-                        sum(p.mmcv_flops for p in self.parts))
+        return PartCost(
+            "Total",
+            sum(p.params for p in self.parts),
+            sum(p.macs for p in self.parts),
+            sum(p.mmcv_flops for p in self.parts),
+        )
 
     def table(self) -> Any:
-        """A rich Table, one row per part and the total (rich is imported here: the library does not need it)."""
+        """A rich Table, one row per part and the total (rich is imported here: the library does not
+        need it)."""
         from rich.table import Table
 
         table = Table(title=f"EPAM-Net {self.stream}: {self.num_classes} classes, one clip")
@@ -74,18 +95,27 @@ class ModelInfo:
         table.add_column("GMACs", justify="right")
         table.add_column("GFLOPs, mmcv 1.x", justify="right")
         for i, part in enumerate((*self.parts, self.total)):
-            table.add_row(part.name, f"{part.params:,}", _giga(part.macs), _giga(part.mmcv_flops),
-                          end_section=i == len(self.parts) - 1)
+            table.add_row(
+                part.name,
+                f"{part.params:,}",
+                _giga(part.macs),
+                _giga(part.mmcv_flops),
+                end_section=i == len(self.parts) - 1,
+            )
         return table
 
     def notes(self) -> list[str]:
         """The lines printed under the table: input sizes and what each column counts."""
-        inputs = ", ".join(f"{name} {'x'.join(map(str, shape))}" for name, shape in self.input_shapes.items())
-        return [f"input per clip: {inputs}; batch 1",
-                f"parameters without the classifier heads: {self.total.params - self.head_params:,}",
-                "GMACs: conv + linear multiply-adds (torch.utils.flop_counter FLOPs / 2)",
-                "GFLOPs, mmcv 1.x: GMACs + conv bias + 2 per BN element + 1 per ReLU output + 1 per pooled element, "
-                "the convention of the paper's 8.1 GFLOPs (paper.md 6.1)"]
+        inputs = ", ".join(
+            f"{name} {'x'.join(map(str, shape))}" for name, shape in self.input_shapes.items()
+        )
+        return [
+            f"input per clip: {inputs}; batch 1",
+            f"parameters without the classifier heads: {self.total.params - self.head_params:,}",
+            "GMACs: conv + linear multiply-adds (torch.utils.flop_counter FLOPs / 2)",
+            "GFLOPs, mmcv 1.x: GMACs + conv bias + 2 per BN element + 1 per ReLU output + 1 per "
+            "pooled element, the convention of the paper's 8.1 GFLOPs (docs/architecture.md 11)",
+        ]
 
 
 def _giga(count: int) -> str:
@@ -93,24 +123,31 @@ def _giga(count: int) -> str:
 
 
 def count_parameters(module: nn.Module) -> int:
-    """Learnable parameters (BN affine included, running statistics not), as paper.md 6.2 counts them."""
+    """Learnable parameters (BN affine included, running statistics not), as docs/architecture.md 11
+    counts them."""
     return sum(p.numel() for p in module.parameters())
 
 
 class _CostMode(TorchDispatchMode):
-    """Counts MACs and mmcv-convention FLOPs of every aten op, keyed by the model part that runs it."""
+    """Counts MACs and mmcv-convention FLOPs of every aten op, keyed by the model part that runs
+    it."""
 
-    def __init__(self, tracker: ModuleTracker, parts: dict[str, str], modules: dict[str, nn.Module]) -> None:
+    def __init__(
+        self, tracker: ModuleTracker, parts: dict[str, str], modules: dict[str, nn.Module]
+    ) -> None:
         super().__init__()
         self.tracker = tracker
-        self.parts = parts          # part name -> module-tracker name prefix
-        self.modules = modules      # module-tracker name -> module
+        self.parts = parts  # part name -> module-tracker name prefix
+        self.modules = modules  # module-tracker name -> module
         self.macs: dict[str, int] = defaultdict(int)
         self.mmcv: dict[str, int] = defaultdict(int)
 
     def _part(self) -> str:
         for name, prefix in self.parts.items():
-            if any(parent == prefix or parent.startswith(prefix + ".") for parent in self.tracker.parents):
+            if any(
+                parent == prefix or parent.startswith(prefix + ".")
+                for parent in self.tracker.parents
+            ):
                 return name
         return "other"
 
@@ -118,21 +155,31 @@ class _CostMode(TorchDispatchMode):
         names = [name for name in self.tracker.parents if name in self.modules]
         return self.modules[max(names, key=lambda n: n.count("."))] if names else None
 
-    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+    def __torch_dispatch__(
+        self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None
+    ) -> Any:
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         packet = func._overloadpacket
-        macs = flop_registry[packet](*args, **kwargs, out_val=out) // 2 if packet in flop_registry else 0
+        macs = (
+            flop_registry[packet](*args, **kwargs, out_val=out) // 2
+            if packet in flop_registry
+            else 0
+        )
         extra = 0
         if packet is _aten.convolution and args[2] is not None:
-            extra = out.numel()                                        # one add per output element for the bias
+            extra = out.numel()  # one add per output element for the bias
         elif packet in _BATCH_NORM_OPS:
             extra = args[0].numel() * (2 if args[1] is not None else 1)
         elif packet in _RELU_OPS:
             extra = out.numel()
-        elif packet in _REDUCE_OPS and args[0].dim() >= 4 and isinstance(self._innermost(), _POOL_MODULES):
-            extra = args[0].numel()                                    # the spatial reduction of a pool; the small
-                                                                       # follow-up over time is part of the same pool
+        elif (
+            packet in _REDUCE_OPS
+            and args[0].dim() >= 4
+            and isinstance(self._innermost(), _POOL_MODULES)
+        ):
+            extra = args[0].numel()  # the spatial reduction of a pool; the small
+            # follow-up over time is part of the same pool
         if macs or extra:
             part = self._part()
             self.macs[part] += macs
@@ -140,14 +187,16 @@ class _CostMode(TorchDispatchMode):
         return out
 
 
-def measure_costs(model: nn.Module, inputs: tuple[Tensor, ...], parts: dict[str, str]) -> dict[str, tuple[int, int]]:
+def measure_costs(
+    model: nn.Module, inputs: tuple[Tensor, ...], parts: dict[str, str]
+) -> dict[str, tuple[int, int]]:
     """Run `model(*inputs)` once under the counter (no grad) and return part -> (MACs, mmcv FLOPs).
 
     Args:
         model: any module; put it in eval mode first for inference figures.
         inputs: positional inputs; meta tensors work (nothing is computed).
-        parts: part name -> attribute path of the submodule ("rgb", "attention"); "" is the whole model.
-            Ops outside every listed part are reported under "other".
+        parts: part name -> attribute path of the submodule ("rgb", "attention"); "" is the whole
+            model. Ops outside every listed part are reported under "other".
     """
     root = type(model).__name__
     modules = {f"{root}.{name}" if name else root: module for name, module in model.named_modules()}
@@ -159,10 +208,15 @@ def measure_costs(model: nn.Module, inputs: tuple[Tensor, ...], parts: dict[str,
 
 
 def model_info(
-        stream: str = "epam", num_classes: int = 60, *, pose_channels: int = 17,
-        rgb_shape: tuple[int, ...] = PAPER_RGB_SHAPE, pose_shape: tuple[int, ...] | None = None,
+    stream: str = "epam",
+    num_classes: int = 60,
+    *,
+    pose_channels: int = 17,
+    rgb_shape: tuple[int, ...] = PAPER_RGB_SHAPE,
+    pose_shape: tuple[int, ...] | None = None,
 ) -> ModelInfo:
-    """Parameters and compute of `build_model(stream, num_classes)` for one clip at the paper's input sizes.
+    """Parameters and compute of `build_model(stream, num_classes)` for one clip at the paper's
+    input sizes.
 
     The model is built on the meta device, so this is fast and allocates no activations.
     """
@@ -183,7 +237,11 @@ def model_info(
         costs = measure_costs(model, (rgb if stream == "rgb" else pose,), {name: ""})
         input_shapes = {stream: tuple(rgb_shape if stream == "rgb" else pose_shape)}
         heads = [model.head]
-    parts = tuple(PartCost(name, count_parameters(module), *costs[name]) for name, module in streams.items())
+    parts = tuple(
+        PartCost(name, count_parameters(module), *costs[name]) for name, module in streams.items()
+    )
     if "other" in costs:
         parts += (PartCost("other", 0, *costs["other"]),)
-    return ModelInfo(stream, num_classes, input_shapes, parts, sum(count_parameters(h) for h in heads))
+    return ModelInfo(
+        stream, num_classes, input_shapes, parts, sum(count_parameters(h) for h in heads)
+    )

@@ -1,7 +1,9 @@
-"""Options of a training run: `TrainConfig` (the paper's recipe by default), read from a YAML file and the command
-line, checked before any data is read, and stored in every checkpoint as a plain dict."""
+"""Options of a training run: `TrainConfig` (the paper's recipe by default), read from a YAML file
+and the command line, checked before any data is read, and stored in every checkpoint as a plain
+dict."""
 
 import dataclasses
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,90 +11,201 @@ from typing import Any
 
 from epam_data.errors import EpamError
 from epam_model.checkpoints import load_checkpoint
+from epam_model.data import HEATMAP_INPUTS
 from epam_model.epamnet import STREAMS
 
-__all__ = ["AMP_MODES", "RENDER_MODES", "SELECT_METRICS", "HEATMAP_KINDS", "RUN_ONLY_FIELDS", "TrainConfig",
-           "feature_size", "load_yaml_config", "resolve_train_config"]
+__all__ = [
+    "AMP_MODES",
+    "RENDER_MODES",
+    "SELECT_METRICS",
+    "HEATMAP_KINDS",
+    "RUN_ONLY_FIELDS",
+    "TrainConfig",
+    "feature_size",
+    "field_type",
+    "load_yaml_config",
+    "option",
+    "resolve_train_config",
+]
 
 AMP_MODES: tuple[str, ...] = ("off", "bf16", "fp16")
 RENDER_MODES: tuple[str, ...] = ("auto", "loader", "device")
 SELECT_METRICS: tuple[str, ...] = ("auto", "top1", "mean_class_acc")
-HEATMAP_KINDS: tuple[str, ...] = ("joint", "limb", "both")
-# Options that change how a run is executed, not what it computes: they may differ when a run is resumed.
-RUN_ONLY_FIELDS = frozenset({"dataset_dir", "out", "workers", "threads", "device", "progress", "init_rgb",
-                             "init_pose", "eval_batch_size", "deterministic"})
+HEATMAP_KINDS: tuple[str, ...] = tuple(
+    HEATMAP_INPUTS
+)  # the pose-stream input choices (data.HEATMAP_INPUTS)
+# Options that change how a run is executed, not what it computes: they may differ when a run is
+# resumed.
+RUN_ONLY_FIELDS = frozenset(
+    {
+        "dataset_dir",
+        "out",
+        "workers",
+        "threads",
+        "device",
+        "progress",
+        "init_rgb",
+        "init_pose",
+        "eval_batch_size",
+        "deterministic",
+    }
+)
+
+
+def option(
+    default: Any,
+    help: str,
+    *,
+    min: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    default_text: str | None = None,
+    path: str | None = None,
+    short: str | None = None,
+) -> Any:
+    """A TrainConfig field with what the command line needs: help, bounds, choices, how to show the
+    default, and whether it names a file or a folder. `epam-train train` builds its options from
+    these (epam_model.cli)."""
+    meta = {
+        "help": help,
+        "min": min,
+        "choices": choices,
+        "default_text": default_text,
+        "path": path,
+        "short": short,
+    }
+    return dataclasses.field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Every option of a training run; the paper's recipe by default (paper.md 2, 4.2). Stored in each checkpoint.
+    """Every option of a training run; the paper's recipe by default (docs/architecture.md 9, 10).
+    Stored in each checkpoint, read from YAML (`--config`), and the single source of `epam-train
+    train`'s options: name, type, default and help of each come from its field here.
 
-    batch_size is per process (the authors ran 2 GPUs x 12); lr None means 0.001 x batch_size x world size / 16.
-    render "auto" renders heatmaps on the GPU when training on one, in the loader workers otherwise.
-    select_metric "auto" keeps the best checkpoint by mean class accuracy on Toyota Smarthome (dataset.json says
-    "toyota"), by top-1 elsewhere; the fused logits decide for EPAM-Net.
+    batch_size is per process (the authors ran 2 GPUs x 12); lr None means 0.001 x batch_size x
+    world size / 16. render "auto" renders heatmaps on the GPU when training on one, in the loader
+    workers otherwise. select_metric "auto" keeps the best checkpoint by mean class accuracy on
+    Toyota Smarthome (dataset.json says "toyota"), by top-1 elsewhere; the fused logits decide for
+    EPAM-Net.
     """
 
-    dataset_dir: str
-    protocol: str
-    out: str
-    stream: str = "epam"
-    epochs: int = 10
-    batch_size: int = 12
-    lr: float | None = None
-    momentum: float = 0.9
-    weight_decay: float = 3e-4
-    clip_grad: float = 40.0
-    dropout: float = 0.5
-    workers: int = 4
-    threads: int | None = None
-    amp: str = "off"
-    seed: int = 100
-    device: str = "auto"
-    pose_frames: int = 48
-    rgb_every: int = 3
-    rgb_size: int = 224
-    heatmap_size: int = 56
-    heatmap: str = "joint"
-    render: str = "auto"
-    init_rgb: str | None = None
-    init_pose: str | None = None
-    sync_bn: bool = False
-    channels_last: bool = True
-    select_metric: str = "auto"
-    val_split: str | None = None
-    eval_batch_size: int | None = None
-    deterministic: bool = False
-    progress: bool = True
+    dataset_dir: str = option(None, "Prepared dataset folder.", path="dir")
+    protocol: str = option(
+        None, "Manifest prefix: xsub, xview, xset, cs, cv2 ...", default_text="required"
+    )
+    out: str = option(
+        None,
+        "Run folder: checkpoints, metrics.csv, config.yaml.",
+        path="dir",
+        short="-o",
+        default_text="required",
+    )
+    stream: str = option(
+        "epam", "Network: epam (both streams, stage 2) or one stream (stage 1).", choices=STREAMS
+    )
+    epochs: int = option(10, "Epochs (length of the cosine schedule).", min=1)
+    batch_size: int = option(12, "Clips per process and step.", min=1)
+    lr: float | None = option(None, "Learning rate.", default_text="0.001 x total batch / 16")
+    momentum: float = option(0.9, "SGD momentum.", min=0)
+    weight_decay: float = option(3e-4, "SGD weight decay.", min=0)
+    clip_grad: float = option(40.0, "Largest gradient norm (clipped above).", min=0)
+    dropout: float = option(0.5, "Dropout before each classifier.", min=0)
+    workers: int = option(4, "Loader processes per process.", min=0)
+    threads: int | None = option(
+        None,
+        "CPU compute threads per process.",
+        min=1,
+        default_text="usable cores minus --workers, at least 1",
+    )
+    amp: str = option("off", "Mixed precision (bf16 or fp16 on CUDA).", choices=AMP_MODES)
+    seed: int = option(100, "Seed of initialisation, sampling and augmentation.")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N.")
+    pose_frames: int = option(48, "Pose frames per clip.", min=1)
+    rgb_every: int = option(3, "One RGB frame every N pose frames.", min=1)
+    rgb_size: int = option(224, "RGB side in pixels (4 x --heatmap-size for EPAM-Net).", min=1)
+    heatmap_size: int = option(56, "Heatmap side in pixels.", min=1)
+    heatmap: str = option(
+        "joint", "Pose input: joint, limb or both volumes.", choices=HEATMAP_KINDS
+    )
+    render: str = option(
+        "auto",
+        "Where heatmaps are drawn: auto (device on a GPU, loader on CPU), loader, device.",
+        choices=RENDER_MODES,
+    )
+    init_rgb: str | None = option(None, "Stage-1 RGB checkpoint to start from.", path="file")
+    init_pose: str | None = option(None, "Stage-1 pose checkpoint to start from.", path="file")
+    sync_bn: bool = option(False, "SyncBatchNorm across GPUs (DDP on CUDA).")
+    channels_last: bool = option(True, "channels_last memory format (faster on CPU and GPU).")
+    select_metric: str = option(
+        "auto",
+        "Validation metric that picks best.pt.",
+        choices=SELECT_METRICS,
+        default_text="auto: mean_class_acc on Toyota, else top1",
+    )
+    val_split: str | None = option(
+        None, "Validation split.", default_text="val if present, else test"
+    )
+    eval_batch_size: int | None = option(
+        None, "Clips per step when validating.", min=1, default_text="--batch-size"
+    )
+    deterministic: bool = option(
+        False,
+        "Deterministic kernels (cuDNN and torch's own; slower). With --threads "
+        "fixed, two runs on one machine give the same numbers.",
+    )
+    progress: bool = option(True, "Progress bar per epoch.")
 
     def check(self) -> None:
         """Reject impossible combinations before any data is read, with the option to change."""
-        choices = {"stream": STREAMS, "amp": AMP_MODES, "render": RENDER_MODES, "heatmap": HEATMAP_KINDS,
-                   "select_metric": SELECT_METRICS}
+        choices = {
+            "stream": STREAMS,
+            "amp": AMP_MODES,
+            "render": RENDER_MODES,
+            "heatmap": HEATMAP_KINDS,
+            "select_metric": SELECT_METRICS,
+        }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise EpamError(f"{name}={getattr(self, name)!r}: choose one of {list(allowed)}")
-        for name in ("epochs", "batch_size", "pose_frames", "rgb_every", "rgb_size", "heatmap_size"):
+        for name in (
+            "epochs",
+            "batch_size",
+            "pose_frames",
+            "rgb_every",
+            "rgb_size",
+            "heatmap_size",
+        ):
             if getattr(self, name) < 1:
                 raise EpamError(f"{name}={getattr(self, name)}: must be at least 1")
         if self.workers < 0:
             raise EpamError(f"workers={self.workers}: must be 0 (load in the main process) or more")
         if self.threads is not None and self.threads < 1:
-            raise EpamError(f"threads={self.threads}: must be at least 1 (leave it unset for the usable cores)")
+            raise EpamError(
+                f"threads={self.threads}: must be at least 1 (leave it unset for the usable cores)"
+            )
         if self.lr is not None and self.lr <= 0:
-            raise EpamError(f"lr={self.lr}: must be positive (leave it unset for 0.001 x total batch / 16)")
+            raise EpamError(
+                f"lr={self.lr}: must be positive (leave it unset for 0.001 x total batch / 16)"
+            )
         if self.stream == "epam":
             if self.pose_frames % self.rgb_every:
-                raise EpamError(f"pose_frames={self.pose_frames} is not a multiple of rgb_every={self.rgb_every}; "
-                                "the attention pools pose frames onto RGB frames")
+                raise EpamError(
+                    f"pose_frames={self.pose_frames} is not a multiple of "
+                    f"rgb_every={self.rgb_every}; the attention pools pose frames onto RGB frames"
+                )
             rgb_map, pose_map = feature_size(self.rgb_size, 5), feature_size(self.heatmap_size, 3)
             if rgb_map != pose_map:
-                raise EpamError(f"rgb_size={self.rgb_size} gives a {rgb_map}x{rgb_map} RGB feature map but "
-                                f"heatmap_size={self.heatmap_size} a {pose_map}x{pose_map} pose one; the attention "
-                                "needs the same size: use rgb_size = 4 x heatmap_size (paper: 224 and 56)")
+                raise EpamError(
+                    f"rgb_size={self.rgb_size} gives a {rgb_map}x{rgb_map} RGB feature map but "
+                    f"heatmap_size={self.heatmap_size} a {pose_map}x{pose_map} pose one; the "
+                    "attention "
+                    "needs the same size: use rgb_size = 4 x heatmap_size (paper: 224 and 56)"
+                )
         if self.init_rgb and self.stream == "pose" or self.init_pose and self.stream == "rgb":
-            raise EpamError(f"--init-{'rgb' if self.stream == 'pose' else 'pose'} does not fit a {self.stream} "
-                            f"model; give --init-{self.stream} (or train --stream epam)")
+            raise EpamError(
+                f"--init-{'rgb' if self.stream == 'pose' else 'pose'} does not fit a {self.stream} "
+                f"model; give --init-{self.stream} (or train --stream epam)"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -103,25 +216,37 @@ class TrainConfig:
         unknown = sorted(set(values) - names)
         if unknown:
             raise EpamError(f"{source}: unknown option(s) {unknown}; known: {sorted(names)}")
-        missing = [name for name in ("dataset_dir", "protocol", "out") if values.get(name) in (None, "")]
+        missing = [
+            name for name in ("dataset_dir", "protocol", "out") if values.get(name) in (None, "")
+        ]
         if missing:
-            raise EpamError(f"{source}: {', '.join(missing)} not given; pass --{missing[0].replace('_', '-')} "
-                            "or set it in the --config file")
+            raise EpamError(
+                f"{source}: {', '.join(missing)} not given; pass --{missing[0].replace('_', '-')} "
+                "or set it in the --config file"
+            )
         return cls(**{name: _coerce(name, value, source) for name, value in values.items()})
 
 
-_INT_FIELDS = {"epochs", "batch_size", "workers", "threads", "seed", "pose_frames", "rgb_every", "rgb_size",
-               "heatmap_size",
-               "eval_batch_size"}
-_FLOAT_FIELDS = {"lr", "momentum", "weight_decay", "clip_grad", "dropout"}
-_BOOL_FIELDS = {"sync_bn", "channels_last", "deterministic", "progress"}
+def field_type(field: dataclasses.Field) -> type:
+    """The value type of a TrainConfig field: int, float, bool or str (None allowed or not)."""
+    kinds = [
+        kind for kind in typing.get_args(field.type) or (field.type,) if kind is not type(None)
+    ]
+    return kinds[0]
+
+
+_FIELDS = dataclasses.fields(TrainConfig)
+_INT_FIELDS = {field.name for field in _FIELDS if field_type(field) is int}
+_FLOAT_FIELDS = {field.name for field in _FIELDS if field_type(field) is float}
+_BOOL_FIELDS = {field.name for field in _FIELDS if field_type(field) is bool}
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:
-    """YAML reads `1e-3` as a string and users write `true` or 1; turn values into the field's type or say which."""
+    """YAML reads `1e-3` as a string and users write `true` or 1; turn values into the field's type
+    or say which."""
     if value is None:
         return None
-    if name == "amp" and isinstance(value, bool):       # YAML 1.1 reads a bare `off` as false
+    if name == "amp" and isinstance(value, bool):  # YAML 1.1 reads a bare `off` as false
         if value:
             raise EpamError(f"{source}: amp={value!r}: name the precision, bf16 or fp16 (or off)")
         return "off"
@@ -139,20 +264,28 @@ def _coerce(name: str, value: Any, source: str) -> Any:
                 raise ValueError
             return bool(value)
     except (TypeError, ValueError):
-        kind = "an integer" if name in _INT_FIELDS else "a number" if name in _FLOAT_FIELDS else "true or false"
+        kind = (
+            "an integer"
+            if name in _INT_FIELDS
+            else "a number"
+            if name in _FLOAT_FIELDS
+            else "true or false"
+        )
         raise EpamError(f"{source}: {name}={value!r} is not {kind}") from None
     return str(value)
 
 
 def feature_size(size: int, strided_layers: int) -> int:
-    """Spatial size after `strided_layers` 3x3 stride-2 convs with padding 1 (each gives ceil(size / 2))."""
+    """Spatial size after `strided_layers` 3x3 stride-2 convs with padding 1 (each gives ceil(size /
+    2))."""
     for _ in range(strided_layers):
         size = (size + 1) // 2
     return size
 
 
 def load_yaml_config(path: str | Path) -> dict[str, Any]:
-    """A flat YAML mapping of TrainConfig options (dashes or underscores, e.g. `batch-size: 12`)."""
+    """A flat YAML mapping of TrainConfig options (dashes or underscores, e.g. `batch-size:
+    12`)."""
     import yaml
 
     path = Path(path)
@@ -170,13 +303,18 @@ def load_yaml_config(path: str | Path) -> dict[str, Any]:
 
 
 def resolve_train_config(
-        dataset_dir: str | Path, *, config_file: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
-        resume: bool = False,
+    dataset_dir: str | Path,
+    *,
+    config_file: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    resume: bool = False,
 ) -> TrainConfig:
-    """Defaults < the checkpoint's config (when resuming) < the YAML file < options given on the command line.
+    """Defaults < the checkpoint's config (when resuming) < the YAML file < options given on the
+    command line.
 
-    `overrides` holds only the options the user gave (None means "not given"). When resuming, the run folder's
-    last.pt supplies every option not given again, so `epam-train train DATA --out RUN --resume` is enough.
+    `overrides` holds only the options the user gave (None means "not given"). When resuming, the
+    run folder's last.pt supplies every option not given again, so `epam-train train DATA --out RUN
+    --resume` is enough.
     """
     given = {key: value for key, value in (overrides or {}).items() if value is not None}
     from_file = load_yaml_config(config_file) if config_file else {}

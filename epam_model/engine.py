@@ -1,21 +1,25 @@
-"""Training and evaluation loops for EPAM-Net and its single streams (paper.md 1.6, 4.2).
+"""Training and evaluation loops for EPAM-Net and its single streams (docs/architecture.md 8, 10).
 
-`train(config)` reads like one page, as nanoGPT's loop does: set up (devices, DDP, data, model, optimiser), resume,
-then per epoch: cosine lr per iteration, AMP step with gradient clipping at 40, validation, metrics row, checkpoint.
-`evaluate(...)` rebuilds the model from a checkpoint alone, scores a split (optionally several clips per video and
-flipped inputs) and writes metrics.json, a per-class CSV, a confusion-matrix PNG and the raw logits for later fusion.
+`train(config)` reads like one page, as nanoGPT's loop does: set up (devices, DDP, data, model,
+optimiser), resume, then per epoch: cosine lr per iteration, AMP step with gradient clipping at 40,
+validation, metrics row, checkpoint. `evaluate(...)` rebuilds the model from a checkpoint alone,
+scores a split (optionally several clips per video and flipped inputs) and writes metrics.json, a
+per-class CSV, a confusion-matrix PNG and the raw logits for later fusion.
 
-The recipe follows the authors' joint fine-tuning (paper.md 4.2): SGD, momentum 0.9, weight decay 3e-4 on every
-parameter, lr = 0.001 x total batch / 16, CosineAnnealingLR stepped every iteration to 0, no warm-up, clip-grad 40,
-loss = CE(rgb logits) + CE(pose logits). Two things differ on purpose:
-- validation under DDP scores every sample exactly once (the authors' DistributedSampler pads the test set and
-  averages per batch, so some samples count twice): rank r takes indices r::world, results are gathered, and the
-  merge checks that each index arrived once;
-- a checkpoint holds everything needed to continue bit for bit (RNG states of every rank included) and only plain
-  containers, numbers, strings and tensors, so it loads with `torch.load(weights_only=True)`.
+The recipe follows the authors' joint fine-tuning (docs/architecture.md 10): SGD, momentum 0.9,
+weight decay 3e-4 on every parameter, lr = 0.001 x total batch / 16, CosineAnnealingLR stepped every
+iteration to 0, no warm-up, clip-grad 40, loss = CE(rgb logits) + CE(pose logits). Two things differ
+on purpose:
+- validation under DDP scores every sample exactly once (the authors' DistributedSampler pads the
+  test set and averages per batch, so some samples count twice): rank r takes indices r::world,
+  results are gathered, and the merge checks that each index arrived once;
+- a checkpoint holds everything needed to continue bit for bit (RNG states of every rank included)
+  and only plain containers, numbers, strings and tensors, so it loads with
+  `torch.load(weights_only=True)`.
 
-Runs go through torchrun for several GPUs or nodes: `torchrun --nproc_per_node 4 -m epam_model.cli train ...`;
-WORLD_SIZE, RANK and LOCAL_RANK come from the environment (nccl on CUDA, gloo on CPU). Only rank 0 writes files.
+Runs go through torchrun for several GPUs or nodes: `torchrun --nproc_per_node 4 -m epam_model.cli
+train ...`; WORLD_SIZE, RANK and LOCAL_RANK come from the environment (nccl on CUDA, gloo on CPU).
+Only rank 0 writes files.
 """
 
 import contextlib
@@ -36,28 +40,68 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from epam_data.atomic import write_atomic, write_text_atomic
+from epam_data.atomic import write_atomic, write_csv_atomic, write_text_atomic
 from epam_data.errors import EpamError
-from epam_model.checkpoints import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, build_from_checkpoint, find_checkpoint,
-                                    load_checkpoint, rng_state, save_checkpoint, set_rng_state)
+from epam_data.heatmaps import COCO17_FLIP_PERM, COCO_LIMBS, flip_heatmaps
+from epam_data.shards import read_dataset_json
+from epam_model.checkpoints import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    build_from_checkpoint,
+    find_checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from epam_model.config import RUN_ONLY_FIELDS, TrainConfig
-from epam_model.distributed import DistEnv, autocast_context, init_distributed, set_cpu_threads, unwrap
+from epam_model.confusion_plot import draw_confusion_png
+from epam_model.data import ClipConfig, ClipDataset, available_splits, model_inputs, worker_init_fn
+from epam_model.distributed import (
+    DistEnv,
+    autocast_context,
+    init_distributed,
+    set_cpu_threads,
+    unwrap,
+)
 from epam_model.epamnet import build_model, load_stream_weights, load_weights
 from epam_model.metrics import confusion_matrix, per_class_table, summarize
 
-__all__ = ["METRICS_COLUMNS", "TrainResult", "Scores", "EvalResult", "forward_heads", "predict", "train", "evaluate",
-           "draw_confusion_png"]
+__all__ = [
+    "METRICS_COLUMNS",
+    "TrainResult",
+    "Scores",
+    "EvalResult",
+    "forward_heads",
+    "predict",
+    "train",
+    "evaluate",
+    "draw_confusion_png",
+]
 
-METRICS_COLUMNS = ("epoch", "lr", "train_loss", "train_top1", "val_top1", "val_mean_class_acc", "clips_per_s",
-                   "data_wait", "seconds")
+METRICS_COLUMNS = (
+    "epoch",
+    "lr",
+    "train_loss",
+    "train_top1",
+    "val_top1",
+    "val_mean_class_acc",
+    "clips_per_s",
+    "data_wait",
+    "seconds",
+)
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Forward and scoring
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
-def forward_heads(model: nn.Module, stream: str, rgb: Tensor | None, pose: Tensor | None) -> dict[str, Tensor]:
-    """Logits per head: {"rgb", "pose", "fused"} for EPAM-Net (fused = summed logits, paper.md 1.6), else one."""
+
+def forward_heads(
+    model: nn.Module, stream: str, rgb: Tensor | None, pose: Tensor | None
+) -> dict[str, Tensor]:
+    """Logits per head: {"rgb", "pose", "fused"} for EPAM-Net (fused = summed logits,
+    docs/architecture.md 8), else one."""
     if stream == "epam":
         out = model(rgb, pose)
         return {"rgb": out.rgb, "pose": out.pose, "fused": out.rgb + out.pose}
@@ -69,29 +113,40 @@ def main_head(stream: str) -> str:
 
 
 def stream_loss(heads: Mapping[str, Tensor], labels: Tensor) -> Tensor:
-    """CE(rgb) + CE(pose), weights 1:1 (paper.md 1.6); one CE for a single stream."""
-    return sum(nn.functional.cross_entropy(heads[name].float(), labels) for name in ("rgb", "pose") if name in heads)
+    """CE(rgb) + CE(pose), weights 1:1 (docs/architecture.md 8); one CE for a single stream."""
+    return sum(
+        nn.functional.cross_entropy(heads[name].float(), labels)
+        for name in ("rgb", "pose")
+        if name in heads
+    )
 
 
 def flip_perm(heatmap: str) -> list[int]:
-    """Channel permutation of the pose input under a horizontal flip: joints, limbs, or joints then limbs."""
-    from epam_data.heatmaps import COCO17_FLIP_PERM, COCO_LIMBS
+    """Channel permutation of the pose input under a horizontal flip: joints, limbs, or joints then
+    limbs."""
 
     joints, limbs = list(COCO17_FLIP_PERM), list(COCO_LIMBS.flip_perm)
-    return {"joint": joints, "limb": limbs, "both": joints + [len(joints) + i for i in limbs]}[heatmap]
+    return {"joint": joints, "limb": limbs, "both": joints + [len(joints) + i for i in limbs]}[
+        heatmap
+    ]
 
 
-def flip_inputs(rgb: Tensor | None, pose: Tensor | None, heatmap: str) -> tuple[Tensor | None, Tensor | None]:
-    """Mirror both inputs along W; heatmap channels swap left and right (PoseC3D's test-time `double`)."""
-    from epam_data.heatmaps import flip_heatmaps
+def flip_inputs(
+    rgb: Tensor | None, pose: Tensor | None, heatmap: str
+) -> tuple[Tensor | None, Tensor | None]:
+    """Mirror both inputs along W; heatmap channels swap left and right (PoseC3D's test-time
+    `double`)."""
 
-    return (None if rgb is None else rgb.flip(-1),
-            None if pose is None else flip_heatmaps(pose, flip_perm(heatmap), channel_axis=1))
+    return (
+        None if rgb is None else rgb.flip(-1),
+        None if pose is None else flip_heatmaps(pose, flip_perm(heatmap), channel_axis=1),
+    )
 
 
 @dataclass(frozen=True)
 class Scores:
-    """Logits of one split, one row per sample in manifest order. logits: head name -> float32 [N, C]."""
+    """Logits of one split, one row per sample in manifest order. logits: head name -> float32 [N,
+    C]."""
 
     sample_ids: list[str]
     labels: np.ndarray
@@ -102,9 +157,11 @@ class Scores:
         return {head: summarize(values, self.labels) for head, values in self.logits.items()}
 
 
-def _gather_unique(indices: np.ndarray, logits: dict[str, np.ndarray], total: int, env: DistEnv
-                   ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Collect every rank's (index, logits), order by index and check that each sample arrived exactly once."""
+def _gather_unique(
+    indices: np.ndarray, logits: dict[str, np.ndarray], total: int, env: DistEnv
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Collect every rank's (index, logits), order by index and check that each sample arrived
+    exactly once."""
     if env.distributed:
         parts: list[Any] = [None] * env.world_size
         dist.all_gather_object(parts, (indices, logits))
@@ -113,24 +170,41 @@ def _gather_unique(indices: np.ndarray, logits: dict[str, np.ndarray], total: in
     order = np.argsort(indices, kind="stable")
     indices = indices[order]
     if len(indices) != total or not np.array_equal(indices, np.arange(total)):
-        raise RuntimeError(f"evaluation covered {len(np.unique(indices))} distinct of {total} samples with "
-                           f"{len(indices)} results; every sample must be scored exactly once")
+        raise RuntimeError(
+            f"evaluation covered {len(np.unique(indices))} distinct of {total} samples with "
+            f"{len(indices)} results; every sample must be scored exactly once"
+        )
     return indices, {head: values[order] for head, values in logits.items()}
 
 
 def predict(
-        model: nn.Module, dataset: Any, *, stream: str, clip_config: Any, device: torch.device, batch_size: int,
-        workers: int = 0, amp: str = "off", flip: bool = False, env: DistEnv = DistEnv(),
+    model: nn.Module,
+    dataset: Any,
+    *,
+    stream: str,
+    clip_config: Any,
+    device: torch.device,
+    batch_size: int,
+    workers: int = 0,
+    amp: str = "off",
+    flip: bool = False,
+    env: DistEnv = DistEnv(),
 ) -> dict[str, np.ndarray]:
-    """Logits of every sample of `dataset`, in dataset order, on every rank (each sample scored exactly once).
+    """Logits of every sample of `dataset`, in dataset order, on every rank (each sample scored
+    exactly once).
 
-    Under DDP rank r scores indices r::world (no padding, unlike DistributedSampler) and the results are gathered.
-    With flip the logits are the mean of the plain and the mirrored inputs.
+    Under DDP rank r scores indices r::world (no padding, unlike DistributedSampler) and the results
+    are gathered. With flip the logits are the mean of the plain and the mirrored inputs.
     """
-    from epam_model.data import model_inputs, worker_init_fn
 
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=list(range(env.rank, len(dataset), env.world_size)),
-                        num_workers=workers, pin_memory=device.type == "cuda", worker_init_fn=worker_init_fn)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=list(range(env.rank, len(dataset), env.world_size)),
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        worker_init_fn=worker_init_fn,
+    )
     autocast, _, _ = autocast_context(amp, device)
     net = unwrap(model)
     net.eval()
@@ -141,14 +215,22 @@ def predict(
             with autocast:
                 heads = forward_heads(net, stream, rgb, pose)
                 if flip:
-                    mirrored = forward_heads(net, stream, *flip_inputs(rgb, pose, clip_config.heatmap))
-                    heads = {head: (heads[head].float() + mirrored[head].float()) / 2 for head in heads}
+                    mirrored = forward_heads(
+                        net, stream, *flip_inputs(rgb, pose, clip_config.heatmap)
+                    )
+                    heads = {
+                        head: (heads[head].float() + mirrored[head].float()) / 2 for head in heads
+                    }
             indices.append(batch["index"].cpu().numpy().astype(np.int64))
             for head, values in heads.items():
                 chunks.setdefault(head, []).append(values.float().cpu().numpy())
     heads_seen = [main_head(stream)] if stream != "epam" else ["rgb", "pose", "fused"]
-    local = {head: np.concatenate(chunks[head]) if head in chunks else np.zeros((0, net_classes(net)), np.float32)
-             for head in heads_seen}
+    local = {
+        head: np.concatenate(chunks[head])
+        if head in chunks
+        else np.zeros((0, net_classes(net)), np.float32)
+        for head in heads_seen
+    }
     local_indices = np.concatenate(indices) if indices else np.zeros(0, np.int64)
     _, logits = _gather_unique(local_indices, local, len(dataset), env)
     return logits
@@ -159,9 +241,10 @@ def net_classes(model: nn.Module) -> int:
     return (net.pose if hasattr(net, "attention") else net).num_classes
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Training
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class TrainResult:
@@ -176,7 +259,8 @@ class TrainResult:
 
 
 class _Log:
-    """Rank 0's outputs: a rich progress bar per epoch, metrics.csv, and TensorBoard when it is installed."""
+    """Rank 0's outputs: a rich progress bar per epoch, metrics.csv, and TensorBoard when it is
+    installed."""
 
     def __init__(self, run_dir: Path, env: DistEnv, console: Any, progress: bool) -> None:
         self.run_dir, self.env, self.console = run_dir, env, console
@@ -199,15 +283,27 @@ class _Log:
         if not self.show_progress:
             yield None
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
-        columns = (TextColumn(f"epoch {epoch}/{epochs}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                   TextColumn("{task.fields[info]}"))
+        columns = (
+            TextColumn(f"epoch {epoch}/{epochs}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+        )
         with Progress(*columns, console=self.console, transient=False) as bar:
             yield bar, bar.add_task("train", total=total, info="")
 
     def truncate_metrics(self, last_epoch: int) -> None:
-        """On resume, forget rows of epochs after the checkpoint (written before a crash, redone now)."""
+        """On resume, forget rows of epochs after the checkpoint (written before a crash, redone
+        now)."""
         path = self.run_dir / "metrics.csv"
         if not self.env.is_main or not path.is_file():
             return
@@ -246,25 +342,33 @@ class _Log:
 def _select_metric(config: TrainConfig) -> str:
     if config.select_metric != "auto":
         return config.select_metric
-    from epam_data.shards import read_dataset_json
 
     meta = read_dataset_json(config.dataset_dir) or {}
     return "mean_class_acc" if str(meta.get("dataset", "")).lower().startswith("toyota") else "top1"
 
 
 def _check_resume(saved: Mapping[str, Any], config: TrainConfig, path: Path) -> None:
-    differ = [f"{key}: {saved.get(key)!r} in the checkpoint, {value!r} now"
-              for key, value in config.to_dict().items() if key not in RUN_ONLY_FIELDS and saved.get(key) != value]
+    differ = [
+        f"{key}: {saved.get(key)!r} in the checkpoint, {value!r} now"
+        for key, value in config.to_dict().items()
+        if key not in RUN_ONLY_FIELDS and saved.get(key) != value
+    ]
     if differ:
-        raise EpamError(f"{path}: --resume with other options ({'; '.join(differ)}); drop them to continue the run "
-                        "as it was, or start a new one with another --out")
+        raise EpamError(
+            f"{path}: --resume with other options ({'; '.join(differ)}); drop them to continue the "
+            "run as it was, or start a new one with another --out"
+        )
 
 
 def _clip_config(config: TrainConfig) -> Any:
-    from epam_model.data import ClipConfig
 
-    return ClipConfig(pose_frames=config.pose_frames, rgb_every=config.rgb_every, rgb_size=config.rgb_size,
-                      heatmap_size=config.heatmap_size, heatmap=config.heatmap)
+    return ClipConfig(
+        pose_frames=config.pose_frames,
+        rgb_every=config.rgb_every,
+        rgb_size=config.rgb_size,
+        heatmap_size=config.heatmap_size,
+        heatmap=config.heatmap,
+    )
 
 
 def _render_mode(config: TrainConfig, device: torch.device) -> str:
@@ -279,20 +383,30 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _build_training_model(config: TrainConfig, num_classes: int, clip_config: Any, log: _Log, *, init: bool
-                          ) -> tuple[nn.Module, dict]:
-    """The network from scratch (the authors' init), then the stage-1 stream weights when given (paper.md 4.2).
+def _build_training_model(
+    config: TrainConfig, num_classes: int, clip_config: Any, log: _Log, *, init: bool
+) -> tuple[nn.Module, dict]:
+    """The network from scratch (the authors' init), then the stage-1 stream weights when given.
+
+    The authors' stage-2 start (docs/architecture.md 10).
 
     init False (resuming) skips the stream weights: the checkpoint replaces every tensor anyway.
     """
-    model_args = {"stream": config.stream, "num_classes": num_classes, "pose_channels": clip_config.pose_channels,
-                  "dropout": config.dropout}
+    model_args = {
+        "stream": config.stream,
+        "num_classes": num_classes,
+        "pose_channels": clip_config.pose_channels,
+        "dropout": config.dropout,
+    }
     model = build_model(**model_args)
     for half, path in (("rgb", config.init_rgb), ("pose", config.init_pose)):
         if not path or not init:
             continue
-        report = (load_stream_weights(model, half, path) if config.stream == "epam"
-                  else load_weights(model, path, target=half))
+        report = (
+            load_stream_weights(model, half, path)
+            if config.stream == "epam"
+            else load_weights(model, path, target=half)
+        )
         for line in report.lines():
             log.print(line, style=None if report.clean else "yellow")
     return model, model_args
@@ -305,15 +419,25 @@ def _loader_wait(iterator: Iterator[Any]) -> tuple[Any, float]:
 
 
 def _train_one_epoch(
-        model: nn.Module, loader: DataLoader, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any,
-        *, config: TrainConfig, clip_config: Any, device: torch.device, env: DistEnv, log: _Log, epoch: int,
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: Any,
+    *,
+    config: TrainConfig,
+    clip_config: Any,
+    device: torch.device,
+    env: DistEnv,
+    log: _Log,
+    epoch: int,
 ) -> dict[str, float]:
-    """One pass over the training split: forward under autocast, CE losses, scaled backward, clip, step, lr step."""
-    from epam_model.data import model_inputs
+    """One pass over the training split: forward under autocast, CE losses, scaled backward, clip,
+    step, lr step."""
 
     autocast, _, _ = autocast_context(config.amp, device)
     model.train()
-    totals = torch.zeros(4, dtype=torch.float64)      # loss sum, correct, clips, data-wait seconds
+    totals = torch.zeros(4, dtype=torch.float64)  # loss sum, correct, clips, data-wait seconds
     start = time.perf_counter()
     iterator = iter(loader)
     with log.progress(epoch, config.epochs, len(loader)) as bar:
@@ -332,53 +456,92 @@ def _train_one_epoch(
             nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
             scaler.step(optimizer)
             scaler.update()
-            scheduler.step()                            # cosine per iteration (paper.md 4.2)
+            scheduler.step()  # cosine per iteration (docs/architecture.md 10)
             n = len(labels)
             correct = (heads[main_head(config.stream)].argmax(1) == labels).sum()
-            totals += torch.tensor([loss.item() * n, correct.item(), n, waited], dtype=torch.float64)
+            totals += torch.tensor(
+                [loss.item() * n, correct.item(), n, waited], dtype=torch.float64
+            )
             if bar is not None:
                 elapsed = time.perf_counter() - start
-                bar[0].update(bar[1], advance=1, info=f"loss {totals[0] / totals[2]:.4f}  "
-                              f"{totals[2] * env.world_size / elapsed:.1f} clips/s  "
-                              f"data wait {totals[3] / elapsed:.0%}")
+                bar[0].update(
+                    bar[1],
+                    advance=1,
+                    info=f"loss {totals[0] / totals[2]:.4f}  "
+                    f"{totals[2] * env.world_size / elapsed:.1f} clips/s  "
+                    f"data wait {totals[3] / elapsed:.0%}",
+                )
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
     if env.distributed:
-        reduced = totals.to(device)                     # nccl reduces CUDA tensors only, gloo CPU ones
+        reduced = totals.to(device)  # nccl reduces CUDA tensors only, gloo CPU ones
         dist.all_reduce(reduced)
         totals = reduced.cpu()
         wait_share = float(totals[3] / env.world_size / seconds)
     else:
         wait_share = float(totals[3] / seconds)
     clips = float(totals[2])
-    return {"train_loss": float(totals[0] / max(clips, 1)), "train_top1": float(totals[1] / max(clips, 1)),
-            "clips_per_s": clips / seconds, "data_wait": wait_share, "train_seconds": seconds}
+    return {
+        "train_loss": float(totals[0] / max(clips, 1)),
+        "train_top1": float(totals[1] / max(clips, 1)),
+        "clips_per_s": clips / seconds,
+        "data_wait": wait_share,
+        "train_seconds": seconds,
+    }
 
 
 def _make_datasets(config: TrainConfig, clip_config: Any, render: str) -> tuple[Any, Any]:
-    from epam_model.data import ClipDataset, available_splits
 
-    val_split = config.val_split or ("val" if "val" in available_splits(config.dataset_dir, config.protocol)
-                                     else "test")
+    val_split = config.val_split or (
+        "val" if "val" in available_splits(config.dataset_dir, config.protocol) else "test"
+    )
     common = dict(stream=config.stream, config=clip_config, render=render)
-    train_set = ClipDataset(config.dataset_dir, config.protocol, "train", train=True, seed=config.seed, **common)
-    val_set = ClipDataset(config.dataset_dir, config.protocol, val_split, train=False, seed=0, **common)
+    train_set = ClipDataset(
+        config.dataset_dir, config.protocol, "train", train=True, seed=config.seed, **common
+    )
+    val_set = ClipDataset(
+        config.dataset_dir, config.protocol, val_split, train=False, seed=0, **common
+    )
     return train_set, val_set
 
 
-def _checkpoint_payload(model: nn.Module, optimizer: Any, scheduler: Any, scaler: Any, *, epoch: int,
-                        config: TrainConfig, model_args: dict, class_names: list[str], row: dict,
-                        best: dict, rng: list) -> dict[str, Any]:
-    return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "epoch": epoch,
-            "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng,
-            "config": config.to_dict(), "model_args": dict(model_args), "class_names": list(class_names),
-            "metrics": dict(row), "best": dict(best), "world_size": len(rng), "torch_version": str(torch.__version__)}
+def _checkpoint_payload(
+    model: nn.Module,
+    optimizer: Any,
+    scheduler: Any,
+    scaler: Any,
+    *,
+    epoch: int,
+    config: TrainConfig,
+    model_args: dict,
+    class_names: list[str],
+    row: dict,
+    best: dict,
+    rng: list,
+) -> dict[str, Any]:
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "epoch": epoch,
+        "model": unwrap(model).state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng": rng,
+        "config": config.to_dict(),
+        "model_args": dict(model_args),
+        "class_names": list(class_names),
+        "metrics": dict(row),
+        "best": dict(best),
+        "world_size": len(rng),
+        "torch_version": str(torch.__version__),
+    }
 
 
 def _gather_rng(device: torch.device, env: DistEnv) -> list[dict[str, Any]]:
-    """Every rank's RNG state, so a resumed DDP run continues each rank's dropout stream exactly."""
+    """Every rank's RNG state, so a resumed DDP run continues each rank's dropout stream
+    exactly."""
     state = rng_state(device)
     if not env.distributed:
         return [state]
@@ -387,24 +550,94 @@ def _gather_rng(device: torch.device, env: DistEnv) -> list[dict[str, Any]]:
     return states
 
 
-def train(config: TrainConfig, *, resume: bool = False, stop_after: int | None = None, console: Any = None
-          ) -> TrainResult:
-    """Train `config.stream` on `config.protocol`'s train split, validating on its val (else test) split.
+def train(
+    config: TrainConfig, *, resume: bool = False, stop_after: int | None = None, console: Any = None
+) -> TrainResult:
+    """Train `config.stream` on `config.protocol`'s train split, validating on its val (else test)
+    split.
 
-    Writes RUN_DIR/last.pt every epoch, best.pt when the selected validation metric improves, metrics.csv and
-    config.yaml. resume continues from RUN_DIR/last.pt exactly (same next-epoch loss as an uninterrupted run);
-    stop_after ends this invocation after that many epochs (for time-limited cluster jobs; resume later).
+    Writes RUN_DIR/last.pt every epoch, best.pt when the selected validation metric improves,
+    metrics.csv and config.yaml. resume continues from RUN_DIR/last.pt exactly (same next-epoch loss
+    as an uninterrupted run); stop_after ends this invocation after that many epochs (for
+    time-limited cluster jobs; resume later).
     """
     config.check()
     run_dir = Path(config.out)
     env, device = init_distributed(config.device)
     set_cpu_threads(device, config.threads, config.workers)
-    return _train(config, run_dir, env, device, resume=resume, stop_after=stop_after, console=console)
+    return _train(
+        config, run_dir, env, device, resume=resume, stop_after=stop_after, console=console
+    )
 
 
-def _train(config: TrainConfig, run_dir: Path, env: DistEnv, device: torch.device, *, resume: bool,
-           stop_after: int | None, console: Any) -> TrainResult:
-    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+@dataclass
+class _Run:
+    """What the epochs of one training run share (built by `_train`, advanced by `_run_epoch`)."""
+
+    config: TrainConfig
+    run_dir: Path
+    env: DistEnv
+    device: torch.device
+    log: Any
+    clip_config: Any
+    train_set: Any
+    val_set: Any
+    model: nn.Module
+    model_args: dict
+    sampler: Any
+    loader: Any
+    optimizer: Any
+    scheduler: Any
+    scaler: Any
+    best: dict[str, Any]
+
+
+def _train(
+    config: TrainConfig,
+    run_dir: Path,
+    env: DistEnv,
+    device: torch.device,
+    *,
+    resume: bool,
+    stop_after: int | None,
+    console: Any,
+) -> TrainResult:
+    saved = _open_run_dir(run_dir, config, env, resume=resume)
+    log = _Log(run_dir, env, console, config.progress)
+    _, _, amp_note = autocast_context(config.amp, device)
+    if amp_note:
+        log.print(amp_note, style="yellow")
+    _set_determinism(config.deterministic)
+    _seed_everything(config.seed)  # identical initial weights on every rank
+    run = _build_run(config, run_dir, env, device, log, saved)
+    start_epoch = _restore_or_seed(run, saved)
+    if env.is_main:
+        _write_config_yaml(run_dir / "config.yaml", config)
+    log.print(
+        f"{config.stream} on {config.protocol}: {len(run.train_set)} train / {len(run.val_set)} "
+        f"val clips, {run.train_set.num_classes} classes, {env.world_size} x batch "
+        f"{config.batch_size} on {device}, lr {run.optimizer.param_groups[0]['initial_lr']:g}, "
+        f"best by val {run.best['metric']}"
+    )
+    row: dict[str, float] = {}
+    end_epoch = (
+        config.epochs if stop_after is None else min(config.epochs, start_epoch + stop_after)
+    )
+    for epoch in range(start_epoch, end_epoch):
+        row = _run_epoch(run, epoch)
+    log.close()
+    best = run.best
+    return TrainResult(
+        run_dir, end_epoch, best["metric"], float(best["value"]), int(best["epoch"]), row
+    )
+
+
+def _open_run_dir(
+    run_dir: Path, config: TrainConfig, env: DistEnv, *, resume: bool
+) -> dict[str, Any] | None:
+    """The checkpoint to resume from (None for a new run), after checking that --resume and the
+    folder agree."""
+    last_path = run_dir / "last.pt"
     saved = None
     if resume:
         if not last_path.is_file():
@@ -412,112 +645,229 @@ def _train(config: TrainConfig, run_dir: Path, env: DistEnv, device: torch.devic
         saved = load_checkpoint(last_path)
         _check_resume(saved["config"], config, last_path)
     elif last_path.exists():
-        raise EpamError(f"{run_dir}: already holds a run (last.pt); pass --resume to continue it or choose another "
-                        "--out")
+        raise EpamError(
+            f"{run_dir}: already holds a run (last.pt); pass --resume to continue it or choose "
+            "another --out"
+        )
     if env.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-    log = _Log(run_dir, env, console, config.progress)
-    _, _, amp_note = autocast_context(config.amp, device)
-    if amp_note:
-        log.print(amp_note, style="yellow")
-    torch.backends.cudnn.benchmark = not config.deterministic
-    torch.backends.cudnn.deterministic = config.deterministic
-    if config.deterministic:  # every op that has a deterministic kernel uses it; the others warn once
+    return saved
+
+
+def _set_determinism(deterministic: bool) -> None:
+    """cuDNN autotuning for speed, or deterministic kernels everywhere (the others warn once) for
+    repeatability."""
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic
+    if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
-    _seed_everything(config.seed)                      # identical initial weights on every rank
-    clip_config = _clip_config(config)
-    render = _render_mode(config, device)
-    train_set, val_set = _make_datasets(config, clip_config, render)
-    model, model_args = _build_training_model(config, train_set.num_classes, clip_config, log, init=saved is None)
-    if saved is not None:
-        unwrap(model).load_state_dict(saved["model"])
-    if config.channels_last:                           # the frames layout runs ~1.6x faster so (xshiftnet.py)
+
+def _place_model(
+    model: nn.Module, config: TrainConfig, env: DistEnv, device: torch.device, log: Any
+) -> nn.Module:
+    """The model in its training memory format, on its device, wrapped for DDP when several
+    processes run."""
+    if config.channels_last:  # the frames layout runs ~1.6x faster so (xshiftnet.py)
         model = model.to(memory_format=torch.channels_last)
     model = model.to(device)
-    if env.distributed:
-        if config.sync_bn and device.type == "cuda":
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        elif config.sync_bn:
-            log.print("--sync-bn needs CUDA; keeping per-process BatchNorm on the CPU", style="yellow")
-        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if not env.distributed:
+        return model
+    if config.sync_bn and device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    elif config.sync_bn:
+        log.print("--sync-bn needs CUDA; keeping per-process BatchNorm on the CPU", style="yellow")
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None
+    )
 
-    sampler = DistributedSampler(train_set, num_replicas=env.world_size, rank=env.rank, shuffle=True,
-                                 seed=config.seed, drop_last=False)
-    from epam_model.data import worker_init_fn
 
-    loader = DataLoader(train_set, batch_size=config.batch_size, sampler=sampler, num_workers=config.workers,
-                        pin_memory=device.type == "cuda", worker_init_fn=worker_init_fn, drop_last=False,
-                        persistent_workers=config.workers > 0)
+def _check_splits(train_set: Any, val_set: Any, log: Any) -> None:
+    """Refuse a run that cannot learn or cannot pick best.pt; warn when training sees one class."""
+    for name, dataset in (("train", train_set), ("validation", val_set)):
+        if len(dataset) == 0:
+            raise EpamError(
+                f"{dataset.manifest}: the {name} split lists no samples; check the manifest (or "
+                "--val-split) before training"
+            )
+    classes = len(set(np.asarray(train_set.labels).tolist()))
+    if classes < 2:
+        log.print(
+            f"{train_set.manifest}: every training sample has the same label: the model can only "
+            "learn to predict it",
+            style="yellow",
+        )
+
+
+def _build_run(
+    config: TrainConfig,
+    run_dir: Path,
+    env: DistEnv,
+    device: torch.device,
+    log: Any,
+    saved: dict[str, Any] | None,
+) -> _Run:
+    """Datasets, model, loader and SGD + cosine schedule (per iteration, docs/architecture.md 10) of
+    a run."""
+    clip_config = _clip_config(config)
+    train_set, val_set = _make_datasets(config, clip_config, _render_mode(config, device))
+    _check_splits(train_set, val_set, log)
+    model, model_args = _build_training_model(
+        config, train_set.num_classes, clip_config, log, init=saved is None
+    )
+    if saved is not None:
+        unwrap(model).load_state_dict(saved["model"])
+    model = _place_model(model, config, env, device, log)
+    sampler = DistributedSampler(
+        train_set,
+        num_replicas=env.world_size,
+        rank=env.rank,
+        shuffle=True,
+        seed=config.seed,
+        drop_last=False,
+    )
+    loader = DataLoader(
+        train_set,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        num_workers=config.workers,
+        pin_memory=device.type == "cuda",
+        worker_init_fn=worker_init_fn,
+        drop_last=False,
+        persistent_workers=config.workers > 0,
+    )
     lr = config.lr if config.lr is not None else 0.001 * config.batch_size * env.world_size / 16
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=len(loader) * config.epochs, eta_min=0)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=len(loader) * config.epochs, eta_min=0
+    )
     _, use_scaler, _ = autocast_context(config.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+    best = {"metric": _select_metric(config), "value": -math.inf, "epoch": 0}
+    return _Run(
+        config,
+        run_dir,
+        env,
+        device,
+        log,
+        clip_config,
+        train_set,
+        val_set,
+        model,
+        model_args,
+        sampler,
+        loader,
+        optimizer,
+        scheduler,
+        scaler,
+        best,
+    )
 
-    metric_name = _select_metric(config)
-    best = {"metric": metric_name, "value": -math.inf, "epoch": 0}
-    start_epoch = 0
-    if saved is not None:
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        if saved["scaler"]:
-            scaler.load_state_dict(saved["scaler"])
-        start_epoch, best = int(saved["epoch"]), dict(saved["best"])
-        rngs = saved["rng"]
-        if len(rngs) == env.world_size:
-            set_rng_state(rngs[env.rank], device)
-        else:
-            _seed_everything(config.seed + 1000 * start_epoch + env.rank)
-            log.print(f"resuming {len(rngs)}-process RNG states on {env.world_size} processes: reseeded, so the "
-                      "continuation is not bit-identical", style="yellow")
-        log.truncate_metrics(start_epoch)
-        log.print(f"resumed {last_path} after epoch {start_epoch}")
+
+def _restore_or_seed(run: _Run, saved: dict[str, Any] | None) -> int:
+    """The epoch to start from: optimiser, schedule, scaler, best and RNG states of a resumed run,
+    else 0 with each rank seeded for its own dropout stream."""
+    env, config = run.env, run.config
+    if saved is None:
+        _seed_everything(config.seed + env.rank)
+        return 0
+    run.optimizer.load_state_dict(saved["optimizer"])
+    run.scheduler.load_state_dict(saved["scheduler"])
+    if saved["scaler"]:
+        run.scaler.load_state_dict(saved["scaler"])
+    start_epoch, run.best = int(saved["epoch"]), dict(saved["best"])
+    rngs = saved["rng"]
+    if len(rngs) == env.world_size:
+        set_rng_state(rngs[env.rank], run.device)
     else:
-        _seed_everything(config.seed + env.rank)       # each rank its own dropout stream
-    if env.is_main:
-        _write_config_yaml(run_dir / "config.yaml", config)
-    log.print(f"{config.stream} on {config.protocol}: {len(train_set)} train / {len(val_set)} val clips, "
-              f"{train_set.num_classes} classes, {env.world_size} x batch {config.batch_size} on {device}, lr {lr:g}, "
-              f"best by val {metric_name}")
+        _seed_everything(config.seed + 1000 * start_epoch + env.rank)
+        run.log.print(
+            f"resuming {len(rngs)}-process RNG states on {env.world_size} processes: reseeded, so "
+            "the continuation is not bit-identical",
+            style="yellow",
+        )
+    run.log.truncate_metrics(start_epoch)
+    run.log.print(f"resumed {run.run_dir / 'last.pt'} after epoch {start_epoch}")
+    return start_epoch
 
-    row: dict[str, float] = {}
-    end_epoch = config.epochs if stop_after is None else min(config.epochs, start_epoch + stop_after)
-    for epoch in range(start_epoch, end_epoch):
-        sampler.set_epoch(epoch)
-        train_set.set_epoch(epoch)
-        epoch_lr = optimizer.param_groups[0]["lr"]
-        stats = _train_one_epoch(model, loader, optimizer, scheduler, scaler, config=config, clip_config=clip_config,
-                                 device=device, env=env, log=log, epoch=epoch + 1)
-        logits = predict(model, val_set, stream=config.stream, clip_config=clip_config, device=device,
-                         batch_size=config.eval_batch_size or config.batch_size, workers=config.workers,
-                         amp=config.amp, env=env)
-        val = summarize(logits[main_head(config.stream)], np.asarray(val_set.labels))
-        row = {"epoch": epoch + 1, "lr": epoch_lr, "train_loss": stats["train_loss"],
-               "train_top1": stats["train_top1"], "val_top1": val["top1"], "val_mean_class_acc": val["mean_class_acc"],
-               "clips_per_s": stats["clips_per_s"], "data_wait": stats["data_wait"],
-               "seconds": stats["train_seconds"]}
-        improved = val[metric_name] > best["value"]
+
+def _run_epoch(run: _Run, epoch: int) -> dict[str, float]:
+    """Train one epoch, validate, write the metrics row and the checkpoints (last.pt, best.pt when
+    better)."""
+    config, env = run.config, run.env
+    run.sampler.set_epoch(epoch)
+    run.train_set.set_epoch(epoch)
+    epoch_lr = run.optimizer.param_groups[0]["lr"]
+    stats = _train_one_epoch(
+        run.model,
+        run.loader,
+        run.optimizer,
+        run.scheduler,
+        run.scaler,
+        config=config,
+        clip_config=run.clip_config,
+        device=run.device,
+        env=env,
+        log=run.log,
+        epoch=epoch + 1,
+    )
+    logits = predict(
+        run.model,
+        run.val_set,
+        stream=config.stream,
+        clip_config=run.clip_config,
+        device=run.device,
+        batch_size=config.eval_batch_size or config.batch_size,
+        workers=config.workers,
+        amp=config.amp,
+        env=env,
+    )
+    val = summarize(logits[main_head(config.stream)], np.asarray(run.val_set.labels))
+    row = {
+        "epoch": epoch + 1,
+        "lr": epoch_lr,
+        "train_loss": stats["train_loss"],
+        "train_top1": stats["train_top1"],
+        "val_top1": val["top1"],
+        "val_mean_class_acc": val["mean_class_acc"],
+        "clips_per_s": stats["clips_per_s"],
+        "data_wait": stats["data_wait"],
+        "seconds": stats["train_seconds"],
+    }
+    metric = run.best["metric"]
+    improved = val[metric] > run.best["value"]
+    if improved:
+        run.best = {"metric": metric, "value": float(val[metric]), "epoch": epoch + 1}
+    rng = _gather_rng(run.device, env)  # a collective: every rank takes part
+    if env.is_main:
+        run.log.write_row(row)  # before the checkpoint: a resume truncates later rows
+        payload = _checkpoint_payload(
+            run.model,
+            run.optimizer,
+            run.scheduler,
+            run.scaler,
+            epoch=epoch + 1,
+            config=config,
+            model_args=run.model_args,
+            class_names=run.train_set.class_names,
+            row=row,
+            best=run.best,
+            rng=rng,
+        )
+        save_checkpoint(run.run_dir / "last.pt", payload)
         if improved:
-            best = {"metric": metric_name, "value": float(val[metric_name]), "epoch": epoch + 1}
-        rng = _gather_rng(device, env)                 # a collective: every rank takes part
-        if env.is_main:
-            log.write_row(row)                         # before the checkpoint: a resume truncates later rows
-            payload = _checkpoint_payload(model, optimizer, scheduler, scaler, epoch=epoch + 1, config=config,
-                                          model_args=model_args, class_names=train_set.class_names, row=row,
-                                          best=best, rng=rng)
-            save_checkpoint(last_path, payload)
-            if improved:
-                save_checkpoint(best_path, payload)
-        log.print(f"epoch {epoch + 1}/{config.epochs}: loss {row['train_loss']:.4f}, train top-1 "
-                  f"{row['train_top1']:.3f}, val top-1 {row['val_top1']:.3f}, val mean class acc "
-                  f"{row['val_mean_class_acc']:.3f}, {row['clips_per_s']:.1f} clips/s, data wait "
-                  f"{row['data_wait']:.0%}{'  (best)' if improved else ''}")
-        if env.distributed:
-            dist.barrier()                             # no rank runs ahead of the checkpoint it may resume from
-    log.close()
-    return TrainResult(run_dir, end_epoch, best["metric"], float(best["value"]), int(best["epoch"]), row)
+            save_checkpoint(run.run_dir / "best.pt", payload)
+    run.log.print(
+        f"epoch {epoch + 1}/{config.epochs}: loss {row['train_loss']:.4f}, train top-1 "
+        f"{row['train_top1']:.3f}, val top-1 {row['val_top1']:.3f}, val mean class acc "
+        f"{row['val_mean_class_acc']:.3f}, {row['clips_per_s']:.1f} clips/s, data wait "
+        f"{row['data_wait']:.0%}{'  (best)' if improved else ''}"
+    )
+    if env.distributed:
+        dist.barrier()  # no rank runs ahead of the checkpoint it may resume from
+    return row
 
 
 def _write_config_yaml(path: Path, config: TrainConfig) -> None:
@@ -527,9 +877,10 @@ def _write_config_yaml(path: Path, config: TrainConfig) -> None:
     write_text_atomic(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Evaluation
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class EvalResult:
@@ -548,66 +899,75 @@ class EvalResult:
         for column in ("head", "top-1", "top-5", "mean class acc"):
             table.add_column(column, justify="left" if column == "head" else "right")
         for head, values in self.metrics.items():
-            table.add_row(head, *(f"{100 * values[key]:.2f}" for key in ("top1", "top5", "mean_class_acc")))
+            table.add_row(
+                head, *(f"{100 * values[key]:.2f}" for key in ("top1", "top5", "mean_class_acc"))
+            )
         return table
 
 
-def draw_confusion_png(matrix: np.ndarray, path: str | Path, class_names: Sequence[str] | None = None,
-                       title: str = "") -> Path:
-    """Row-normalised confusion matrix as a PNG drawn with Pillow (matplotlib is not a dependency).
-
-    Rows are true classes, columns predictions; darker blue = larger share of the row. Class indices label the
-    axes when there is room; the class names go in the per-class CSV.
-    """
-    from PIL import Image, ImageDraw
-
-    num = matrix.shape[0]
-    cell = int(max(4, min(32, 960 // max(num, 1))))
-    margin = 40
-    totals = matrix.sum(axis=1, keepdims=True)
-    shares = np.divide(matrix, totals, out=np.zeros(matrix.shape, dtype=float), where=totals > 0)
-    size = margin + cell * num + 8
-    title = title or "confusion (rows: true, columns: predicted)"
-    image = Image.new("RGB", (max(size, 8 + 6 * len(title)), size + 20), "white")
-    draw = ImageDraw.Draw(image)
-    for i in range(num):
-        for j in range(num):
-            v = float(shares[i, j])
-            colour = (int(255 - 225 * v), int(255 - 180 * v), 255 - int(60 * v))
-            x0, y0 = margin + j * cell, 20 + margin + i * cell
-            draw.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=colour, outline=(220, 220, 220))
-        if cell >= 12:
-            draw.text((4, 20 + margin + i * cell + cell // 2 - 5), str(i), fill="black")
-            draw.text((margin + i * cell + 2, 20 + margin - 12), str(i), fill="black")
-    draw.text((4, 2), title, fill="black")
-    write_atomic(path, lambda stream: image.save(stream, format="PNG"))
-    return Path(path)
-
-
-def _write_eval_files(scores: Scores, out_dir: Path, head: str, meta: Mapping[str, Any]) -> dict[str, Path]:
+def _write_eval_files(
+    scores: Scores, out_dir: Path, head: str, meta: Mapping[str, Any]
+) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics = scores.metrics()
-    files = {"metrics": out_dir / "metrics.json", "per_class": out_dir / "per_class.csv",
-             "confusion": out_dir / "confusion.png", "scores": out_dir / "scores.npz"}
-    write_text_atomic(files["metrics"], json.dumps({**metrics, "meta": dict(meta)}, indent=2) + "\n")
+    files = {
+        "metrics": out_dir / "metrics.json",
+        "per_class": out_dir / "per_class.csv",
+        "confusion": out_dir / "confusion.png",
+        "scores": out_dir / "scores.npz",
+    }
+    write_text_atomic(
+        files["metrics"], json.dumps({**metrics, "meta": dict(meta)}, indent=2) + "\n"
+    )
     rows = per_class_table(scores.logits[head], scores.labels, scores.class_names)
-    others = {name: per_class_table(values, scores.labels, scores.class_names)
-              for name, values in scores.logits.items() if name != head}
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["class_index", "class_name", "samples", "correct", f"accuracy_{head}",
-                     *(f"accuracy_{name}" for name in others), "most_confused_with"])
-    for i, row in enumerate(rows):
-        writer.writerow([row.index, row.name, row.samples, row.correct, _fmt(row.accuracy),
-                         *(_fmt(table[i].accuracy) for table in others.values()), row.most_confused])
-    write_text_atomic(files["per_class"], buffer.getvalue())
+    others = {
+        name: per_class_table(values, scores.labels, scores.class_names)
+        for name, values in scores.logits.items()
+        if name != head
+    }
+    header = [
+        "class_index",
+        "class_name",
+        "samples",
+        "correct",
+        f"accuracy_{head}",
+        *(f"accuracy_{name}" for name in others),
+        "most_confused_with",
+    ]
+    write_csv_atomic(
+        files["per_class"],
+        header,
+        (
+            [
+                row.index,
+                row.name,
+                row.samples,
+                row.correct,
+                _fmt(row.accuracy),
+                *(_fmt(table[i].accuracy) for table in others.values()),
+                row.most_confused,
+            ]
+            for i, row in enumerate(rows)
+        ),
+    )
     predictions = scores.logits[head].argmax(axis=1)
     matrix = confusion_matrix(scores.labels, predictions, len(scores.class_names))
-    draw_confusion_png(matrix, files["confusion"], scores.class_names,
-                       title=f"{head}: confusion, {len(scores.labels)} samples (rows true, columns predicted)")
-    write_atomic(files["scores"], lambda stream: np.savez(
-        stream, sample_ids=np.asarray(scores.sample_ids), labels=scores.labels,
-        class_names=np.asarray(scores.class_names), **scores.logits))
+    draw_confusion_png(
+        matrix,
+        files["confusion"],
+        scores.class_names,
+        title=f"{head}: confusion, {len(scores.labels)} samples (rows true, columns predicted)",
+    )
+    write_atomic(
+        files["scores"],
+        lambda stream: np.savez(
+            stream,
+            sample_ids=np.asarray(scores.sample_ids),
+            labels=scores.labels,
+            class_names=np.asarray(scores.class_names),
+            **scores.logits,
+        ),
+    )
     return files
 
 
@@ -616,15 +976,27 @@ def _fmt(value: float) -> str:
 
 
 def evaluate(
-        source: str | Path, dataset_dir: str | Path, protocol: str, *, split: str = "test", clips: int = 1,
-        flip: bool = False, out_dir: str | Path | None = None, batch_size: int | None = None, workers: int = 2,
-        device: str = "auto", amp: str | None = None, threads: int | None = None,
+    source: str | Path,
+    dataset_dir: str | Path,
+    protocol: str,
+    *,
+    split: str = "test",
+    clips: int = 1,
+    flip: bool = False,
+    out_dir: str | Path | None = None,
+    batch_size: int | None = None,
+    workers: int = 2,
+    device: str = "auto",
+    amp: str | None = None,
+    threads: int | None = None,
 ) -> EvalResult:
-    """Score a split with a checkpoint (a file, or a run folder's best.pt) and write the report files.
+    """Score a split with a checkpoint (a file, or a run folder's best.pt) and write the report
+    files.
 
-    clips > 1 samples N clips per video with different frame offsets (`_eval_dataset`) and averages the logits;
-    flip averages in the mirrored inputs too. Runs under torchrun as well (every sample scored once).
-    Files go to out_dir, by default <run folder>/eval/<protocol>_<split>[_clipsN][_flip]/.
+    clips > 1 samples N clips per video with different frame offsets (`_eval_dataset`) and averages
+    the logits; flip averages in the mirrored inputs too. Runs under torchrun as well (every sample
+    scored once). Files go to out_dir, by default <run
+    folder>/eval/<protocol>_<split>[_clipsN][_flip]/.
     """
     if clips < 1:
         raise EpamError(f"--clips {clips}: need at least 1 clip per video")
@@ -638,39 +1010,88 @@ def evaluate(
     if saved.get("channels_last", True):
         model = model.to(memory_format=torch.channels_last)
     model = model.to(torch_device)
-    clip_config = _clip_config(TrainConfig.from_dict({**saved, "dataset_dir": str(dataset_dir), "protocol": protocol}))
+    clip_config = _clip_config(
+        TrainConfig.from_dict({**saved, "dataset_dir": str(dataset_dir), "protocol": protocol})
+    )
     render = _render_mode(TrainConfig.from_dict(saved), torch_device)
     total: dict[str, np.ndarray] = {}
     for clip in range(clips):
-        dataset = _eval_dataset(dataset_dir, protocol, split, stream, clip_config, render, clip, clips)
+        dataset = _eval_dataset(
+            dataset_dir, protocol, split, stream, clip_config, render, clip, clips
+        )
         if clip == 0:
-            _check_classes(dataset.class_names, payload["class_names"], checkpoint, dataset_dir, protocol)
-        logits = predict(model, dataset, stream=stream, clip_config=clip_config, device=torch_device,
-                         batch_size=batch_size or int(saved.get("batch_size", 12)), workers=workers,
-                         amp=amp or saved.get("amp", "off"), flip=flip, env=env)
+            _check_classes(
+                dataset.class_names, payload["class_names"], checkpoint, dataset_dir, protocol
+            )
+        logits = predict(
+            model,
+            dataset,
+            stream=stream,
+            clip_config=clip_config,
+            device=torch_device,
+            batch_size=batch_size or int(saved.get("batch_size", 12)),
+            workers=workers,
+            amp=amp or saved.get("amp", "off"),
+            flip=flip,
+            env=env,
+        )
         total = {head: total.get(head, 0) + values for head, values in logits.items()}
-    scores = Scores(list(dataset.sample_ids), np.asarray(dataset.labels, dtype=np.int64),
-                    {head: (values / clips).astype(np.float32) for head, values in total.items()},
-                    list(dataset.class_names))
+    scores = Scores(
+        list(dataset.sample_ids),
+        np.asarray(dataset.labels, dtype=np.int64),
+        {head: (values / clips).astype(np.float32) for head, values in total.items()},
+        list(dataset.class_names),
+    )
     suffix = (f"_clips{clips}" if clips > 1 else "") + ("_flip" if flip else "")
     out = Path(out_dir) if out_dir else checkpoint.parent / "eval" / f"{protocol}_{split}{suffix}"
-    meta = {"checkpoint": str(checkpoint), "epoch": int(payload["epoch"]), "dataset_dir": str(dataset_dir),
-            "protocol": protocol, "split": split, "clips": clips, "flip": flip, "samples": len(scores.labels),
-            "stream": stream}
+    meta = {
+        "checkpoint": str(checkpoint),
+        "epoch": int(payload["epoch"]),
+        "dataset_dir": str(dataset_dir),
+        "protocol": protocol,
+        "split": split,
+        "clips": clips,
+        "flip": flip,
+        "samples": len(scores.labels),
+        "stream": stream,
+    }
     files = _write_eval_files(scores, out, main_head(stream), meta) if env.is_main else {}
     return EvalResult(scores.metrics(), out, files, len(scores.labels), checkpoint)
 
 
-def _eval_dataset(dataset_dir: str | Path, protocol: str, split: str, stream: str, clip_config: Any, render: str,
-                  clip: int, clips: int) -> Any:
-    """Clip `clip` of `clips` per video, as PoseC3D's multi-clip test takes them (clip 0 is the single test clip)."""
-    from epam_model.data import ClipDataset
+def _eval_dataset(
+    dataset_dir: str | Path,
+    protocol: str,
+    split: str,
+    stream: str,
+    clip_config: Any,
+    render: str,
+    clip: int,
+    clips: int,
+) -> Any:
+    """Clip `clip` of `clips` per video, as PoseC3D's multi-clip test takes them (clip 0 is the
+    single test clip)."""
 
-    return ClipDataset(dataset_dir, protocol, split, stream=stream, train=False, config=clip_config, seed=0,
-                       render=render, clip=clip, num_clips=clips)
+    return ClipDataset(
+        dataset_dir,
+        protocol,
+        split,
+        stream=stream,
+        train=False,
+        config=clip_config,
+        seed=0,
+        render=render,
+        clip=clip,
+        num_clips=clips,
+    )
 
 
-def _check_classes(names: list[str], saved: list[str], checkpoint: Path, dataset_dir: Any, protocol: str) -> None:
+def _check_classes(
+    names: list[str], saved: list[str], checkpoint: Path, dataset_dir: Any, protocol: str
+) -> None:
     if len(names) != len(saved):
-        raise EpamError(f"{checkpoint}: trained on {len(saved)} classes but {dataset_dir} protocol {protocol!r} has "
-                        f"{len(names)}; evaluate on the dataset and protocol the model was trained for")
+        raise EpamError(
+            f"{checkpoint}: trained on {len(saved)} classes but {dataset_dir} protocol "
+            f"{protocol!r} has "
+            f"{len(names)}; evaluate on the dataset and protocol the model was trained for"
+        )

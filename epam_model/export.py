@@ -1,8 +1,10 @@
-"""ONNX export of EPAM-Net or one stream, checked against PyTorch with onnxruntime on the same random input.
+"""ONNX export of EPAM-Net or one stream, checked against PyTorch with onnxruntime on the same
+random input.
 
-Uses the torch.export-based exporter (`torch.onnx.export(..., dynamo=True)`), which needs the packages onnx and
-onnxscript; the check needs onnxruntime. All three are imported inside the functions, so `import epam_model` works
-without them. The batch axis is dynamic; clip length and frame size are fixed at the sizes given.
+Uses the torch.export-based exporter (`torch.onnx.export(..., dynamo=True)`), which needs the
+packages onnx and onnxscript; the check needs onnxruntime. All three are imported inside the
+functions, so `import epam_model` works without them. The batch axis is dynamic; clip length and
+frame size are fixed at the sizes given.
 """
 
 import contextlib
@@ -35,36 +37,54 @@ class ExportReport:
 
     path: Path
     input_names: tuple[str, ...]
-    input_shapes: tuple[tuple[int, ...], ...]    # the example (and check) inputs; axis 0 is dynamic in the graph
+    input_shapes: tuple[
+        tuple[int, ...], ...
+    ]  # the example (and check) inputs; axis 0 is dynamic in the graph
     output_names: tuple[str, ...]
     opset: int
-    seconds: float                               # export time
-    max_abs_diff: float | None                   # onnxruntime vs PyTorch, largest over all outputs; None: not checked
-    max_abs_output: float | None                 # largest |PyTorch output| on the same input, to judge the diff
+    seconds: float  # export time
+    max_abs_diff: (
+        float | None
+    )  # onnxruntime vs PyTorch, largest over all outputs; None: not checked
+    max_abs_output: float | None  # largest |PyTorch output| on the same input, to judge the diff
 
     def lines(self) -> list[str]:
-        shapes = ", ".join(f"{name} {list(shape)}" for name, shape in zip(self.input_names, self.input_shapes))
-        out = [f"wrote {self.path} (opset {self.opset}, {self.path.stat().st_size / 1e6:.1f} MB, "
-               f"{self.seconds:.0f} s): inputs {shapes} (batch axis dynamic), outputs {', '.join(self.output_names)}"]
+        shapes = ", ".join(
+            f"{name} {list(shape)}" for name, shape in zip(self.input_names, self.input_shapes)
+        )
+        out = [
+            f"wrote {self.path} (opset {self.opset}, {self.path.stat().st_size / 1e6:.1f} MB, "
+            f"{self.seconds:.0f} s): inputs {shapes} (batch axis dynamic), outputs "
+            f"{', '.join(self.output_names)}"
+        ]
         if self.max_abs_diff is not None:
-            out.append(f"onnxruntime vs PyTorch on the same random input: max abs diff {self.max_abs_diff:.3g} "
-                       f"(outputs up to {self.max_abs_output:.3g} in magnitude)")
+            out.append(
+                "onnxruntime vs PyTorch on the same random input: max abs diff "
+                f"{self.max_abs_diff:.3g} (outputs up to {self.max_abs_output:.3g} in magnitude)"
+            )
         return out
 
 
 def example_inputs(
-        model: nn.Module, batch: int = 2, *, rgb_shape: tuple[int, ...] = PAPER_RGB_SHAPE,
-        pose_shape: tuple[int, ...] | None = None, seed: int = 0,
+    model: nn.Module,
+    batch: int = 2,
+    *,
+    rgb_shape: tuple[int, ...] = PAPER_RGB_SHAPE,
+    pose_shape: tuple[int, ...] | None = None,
+    seed: int = 0,
 ) -> tuple[Tensor, ...]:
-    """Random inputs at the paper's clip sizes for `model` (EpamNet -> (rgb, pose); a stream -> (clip,)).
+    """Random inputs at the paper's clip sizes for `model` (EpamNet -> (rgb, pose); a stream ->
+    (clip,)).
 
     A single stream's input kind is read from its first conv (3 channels = RGB, else heatmaps).
     """
     generator = torch.Generator().manual_seed(seed)
     if isinstance(model, EpamNet):
         pose_shape = pose_shape or (model.pose.in_channels, *PAPER_POSE_SHAPE[1:])
-        return (torch.randn(batch, *rgb_shape, generator=generator),
-                torch.randn(batch, *pose_shape, generator=generator))
+        return (
+            torch.randn(batch, *rgb_shape, generator=generator),
+            torch.randn(batch, *pose_shape, generator=generator),
+        )
     in_channels = model.in_channels
     if in_channels == 3:
         return (torch.randn(batch, *rgb_shape, generator=generator),)
@@ -72,15 +92,20 @@ def example_inputs(
     return (torch.randn(batch, *pose_shape, generator=generator),)
 
 
-def check_onnx(path: str | Path, model: nn.Module, inputs: tuple[Tensor, ...]) -> tuple[float, float]:
+def check_onnx(
+    path: str | Path, model: nn.Module, inputs: tuple[Tensor, ...]
+) -> tuple[float, float]:
     """Run the ONNX file with onnxruntime (CPU) and `model` in PyTorch on `inputs`.
 
-    Returns the largest absolute difference over all outputs and the largest absolute PyTorch output.
+    Returns the largest absolute difference over all outputs and the largest absolute PyTorch
+    output.
     """
     try:
         import onnxruntime
     except ImportError as err:
-        raise ExportError(f"checking the exported graph needs onnxruntime: {ONNX_PACKAGES}") from err
+        raise ExportError(
+            f"checking the exported graph needs onnxruntime: {ONNX_PACKAGES}"
+        ) from err
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feeds = {arg.name: tensor.numpy() for arg, tensor in zip(session.get_inputs(), inputs)}
     got = session.run(None, feeds)
@@ -88,15 +113,18 @@ def check_onnx(path: str | Path, model: nn.Module, inputs: tuple[Tensor, ...]) -
         expected = model(*inputs)
     expected = tuple(expected) if isinstance(expected, tuple) else (expected,)
     if len(got) != len(expected):
-        raise ExportError(f"{path}: the graph has {len(got)} outputs, PyTorch gives {len(expected)}")
+        raise ExportError(
+            f"{path}: the graph has {len(got)} outputs, PyTorch gives {len(expected)}"
+        )
     diff = max(float((torch.from_numpy(g) - e).abs().max()) for g, e in zip(got, expected))
     return diff, max(float(e.abs().max()) for e in expected)
 
 
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
-    """Silence the exporter's notes that do not concern this model (torchvision ops it skips, a pytree
-    FutureWarning) for the duration of one export; levels and filters are restored afterwards."""
+    """Silence the exporter's notes that do not concern this model (torchvision ops it skips, a
+    pytree FutureWarning) for the duration of one export; levels and filters are restored
+    afterwards."""
     registration = logging.getLogger("torch.onnx._internal.exporter._registration")
     level = registration.level
     registration.setLevel(logging.ERROR)
@@ -109,18 +137,25 @@ def _quiet_exporter() -> Iterator[None]:
 
 
 def export_onnx(
-        model: nn.Module, out: str | Path, *, batch: int = 2, rgb_shape: tuple[int, ...] = PAPER_RGB_SHAPE,
-        pose_shape: tuple[int, ...] | None = None, opset: int = 18, check: bool = True, tolerance: float = 1e-3,
+    model: nn.Module,
+    out: str | Path,
+    *,
+    batch: int = 2,
+    rgb_shape: tuple[int, ...] = PAPER_RGB_SHAPE,
+    pose_shape: tuple[int, ...] | None = None,
+    opset: int = 18,
+    check: bool = True,
+    tolerance: float = 1e-3,
 ) -> ExportReport:
-    """Export `model` in eval mode (its mode is restored afterwards) to ONNX with a dynamic batch axis and check it
-    against PyTorch.
+    """Export `model` in eval mode (its mode is restored afterwards) to ONNX with a dynamic batch
+    axis and check it against PyTorch.
 
     Args:
-        model: `EpamNet` (inputs "rgb", "pose"; outputs "rgb_logits", "pose_logits", fused = their sum) or one
-            stream (input "rgb" or "pose"; output "logits").
+        model: `EpamNet` (inputs "rgb", "pose"; outputs "rgb_logits", "pose_logits", fused = their
+            sum) or one stream (input "rgb" or "pose"; output "logits").
         out: the .onnx file to write (its folder is created).
-        batch: batch size of the example inputs used to trace and to check (2: torch.export specialises a batch
-            of 1 to a constant).
+        batch: batch size of the example inputs used to trace and to check (2: torch.export
+            specialises a batch of 1 to a constant).
         rgb_shape, pose_shape: per-clip input shapes, fixed in the graph; default the paper's sizes.
         opset: ONNX opset version.
         check: run the file with onnxruntime on the same random input and compare with PyTorch.
@@ -130,35 +165,60 @@ def export_onnx(
         import onnx  # noqa: F401 - the exporter needs both; fail here with an actionable message
         import onnxscript  # noqa: F401
     except ImportError as err:
-        raise ExportError(f"ONNX export needs the packages onnx and onnxscript: {ONNX_PACKAGES}") from err
+        raise ExportError(
+            f"ONNX export needs the packages onnx and onnxscript: {ONNX_PACKAGES}"
+        ) from err
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     was_training = model.training
-    model.eval()                                                       # restored below: no hidden mode change
+    model.eval()  # restored below: no hidden mode change
     try:
         inputs = example_inputs(model, batch, rgb_shape=rgb_shape, pose_shape=pose_shape)
         if isinstance(model, EpamNet):
             input_names, output_names = ("rgb", "pose"), ("rgb_logits", "pose_logits")
         else:
             input_names, output_names = ("rgb" if model.in_channels == 3 else "pose",), ("logits",)
-        dynamic = tuple({0: torch.export.Dim.DYNAMIC} for _ in inputs)   # by position: forward's argument names vary
+        dynamic = tuple(
+            {0: torch.export.Dim.DYNAMIC} for _ in inputs
+        )  # by position: forward's argument names vary
         start = time.perf_counter()
         try:
             with _quiet_exporter():
-                torch.onnx.export(model, inputs, str(out), dynamo=True, input_names=list(input_names),
-                                  output_names=list(output_names), dynamic_shapes=dynamic, opset_version=opset,
-                                  external_data=False, verbose=False)          # one self-contained file (10 MB)
-        except Exception as err:  # noqa: BLE001 - the exporter raises many types; all mean the same to the user
+                torch.onnx.export(
+                    model,
+                    inputs,
+                    str(out),
+                    dynamo=True,
+                    input_names=list(input_names),
+                    output_names=list(output_names),
+                    dynamic_shapes=dynamic,
+                    opset_version=opset,
+                    external_data=False,
+                    verbose=False,
+                )  # one self-contained file (10 MB)
+        # the exporter raises many types; all mean the same to the user
+        except Exception as err:  # noqa: BLE001
             cause = err
-            while cause.__cause__ is not None:                         # the exporter wraps the real reason
+            while cause.__cause__ is not None:  # the exporter wraps the real reason
                 cause = cause.__cause__
-            raise ExportError(f"exporting to {out} failed: {type(cause).__name__}: "
-                              f"{str(cause).splitlines()[0]}") from err
+            raise ExportError(
+                f"exporting to {out} failed: {type(cause).__name__}: {str(cause).splitlines()[0]}"
+            ) from err
         seconds = time.perf_counter() - start
         max_abs_diff, max_abs_output = check_onnx(out, model, inputs) if check else (None, None)
     finally:
         model.train(was_training)
     if max_abs_diff is not None and not max_abs_diff <= tolerance:
-        raise ExportError(f"{out}: onnxruntime and PyTorch differ by up to {max_abs_diff:.3g} (> {tolerance})")
-    return ExportReport(out, input_names, tuple(tuple(x.shape) for x in inputs), output_names, opset, seconds,
-                        max_abs_diff, max_abs_output)
+        raise ExportError(
+            f"{out}: onnxruntime and PyTorch differ by up to {max_abs_diff:.3g} (> {tolerance})"
+        )
+    return ExportReport(
+        out,
+        input_names,
+        tuple(tuple(x.shape) for x in inputs),
+        output_names,
+        opset,
+        seconds,
+        max_abs_diff,
+        max_abs_output,
+    )

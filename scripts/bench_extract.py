@@ -1,26 +1,28 @@
-"""Benchmark `epam-data extract` at 1080p: frames/s per stage and end to end, 1 and 2 persons, --jobs 1 and 2.
+"""Benchmark `epam-data extract` at 1080p: frames/s per stage and end to end, 1-2 persons, 1-2 jobs.
 
     python scripts/bench_extract.py [--frames 120] [--clip ../shared/media/two_players_426x240.mp4]
 
-The shared two-player clip is upscaled to 1920x1080 with PyAV (H.264, into a temporary folder); its first 120
-frames show both players in full view. "1 person" runs it with --max-persons 1 (the tracker holds one person,
-the detector stops once it has one), "2 persons" with --max-persons 2. Stages are timed on one clip in this
-process after a warm-up: decode (decord, chunks of 8), pose (detector + landmarks, from the backend's own
-timers), crop + JPEG (256 px, quality 90), write (one sample into an HDF5 shard). End to end is
-`extract_dataset` on copies of the clip (3 for --jobs 1, 6 for --jobs 2: the same work per process), wall time
-including worker start-up, frames/s over all frames; "no decode thread" turns off the chunk prefetch, so the one
-process uses one core.
+The shared two-player clip is upscaled to 1920x1080 with PyAV (H.264, into a temporary folder); its
+first 120 frames show both players in full view. "1 person" runs it with --max-persons 1 (the
+tracker holds one person, the detector stops once it has one), "2 persons" with --max-persons 2.
+Stages are timed on one clip in this process after a warm-up: decode (decord, chunks of 8), pose
+(detector + landmarks, from the backend's own timers), crop + JPEG (256 px, quality 90), write (one
+sample into an HDF5 shard). End to end is `extract_dataset` on copies of the clip (3 for --jobs 1, 6
+for --jobs 2: the same work per process), wall time including worker start-up, frames/s over all
+frames; "no decode thread" turns off the chunk prefetch, so the one process uses one core.
 
-    python scripts/bench_extract.py --backend mmlab [--pairs rtmdet-tiny:rtmpose-m,faster-rcnn-person:hrnet-w32]
+    python scripts/bench_extract.py --backend mmlab \
+        [--pairs rtmdet-tiny:rtmpose-m,faster-rcnn-person:hrnet-w32]
     python scripts/bench_extract.py --backend blazepose+mmpose [--pairs hrnet-w32]
 
-times the OpenMMLab backends instead (`epam_data.pose.mmlab`; needs scripts/install_mmlab.sh, --light for
-blazepose+mmpose), on the first --frames frames (default 8 for them) with --threads torch threads: the detector per
-frame and the pose model per person box, each at batch 1 and batched (8 frames, 32 crops), then the backend end to
-end per frame, fed 1 frame per call (batch 1) and chunks of 8. Weights are random unless --det-checkpoint /
---pose-checkpoint are given (the cost is the same); random detectors find no people, so end to end they run with
-thresholds 0 and the best 2 boxes per frame kept (2 persons per frame, as with the two players); the pose rows use
-BlazePose's boxes of the two players.
+times the OpenMMLab backends instead (`epam_data.pose.mmlab`; needs scripts/install_mmlab.sh,
+--light for blazepose+mmpose), on the first --frames frames (default 8 for them) with --threads
+torch threads: the detector per frame and the pose model per person box, each at batch 1 and batched
+(8 frames, 32 crops), then the backend end to end per frame, fed 1 frame per call (batch 1) and
+chunks of 8. Weights are random unless --det-checkpoint / --pose-checkpoint are given (the cost is
+the same); random detectors find no people, so end to end they run with thresholds 0 and the best 2
+boxes per frame kept (2 persons per frame, as with the two players); the pose rows use BlazePose's
+boxes of the two players.
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ SAMPLE_ID = "S001C001P001R001A050"  # an NTU mutual action: two persons by defau
 
 
 def upscale(source: Path, target: Path, frames: int, size: tuple[int, int] = (1920, 1080)) -> Path:
-    """The first `frames` frames of `source`, resized to `size` (bicubic) and encoded as H.264 (crf 20)."""
+    """The first `frames` frames of `source`, resized to `size` (bicubic) and encoded as H.264 (crf
+    20)."""
     import av
 
     with av.open(str(source)) as reader, av.open(str(target), "w") as writer:
@@ -59,7 +62,9 @@ def upscale(source: Path, target: Path, frames: int, size: tuple[int, int] = (19
         for index, frame in enumerate(reader.decode(video=0)):
             if index >= frames:
                 break
-            big = frame.reformat(width=size[0], height=size[1], format="yuv420p", interpolation="BICUBIC")
+            big = frame.reformat(
+                width=size[0], height=size[1], format="yuv420p", interpolation="BICUBIC"
+            )
             for packet in stream.encode(big):
                 writer.mux(packet)
         for packet in stream.encode():
@@ -90,29 +95,42 @@ def time_stages(clip: Path, persons: int) -> dict[str, float]:
         encode_jpeg(crop_frame(frame, box, 256), 90)
     crop = len(frames) / (time.perf_counter() - start)
     sample = parse_sample_id("ntu60", SAMPLE_ID)
-    prepared = prepare_video(VideoSpec(sample, str(clip), clip.name, ExtractOptions(max_persons=persons)))
+    prepared = prepare_video(
+        VideoSpec(sample, str(clip), clip.name, ExtractOptions(max_persons=persons))
+    )
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         with ShardWriter(out) as writer:
             writer.write(prepared)
         write = len(frames) / (time.perf_counter() - start)
-    return {"decode": decode,
-            "  detector (amortised; runs while a slot is free)":
-                len(frames) / detector_s if detector_s else float("inf"),
-            "  landmarks": len(frames) / landmark_s,
-            "pose (detector + landmarks + tracking)": len(frames) / pose_s,
-            "crop + JPEG 256": crop, "write (HDF5 shard)": write,
-            "bytes per frame (RGB + pose)": sum(map(len, prepared.rgb)) / len(frames)}
+    return {
+        "decode": decode,
+        "  detector (amortised; runs while a slot is free)": len(frames) / detector_s
+        if detector_s
+        else float("inf"),
+        "  landmarks": len(frames) / landmark_s,
+        "pose (detector + landmarks + tracking)": len(frames) / pose_s,
+        "crop + JPEG 256": crop,
+        "write (HDF5 shard)": write,
+        "bytes per frame (RGB + pose)": sum(map(len, prepared.rgb)) / len(frames),
+    }
 
 
-def time_end_to_end(clip: Path, persons: int, jobs: int, copies: int, work: Path, *, prefetch: bool = True) -> float:
+def time_end_to_end(
+    clip: Path, persons: int, jobs: int, copies: int, work: Path, *, prefetch: bool = True
+) -> float:
     videos = work / f"in_{persons}_{jobs}_{prefetch}"
     videos.mkdir()
     for copy in range(copies):
         shutil.copy(clip, videos / f"S001C001P{copy + 1:03d}R001A050_rgb.mp4")
     start = time.perf_counter()
-    report = extract_dataset(videos, work / f"out_{persons}_{jobs}_{prefetch}", "ntu60",
-                             options=ExtractOptions(max_persons=persons, prefetch=prefetch), jobs=jobs)
+    report = extract_dataset(
+        videos,
+        work / f"out_{persons}_{jobs}_{prefetch}",
+        "ntu60",
+        options=ExtractOptions(max_persons=persons, prefetch=prefetch),
+        jobs=jobs,
+    )
     elapsed = time.perf_counter() - start
     assert report.failed == 0 and report.ok == copies, report
     return report.frames / elapsed
@@ -130,8 +148,9 @@ def _seconds_per_item(run, items: int, repeats: int = 1) -> float:
 
 
 def _lift_rtmdet(head) -> None:
-    """An untrained RTMDet predicts empty boxes (dropped) scoring 0.01 for all 80 classes: give its boxes 4 strides
-    and its person class 0.5, so that end to end it keeps 2 person boxes per frame like a trained one."""
+    """An untrained RTMDet predicts empty boxes (dropped) scoring 0.01 for all 80 classes: give its
+    boxes 4 strides and its person class 0.5, so that end to end it keeps 2 person boxes per frame
+    like a trained one."""
     import torch
 
     with torch.no_grad():
@@ -141,9 +160,18 @@ def _lift_rtmdet(head) -> None:
             conv.bias[0] = 0.0
 
 
-def time_mmlab(clip: Path, backend: str, pairs: list[str], *, frames: int, threads: int,
-               det_checkpoint: str, pose_checkpoint: str) -> dict[str, dict[str, float]]:
-    """Seconds per frame / per box of the OpenMMLab backends at batch 1 and batched (module docstring)."""
+def time_mmlab(
+    clip: Path,
+    backend: str,
+    pairs: list[str],
+    *,
+    frames: int,
+    threads: int,
+    det_checkpoint: str,
+    pose_checkpoint: str,
+) -> dict[str, dict[str, float]]:
+    """Seconds per frame / per box of the OpenMMLab backends at batch 1 and batched (module
+    docstring)."""
     import torch
 
     from epam_data.pose.mmlab import BlazePoseMMPoseBackend, MMLabBackend
@@ -158,21 +186,30 @@ def time_mmlab(clip: Path, backend: str, pairs: list[str], *, frames: int, threa
         def feed(chunk: int) -> None:
             model.reset()
             for first in range(0, len(video), chunk):
-                model.estimate(video[first:first + chunk])
+                model.estimate(video[first : first + chunk])
 
         for batch, chunk in (("batch 1", 1), ("batched", 8)):
             if isinstance(model, MMLabBackend):
                 model.detector.batch_size = chunk
             model.estimator.batch_size = 1 if chunk == 1 else 32
-            rows.setdefault(f"{name}: end to end, s/frame", {})[batch] = _seconds_per_item(partial(feed, chunk),
-                                                                                          len(video))
+            rows.setdefault(f"{name}: end to end, s/frame", {})[batch] = _seconds_per_item(
+                partial(feed, chunk), len(video)
+            )
 
     for pair in pairs:
         if backend == "mmlab":
             det, pose = pair.split(":")
-            model = MMLabBackend(det_config=det, det_checkpoint=det_checkpoint, pose_config=pose,
-                                 pose_checkpoint=pose_checkpoint, device="cpu", threads=threads, det_score_thr=0,
-                                 det_area_thr=0, max_detections=2)
+            model = MMLabBackend(
+                det_config=det,
+                det_checkpoint=det_checkpoint,
+                pose_config=pose,
+                pose_checkpoint=pose_checkpoint,
+                device="cpu",
+                threads=threads,
+                det_score_thr=0,
+                det_area_thr=0,
+                max_detections=2,
+            )
             name = f"{det} + {pose}"
             detector = model.detector
             head = detector.model.bbox_head if hasattr(detector.model, "bbox_head") else None
@@ -181,17 +218,24 @@ def time_mmlab(clip: Path, backend: str, pairs: list[str], *, frames: int, threa
             for batch, size in (("batch 1", 1), ("batched", 8)):
                 detector.batch_size = size
                 rows.setdefault(f"{name}: detector, s/frame", {})[batch] = _seconds_per_item(
-                    partial(detector.detect, video), len(video))
+                    partial(detector.detect, video), len(video)
+                )
         else:
             pose = pair
-            model = BlazePoseMMPoseBackend(pose_config=pose, pose_checkpoint=pose_checkpoint, device="cpu",
-                                           threads=threads, max_persons=2)
+            model = BlazePoseMMPoseBackend(
+                pose_config=pose,
+                pose_checkpoint=pose_checkpoint,
+                device="cpu",
+                threads=threads,
+                max_persons=2,
+            )
             name = f"blazepose + {pose}"
         estimator = model.estimator
         for batch, size in (("batch 1", 1), ("batched", 32)):
             estimator.batch_size = size
-            rows.setdefault(f"{name}: pose ({num_boxes} boxes), s/box", {})[batch] = _seconds_per_item(
-                partial(estimator.estimate, video, boxes), num_boxes)
+            rows.setdefault(f"{name}: pose ({num_boxes} boxes), s/box", {})[batch] = (
+                _seconds_per_item(partial(estimator.estimate, video, boxes), num_boxes)
+            )
         end_to_end(model, name)
         del model
     return rows
@@ -199,32 +243,60 @@ def time_mmlab(clip: Path, backend: str, pairs: list[str], *, frames: int, threa
 
 def main_mmlab(args: argparse.Namespace) -> None:
     load_before = os.getloadavg()[0]
-    model = subprocess.run("lscpu | grep 'Model name'", shell=True, capture_output=True, text=True,
-                           check=False).stdout.strip()
-    pairs = (args.pairs or ("rtmdet-tiny:rtmpose-m,faster-rcnn-person:hrnet-w32" if args.backend == "mmlab"
-                            else "hrnet-w32")).split(",")
+    model = subprocess.run(
+        "lscpu | grep 'Model name'", shell=True, capture_output=True, text=True, check=False
+    ).stdout.strip()
+    pairs = (
+        args.pairs
+        or (
+            "rtmdet-tiny:rtmpose-m,faster-rcnn-person:hrnet-w32"
+            if args.backend == "mmlab"
+            else "hrnet-w32"
+        )
+    ).split(",")
     frames = args.frames if args.frames is not None else 8
-    print(f"machine: {model.split(':', 1)[-1].strip()}, {len(os.sched_getaffinity(0))} cores; torch threads "
-          f"{args.threads}; weights: detector {args.det_checkpoint}, pose {args.pose_checkpoint}")
+    print(
+        f"machine: {model.split(':', 1)[-1].strip()}, {len(os.sched_getaffinity(0))} cores; torch "
+        "threads "
+        f"{args.threads}; weights: detector {args.det_checkpoint}, pose {args.pose_checkpoint}"
+    )
     with tempfile.TemporaryDirectory() as folder:
         clip = upscale(args.clip, Path(folder) / "clip_1080p.mp4", frames)
-        rows = time_mmlab(clip, args.backend, pairs, frames=frames, threads=args.threads,
-                          det_checkpoint=args.det_checkpoint, pose_checkpoint=args.pose_checkpoint)
-    print(f"\n--backend {args.backend}: 1920x1080 H.264, {frames} frames of {args.clip.name} upscaled; median of 1 "
-          f"timed run after a warm-up; load average before / after: {load_before:.2f} / {os.getloadavg()[0]:.2f}")
+        rows = time_mmlab(
+            clip,
+            args.backend,
+            pairs,
+            frames=frames,
+            threads=args.threads,
+            det_checkpoint=args.det_checkpoint,
+            pose_checkpoint=args.pose_checkpoint,
+        )
+    print(
+        f"\n--backend {args.backend}: 1920x1080 H.264, {frames} frames of {args.clip.name} "
+        "upscaled; median of 1 timed run after a warm-up; load average before / after: "
+        f"{load_before:.2f} / {os.getloadavg()[0]:.2f}"
+    )
     print(f"| {'model, stage':<60} | {'batch 1':>9} | {'batched':>9} | {'speed-up':>8} |")
     print(f"|{'-' * 62}|{'-' * 11}|{'-' * 11}|{'-' * 10}|")
     for stage, values in rows.items():
-        print(f"| {stage:<60} | {values['batch 1']:>9.3f} | {values['batched']:>9.3f} | "
-              f"{values['batch 1'] / values['batched']:>7.2f}x |")
+        print(
+            f"| {stage:<60} | {values['batch 1']:>9.3f} | {values['batched']:>9.3f} | "
+            f"{values['batch 1'] / values['batched']:>7.2f}x |"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clip", type=Path, default=SHARED_CLIP)
-    parser.add_argument("--frames", type=int, default=None, help="default: 120 (blazepose), 8 (the others)")
-    parser.add_argument("--backend", default="blazepose", choices=["blazepose", "mmlab", "blazepose+mmpose"])
-    parser.add_argument("--pairs", default=None, help="mmlab: det:pose,...; blazepose+mmpose: pose,...")
+    parser.add_argument(
+        "--frames", type=int, default=None, help="default: 120 (blazepose), 8 (the others)"
+    )
+    parser.add_argument(
+        "--backend", default="blazepose", choices=["blazepose", "mmlab", "blazepose+mmpose"]
+    )
+    parser.add_argument(
+        "--pairs", default=None, help="mmlab: det:pose,...; blazepose+mmpose: pose,..."
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (mmlab backends)")
     parser.add_argument("--det-checkpoint", default="random")
     parser.add_argument("--pose-checkpoint", default="random")
@@ -233,9 +305,12 @@ def main() -> None:
         main_mmlab(args)
         return
     args.frames = 120 if args.frames is None else args.frames
-    load_before = os.getloadavg()[0]  # other jobs on the machine skew every figure; say how busy it was
-    model = subprocess.run("lscpu | grep 'Model name'", shell=True, capture_output=True, text=True,
-                           check=False).stdout.strip()
+    load_before = os.getloadavg()[
+        0
+    ]  # other jobs on the machine skew every figure; say how busy it was
+    model = subprocess.run(
+        "lscpu | grep 'Model name'", shell=True, capture_output=True, text=True, check=False
+    ).stdout.strip()
     print(f"machine: {model.split(':', 1)[-1].strip()}, {len(os.sched_getaffinity(0))} cores")
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
@@ -251,12 +326,17 @@ def main() -> None:
             rows.setdefault("end to end, --jobs 1", {})[persons] = one
             rows.setdefault("end to end, --jobs 2 (all processes)", {})[persons] = two
             rows.setdefault("  --jobs 2 / --jobs 1", {})[persons] = two / one
-    print(f"\n1920x1080 H.264, {args.frames} frames of {args.clip.name} upscaled; frames/s unless said otherwise; "
-          f"load average before / after: {load_before:.2f} / {os.getloadavg()[0]:.2f}")
+    print(
+        f"\n1920x1080 H.264, {args.frames} frames of {args.clip.name} upscaled; frames/s unless "
+        f"said otherwise; load average before / after: {load_before:.2f} / {os.getloadavg()[0]:.2f}"
+    )
     print(f"| {'stage':<50} | {'1 person':>10} | {'2 persons':>10} |")
     print(f"|{'-' * 52}|{'-' * 12}|{'-' * 12}|")
     for stage, values in rows.items():
-        cells = [f"{values[p]:.2f}x" if stage.strip().startswith("--jobs") else f"{values[p]:.1f}" for p in (1, 2)]
+        cells = [
+            f"{values[p]:.2f}x" if stage.strip().startswith("--jobs") else f"{values[p]:.1f}"
+            for p in (1, 2)
+        ]
         print(f"| {stage:<50} | {cells[0]:>10} | {cells[1]:>10} |")
 
 

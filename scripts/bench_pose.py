@@ -1,10 +1,11 @@
 """Pose frames/s of the blazepose backend (one interpreter thread), for 1 and 2 tracked persons.
 
-Clips: the shared two_players (426x240) and arm_wrestling (340x256) clips, and two_players upscaled to 1920x1080
-in memory (bilinear), so the per-frame work of 1080p input (letterbox and crops from a large frame) is counted.
-Decoding is outside the timed region. Each configuration runs once to warm up, then `--repeats` times from a
-fresh tracker state; the table gives the median run, with the detector / landmark split of that run
-(landmark time includes the rotated crops and the heatmap refinement; "other" is tracking and Python overhead).
+Clips: the shared two_players (426x240) and arm_wrestling (340x256) clips, and two_players upscaled
+to 1920x1080 in memory (bilinear), so the per-frame work of 1080p input (letterbox and crops from a
+large frame) is counted. Decoding is outside the timed region. Each configuration runs once to warm
+up, then `--repeats` times from a fresh tracker state; the table gives the median run, with the
+detector / landmark split of that run (landmark time includes the rotated crops and the heatmap
+refinement; "other" is tracking and Python overhead).
 
     .venv/bin/python scripts/bench_pose.py [--frames 100] [--repeats 3] [--media ../shared/media]
 """
@@ -26,8 +27,8 @@ MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
 def upscale(frames: np.ndarray, height: int, width: int) -> np.ndarray:
     """uint8 [T, h, w, 3] -> uint8 [T, height, width, 3], bilinear."""
     src_h, src_w = frames.shape[1:3]
-    ys = ((np.arange(height, dtype=np.float32) + 0.5) * src_h / height - 0.5)
-    xs = ((np.arange(width, dtype=np.float32) + 0.5) * src_w / width - 0.5)
+    ys = (np.arange(height, dtype=np.float32) + 0.5) * src_h / height - 0.5
+    xs = (np.arange(width, dtype=np.float32) + 0.5) * src_w / width - 0.5
     xs, ys = np.meshgrid(xs, ys)
     out = np.empty((len(frames), height, width, 3), np.uint8)
     block = np.empty((height, width, 3), np.float32)
@@ -59,27 +60,39 @@ def main() -> None:
     two_players = read_frames(args.media / "two_players_426x240.mp4", np.arange(args.frames))
     clips = {
         "two_players 426x240": two_players,
-        "arm_wrestling 340x256": read_frames(args.media / "arm_wrestling_340x256.mp4", np.arange(args.frames)),
+        "arm_wrestling 340x256": read_frames(
+            args.media / "arm_wrestling_340x256.mp4", np.arange(args.frames)
+        ),
         "two_players upscaled 1920x1080": upscale(two_players, 1080, 1920),
     }
-    header = ("| clip | max persons | persons/frame | pose fps | ms/frame | CPU ms/frame | detector ms/frame "
-              "(calls) | landmark ms/frame (crops) | other ms/frame |")
+    header = (
+        "| clip | max persons | persons/frame | pose fps | ms/frame | CPU ms/frame | detector "
+        "ms/frame (calls) | landmark ms/frame (crops) | other ms/frame |"
+    )
     print(header)
     print("|---" * (header.count("|") - 1) + "|")
     for name, frames in clips.items():
         for max_persons in (1, 2):
             backend = BlazePoseBackend(max_persons=max_persons)
             run_once(backend, frames)  # warm-up: interpreters allocated, caches filled
-            runs = sorted((run_once(backend, frames) for _ in range(args.repeats)), key=lambda r: r["wall"])
+            runs = sorted(
+                (run_once(backend, frames) for _ in range(args.repeats)), key=lambda r: r["wall"]
+            )
             run = runs[len(runs) // 2]
             count = len(frames)
             other = run["wall"] - run["detector_s"] - run["landmark_s"]
-            print(f"| {name} | {max_persons} | {run['persons']:.2f} | {count / run['wall']:.1f} | "
-                  f"{1000 * run['wall'] / count:.1f} | {1000 * run['cpu'] / count:.1f} | "
-                  f"{1000 * run['detector_s'] / count:.1f} ({int(run['detector_calls'])}) | "
-                  f"{1000 * run['landmark_s'] / count:.1f} ({int(run['landmark_crops'])}) | "
-                  f"{1000 * other / count:.1f} |", flush=True)
-    print(f"\n{args.frames} frames per clip; median of {args.repeats} runs after one warm-up; one interpreter thread")
+            print(
+                f"| {name} | {max_persons} | {run['persons']:.2f} | {count / run['wall']:.1f} | "
+                f"{1000 * run['wall'] / count:.1f} | {1000 * run['cpu'] / count:.1f} | "
+                f"{1000 * run['detector_s'] / count:.1f} ({int(run['detector_calls'])}) | "
+                f"{1000 * run['landmark_s'] / count:.1f} ({int(run['landmark_crops'])}) | "
+                f"{1000 * other / count:.1f} |",
+                flush=True,
+            )
+    print(
+        f"\n{args.frames} frames per clip; median of {args.repeats} runs after one warm-up; one "
+        "interpreter thread"
+    )
 
 
 if __name__ == "__main__":

@@ -1,22 +1,26 @@
-"""How much the pose and extract quality figures move across CPU vector paths (BENCHMARKS.md, SIMD spread).
+"""How much the pose and extract quality figures move across CPU vector paths (BENCHMARKS.md, SIMD
+spread).
 
-The blazepose backend's figures on the two shared real clips come from float32 maths whose last bits depend on
-the CPU: numpy picks AVX-512, AVX2 or SSE kernels at run time (`NPY_DISABLE_CPU_FEATURES` forces a lower one),
-and the TFLite interpreter's XNNPACK delegate does the same for the two networks. A tracker whose decisions sit
-on a threshold turns one ulp into a lost person, so this script measures every figure the tests hold the backend
-to, once per setting, each in a fresh process (numpy reads the variable at import), and prints the spread:
+The blazepose backend's figures on the two shared real clips come from float32 maths whose last bits
+depend on the CPU: numpy picks AVX-512, AVX2 or SSE kernels at run time (`NPY_DISABLE_CPU_FEATURES`
+forces a lower one), and the TFLite interpreter's XNNPACK delegate does the same for the two
+networks. A tracker whose decisions sit on a threshold turns one ulp into a lost person, so this
+script measures every figure the tests hold the backend to, once per setting, each in a fresh
+process (numpy reads the variable at import), and prints the spread:
 
     .venv/bin/python scripts/bench_pose_spread.py                 # all settings, a markdown table
     .venv/bin/python scripts/bench_pose_spread.py --json out.json
-    .venv/bin/python scripts/bench_pose_spread.py --measure       # this process's figures only, as JSON
+    .venv/bin/python scripts/bench_pose_spread.py --measure   # this process's figures, as JSON
 
 The figures (the tests in brackets hold them to a bar):
-* two_players, every frame: share of confident persons standing upright (test_pose), jumps of a hip centre
-  by more than 0.35 box heights between frames (test_pose), frames before 120 with two persons;
+* two_players, every frame: share of confident persons standing upright (test_pose), jumps of a hip
+  centre by more than 0.35 box heights between frames (test_pose), frames before 120 with two
+  persons;
 * arm_wrestling, first 150 frames: frames with someone, with two persons (test_pose);
 * arm_wrestling, every 2nd frame of 280, stitched into 2 slots: slot-frames filled (test_persons);
-* both clips through extract's path at stride 3 (backend -> select_persons, M = 2): frames where both kept
-  persons are present (before 120 for two_players, all 94 for arm wrestling) and where someone is (test_extract).
+* both clips through extract's path at stride 3 (backend -> select_persons, M = 2): frames where
+  both kept persons are present (before 120 for two_players, all 94 for arm wrestling) and where
+  someone is (test_extract).
 """
 
 from __future__ import annotations
@@ -37,14 +41,20 @@ TWO_PLAYERS = "two_players_426x240.mp4"
 ARM_WRESTLING = "arm_wrestling_340x256.mp4"
 NOSE, L_HIP, R_HIP, L_ANKLE, R_ANKLE = 0, 11, 12, 15, 16
 
-# name -> (environment, backend options). numpy's groups: X86_V4 is AVX-512 (SKX), X86_V3 is AVX2 + FMA.
+# name -> (environment, backend options). numpy's groups: X86_V4 is AVX-512 (SKX), X86_V3 is AVX2 +
+# FMA.
 SETTINGS: dict[str, tuple[dict[str, str], dict[str, Any]]] = {
     "default": ({}, {}),
     "numpy AVX2 (no AVX-512)": ({"NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR"}, {}),
-    "numpy SSE4 (no AVX)": ({"NPY_DISABLE_CPU_FEATURES": "X86_V3 X86_V4 AVX512_ICL AVX512_SPR"}, {}),
+    "numpy SSE4 (no AVX)": (
+        {"NPY_DISABLE_CPU_FEATURES": "X86_V3 X86_V4 AVX512_ICL AVX512_SPR"},
+        {},
+    ),
     "XNNPACK off": ({}, {"xnnpack": False}),
-    "numpy SSE4 + XNNPACK off": ({"NPY_DISABLE_CPU_FEATURES": "X86_V3 X86_V4 AVX512_ICL AVX512_SPR"},
-                                 {"xnnpack": False}),
+    "numpy SSE4 + XNNPACK off": (
+        {"NPY_DISABLE_CPU_FEATURES": "X86_V3 X86_V4 AVX512_ICL AVX512_SPR"},
+        {"xnnpack": False},
+    ),
 }
 
 FIGURES = {  # key -> (label, unit)
@@ -72,19 +82,33 @@ def _two_players(frames: np.ndarray, poses: list) -> dict[str, float]:
     for before, after in zip(poses, poses[1:]):
         for row, track_id in enumerate(after.track_ids):
             match = np.flatnonzero(before.track_ids == track_id)
-            if len(match) and min(after.scores[row, [L_HIP, R_HIP]].min(),
-                                  before.scores[match[0], [L_HIP, R_HIP]].min()) > 0.5:
+            if (
+                len(match)
+                and min(
+                    after.scores[row, [L_HIP, R_HIP]].min(),
+                    before.scores[match[0], [L_HIP, R_HIP]].min(),
+                )
+                > 0.5
+            ):
                 height = after.boxes[row, 3] - after.boxes[row, 1]
-                moved = np.hypot(*(after.keypoints[row, [L_HIP, R_HIP]].mean(0)
-                                   - before.keypoints[match[0], [L_HIP, R_HIP]].mean(0)))
+                moved = np.hypot(
+                    *(
+                        after.keypoints[row, [L_HIP, R_HIP]].mean(0)
+                        - before.keypoints[match[0], [L_HIP, R_HIP]].mean(0)
+                    )
+                )
                 steps += 1
                 jumps += moved > 0.35 * height
-    return {"tp_upright": 100 * upright / max(checked, 1), "tp_jumps": 1000 * jumps / max(steps, 1),
-            "tp_two_first120": 100 * np.mean([len(p) == 2 for p in poses[:120]])}
+    return {
+        "tp_upright": 100 * upright / max(checked, 1),
+        "tp_jumps": 1000 * jumps / max(steps, 1),
+        "tp_two_first120": 100 * np.mean([len(p) == 2 for p in poses[:120]]),
+    }
 
 
 def _extract_path(backend: Any, path: Path, full_view: int) -> tuple[float, float]:
-    """extract's pose stage at stride 3 with M = 2: (both kept persons present before `full_view`, someone)."""
+    """extract's pose stage at stride 3 with M = 2: (both kept persons present before `full_view`,
+    someone)."""
     from epam_data.persons import select_persons
     from epam_data.video import probe_video, read_frames
 
@@ -112,7 +136,9 @@ def measure(backend_options: dict[str, Any]) -> dict[str, float]:
     poses = backend.estimate(read_frames(MEDIA / ARM_WRESTLING, np.arange(0, 280, 2)))
     figures["aw_stitched_filled"] = 100 * select_persons(poses, 2).present.mean()
     figures["ex_tp_both"], _ = _extract_path(backend, MEDIA / TWO_PLAYERS, 120)
-    figures["ex_aw_both"], figures["ex_aw_anyone"] = _extract_path(backend, MEDIA / ARM_WRESTLING, 10 ** 9)
+    figures["ex_aw_both"], figures["ex_aw_anyone"] = _extract_path(
+        backend, MEDIA / ARM_WRESTLING, 10**9
+    )
     return {key: round(float(value), 1) for key, value in figures.items()}
 
 
@@ -120,8 +146,14 @@ def run_setting(name: str) -> dict[str, float]:
     """`measure` in a fresh process with the setting's environment (numpy reads it at import)."""
     env_vars, options = SETTINGS[name]
     env = {**os.environ, **env_vars, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, __file__, "--measure", "--options", json.dumps(options)], env=env,
-                          capture_output=True, text=True, check=False, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, __file__, "--measure", "--options", json.dumps(options)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+    )
     if done.returncode != 0:
         raise SystemExit(f"setting {name!r} failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -132,20 +164,29 @@ def table(results: dict[str, dict[str, float]]) -> str:
     lines = ["| figure | " + " | ".join(names) + " | spread |", "|---|" + "---|" * (len(names) + 1)]
     for key, (label, unit) in FIGURES.items():
         values = [results[name][key] for name in names]
-        lines.append(f"| {label} ({unit}) | " + " | ".join(f"{v:.1f}" for v in values)
-                     + f" | {max(values) - min(values):.1f} |")
+        lines.append(
+            f"| {label} ({unit}) | "
+            + " | ".join(f"{v:.1f}" for v in values)
+            + f" | {max(values) - min(values):.1f} |"
+        )
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--measure", action="store_true", help="print this process's figures as JSON")
+    parser.add_argument(
+        "--measure", action="store_true", help="print this process's figures as JSON"
+    )
     parser.add_argument("--options", default="{}", help="backend options (JSON), with --measure")
-    parser.add_argument("--settings", nargs="*", default=list(SETTINGS), help="which settings to run")
+    parser.add_argument(
+        "--settings", nargs="*", default=list(SETTINGS), help="which settings to run"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures per setting to this file")
     args = parser.parse_args()
     if not MEDIA.is_dir():
-        raise SystemExit(f"{MEDIA} not found: this benchmark needs the shared/ folder beside the checkout")
+        raise SystemExit(
+            f"{MEDIA} not found: this benchmark needs the shared/ folder beside the checkout"
+        )
     if args.measure:
         print(json.dumps(measure(json.loads(args.options))))
         return

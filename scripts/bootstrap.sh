@@ -49,7 +49,7 @@ fi
 # (--backend blazepose+mmpose with HRNet-W32): mmcv-lite 2.1.0 (no compiled ops), mmengine 0.10.7, mmpose 1.1.0
 # with --no-deps (its requirements would pull torchvision and another torch), setuptools<82 (mmengine needs
 # pkg_resources), and xtcocotools rebuilt from source against numpy 2. Nothing here pulls torch or torchvision; it
-# leaves torch and numpy as they are. About 35-60 s. Pins: ../shared/research/mmlab-install.md section 6.
+# leaves torch and numpy as they are. About 35-60 s. Pins: docs/pose-backends.md section 5.2.
 # The full stack (mmcv compiled with its ops, mmdet; 20-30 min) is `make mmlab`. EPAM_NO_MMLAB=1 skips this step.
 # Not fatal: it compiles xtcocotools (needs a C compiler); without it those tests skip, saying why.
 if [ -z "${EPAM_NO_MMLAB:-}" ]; then

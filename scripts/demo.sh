@@ -22,7 +22,7 @@ $bin/epam-data info "$out/ntu60"
 # CPU rounds differently and 4 test videos make each one 25 points, so the README quotes no accuracy figure.
 rm -rf "$out/run"
 $bin/epam-train train "$out/ntu60" --protocol xsub --stream epam --out "$out/run" --epochs 20 --batch-size 4 \
-    --lr 0.05 --pose-frames 16 --rgb-every 2 --rgb-size 112 --heatmap-size 28 --workers 1 --threads 1 --deterministic
+    --lr 0.01 --pose-frames 16 --rgb-every 2 --rgb-size 112 --heatmap-size 28 --workers 1 --threads 1 --deterministic
 $bin/epam-train eval "$out/run" "$out/ntu60" --protocol xsub --workers 0 --threads 1
 echo
 echo "demo done: prepared dataset in $out/ntu60, a sample drawn in $out/S001C002P001R001A008.png,"

@@ -1,12 +1,15 @@
-"""torch.compile (inductor, CPU) returns NaN for a TSM temporal shift written as empty_like + slice writes.
+"""torch.compile (inductor, CPU) returns NaN for a TSM temporal shift written as empty_like + slice
+writes.
 
-Stand-alone, torch only (no epam import): two conv -> BN -> ReLU -> shift stems in one compiled graph, as in
-EpamNet's RGB and pose streams. Seen with torch 2.13.0+cpu: NaN with 256-bit vectors (the code inductor makes on
-an AVX2 CPU, forced here with `cpp.simdlen`), right with 512-bit and scalar code, and right with one stem alone.
-epam_model.shift therefore traces the shift as pad + cat under torch.compile. Run it after a torch upgrade:
+Stand-alone, torch only (no epam import): two conv -> BN -> ReLU -> shift stems in one compiled
+graph, as in EpamNet's RGB and pose streams. Seen with torch 2.13.0+cpu: NaN with 256-bit vectors
+(the code inductor makes on an AVX2 CPU, forced here with `cpp.simdlen`), right with 512-bit and
+scalar code, and right with one stem alone. epam_model.shift therefore traces the shift as pad + cat
+under torch.compile. Run it after a torch upgrade:
 
-    python scripts/inductor_shift_repro.py 256     # 256 = AVX2 code, 512 = AVX-512 code, 1 = scalar code
+    python scripts/inductor_shift_repro.py 256   # 256: AVX2 code; 512: AVX-512 code; 1: scalar
 """
+
 import sys
 
 import torch
@@ -15,13 +18,15 @@ import torch._inductor.config as cfg
 cfg.cpp.simdlen = int(sys.argv[1]) if len(sys.argv) > 1 else None
 
 
-def shift(x: torch.Tensor, fold: int) -> torch.Tensor:   # x: [N, T, C, H, W]; zeros enter at the clip ends
+def shift(
+    x: torch.Tensor, fold: int
+) -> torch.Tensor:  # x: [N, T, C, H, W]; zeros enter at the clip ends
     out = torch.empty_like(x)
     out[:, :-1, :fold] = x[:, 1:, :fold]
     out[:, -1:, :fold] = 0
-    out[:, 1:, fold:2 * fold] = x[:, :-1, fold:2 * fold]
-    out[:, :1, fold:2 * fold] = 0
-    out[:, :, 2 * fold:] = x[:, :, 2 * fold:]
+    out[:, 1:, fold : 2 * fold] = x[:, :-1, fold : 2 * fold]
+    out[:, :1, fold : 2 * fold] = 0
+    out[:, :, 2 * fold :] = x[:, :, 2 * fold :]
     return out
 
 
@@ -35,7 +40,7 @@ class Shift(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return shift(grad.flip(1), ctx.fold).flip(1), None   # time reversed: the adjoint
+        return shift(grad.flip(1), ctx.fold).flip(1), None  # time reversed: the adjoint
 
 
 class Stem(torch.nn.Module):
@@ -47,9 +52,11 @@ class Stem(torch.nn.Module):
         self.bn = torch.nn.BatchNorm2d(8)
         self.frames, self.fold_div = frames, fold_div
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:   # frames [N*T, C, H, W]
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:  # frames [N*T, C, H, W]
         y = torch.relu(self.bn(self.conv(frames)))
-        return Shift.apply(y.unflatten(0, (-1, self.frames)), y.shape[1] // self.fold_div).flatten(0, 1)
+        return Shift.apply(y.unflatten(0, (-1, self.frames)), y.shape[1] // self.fold_div).flatten(
+            0, 1
+        )
 
 
 class TwoStreams(torch.nn.Module):
@@ -66,5 +73,8 @@ inputs = torch.randn(8, 3, 32, 32), torch.randn(24, 17, 16, 16)
 model = TwoStreams().eval()
 expected = model(*inputs)
 for name, got, want in zip(("rgb", "pose"), torch.compile(model)(*inputs), expected):
-    print(f"torch {torch.__version__} simdlen {cfg.cpp.simdlen} {name}: NaN {got.isnan().sum().item()} of "
-          f"{got.numel()}, max |diff| {(got - want).abs().nan_to_num(float('inf')).max().item()}")
+    print(
+        f"torch {torch.__version__} simdlen {cfg.cpp.simdlen} {name}: NaN "
+        f"{got.isnan().sum().item()} of "
+        f"{got.numel()}, max |diff| {(got - want).abs().nan_to_num(float('inf')).max().item()}"
+    )

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the OpenMMLab pose stack for `epam-data extract --backend mmlab | blazepose+mmpose`, with the pins and
-# pip flags verified in ../shared/research/mmlab-install.md (CPython 3.11, torch 2.13.0 CPU, numpy 2). None of it
+# pip flags verified in docs/pose-backends.md section 5 (CPython 3.11, torch 2.13.0 CPU, numpy 2). None of it
 # can be a plain pip extra: mmcv is compiled against the installed torch (--no-build-isolation), mmpose needs
 # --no-deps (its requirements pull torchvision, and with it another multi-GB torch), and under numpy 2 xtcocotools
 # must be rebuilt from source. Kept out of the default install and out of CI's critical path.

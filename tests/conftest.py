@@ -1,4 +1,5 @@
-"""Shared fixtures. Tests that read ../shared (protocol lists, media) skip with a reason when it is absent."""
+"""Shared fixtures. Tests that read ../shared (protocol lists, media) skip with a reason when it is
+absent."""
 
 from __future__ import annotations
 
@@ -24,7 +25,11 @@ PROTOCOLS = SHARED / "research" / "protocols"
 
 def read_list(path: Path) -> list[str]:
     """Lines of a ../shared list file, without its `#` provenance line."""
-    return [line for line in path.read_text(encoding="utf-8").splitlines() if line and not line.startswith("#")]
+    return [
+        line
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line and not line.startswith("#")
+    ]
 
 
 def read_shared_csv(path: Path) -> list[dict[str, str]]:
@@ -33,29 +38,42 @@ def read_shared_csv(path: Path) -> list[dict[str, str]]:
 
 @pytest.fixture(scope="session")
 def protocols_dir() -> Path:
-    """The official protocol lists in ../shared/research/protocols (skips when the checkout has no shared/)."""
+    """The official protocol lists in ../shared/research/protocols (skips when the checkout has no
+    shared/)."""
     if not PROTOCOLS.is_dir():
-        pytest.skip(f"{PROTOCOLS} not found: these checks need the shared/ folder beside the checkout")
+        pytest.skip(
+            f"{PROTOCOLS} not found: these checks need the shared/ folder beside the checkout"
+        )
     return PROTOCOLS
 
 
-# --- media and shards made on the fly (tests/test_video.py, tests/test_shards.py) -----------------------------
-# Videos are written by a real encoder (PyAV's bundled ffmpeg); JPEG frames by ffmpeg's mjpeg encoder.
+# --- media and shards made on the fly (tests/test_video.py, tests/test_shards.py) -----------------
+# Videos are written by a real encoder (PyAV's bundled ffmpeg); JPEG frames by ffmpeg's mjpeg
+# encoder.
 
 MEDIA = SHARED / "media"
 
 
 def frame_level(index: int) -> int:
-    """The grey level of frame `index` in the videos `write_video` makes, so tests can tell frames apart."""
+    """The grey level of frame `index` in the videos `write_video` makes, so tests can tell frames
+    apart."""
     return 16 + (index * 5) % 224
 
 
-def write_video(path: Path, num_frames: int, *, hw: tuple[int, int] = (48, 64), codec: str = "libx264",
-                fps: int = 25, noise: bool = False, faststart: bool = False) -> Path:
+def write_video(
+    path: Path,
+    num_frames: int,
+    *,
+    hw: tuple[int, int] = (48, 64),
+    codec: str = "libx264",
+    fps: int = 25,
+    noise: bool = False,
+    faststart: bool = False,
+) -> Path:
     """A real video: frame i is grey level `frame_level(i)` with a white bar at x = 2 i (mod width).
 
-    `noise` fills half the pixels with random values so that frames are large (a truncated file then loses
-    whole frames); `faststart` puts the mp4 index first, as streaming tools do.
+    `noise` fills half the pixels with random values so that frames are large (a truncated file then
+    loses whole frames); `faststart` puts the mp4 index first, as streaming tools do.
     """
     import av
 
@@ -65,7 +83,9 @@ def write_video(path: Path, num_frames: int, *, hw: tuple[int, int] = (48, 64), 
     with av.open(str(path), "w", options=options) as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.bit_rate = 2_000_000  # mpeg4 defaults to 200 kb/s, too coarse to tell grey levels apart
+        stream.bit_rate = (
+            2_000_000  # mpeg4 defaults to 200 kb/s, too coarse to tell grey levels apart
+        )
         for index in range(num_frames):
             image = np.full((height, width, 3), frame_level(index), dtype=np.uint8)
             if noise:
@@ -91,20 +111,29 @@ def encode_jpeg(image: np.ndarray) -> bytes:
 
 @functools.cache
 def jpeg_pool(count: int = 8, size: int = 32) -> tuple[bytes, ...]:
-    """A few distinct real JPEG frames, encoded once per process and reused by `prepared_sample`."""
+    """A few distinct real JPEG frames, encoded once per process and reused by
+    `prepared_sample`."""
     rng = np.random.default_rng(1)
-    return tuple(encode_jpeg(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)) for _ in range(count))
+    return tuple(
+        encode_jpeg(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)) for _ in range(count)
+    )
 
 
 def ntu_sample(index: int) -> Sample:
-    """A valid NTU RGB+D 60 sample, distinct for each index below 120, with its metadata parsed from the name."""
-    name = f"S001C{index % 3 + 1:03d}P{index % 40 + 1:03d}R{index // 60 % 2 + 1:03d}A{index % 60 + 1:03d}"
+    """A valid NTU RGB+D 60 sample, distinct for each index below 120, with its metadata parsed from
+    the name."""
+    name = (
+        f"S001C{index % 3 + 1:03d}P{index % 40 + 1:03d}"
+        f"R{index // 60 % 2 + 1:03d}A{index % 60 + 1:03d}"
+    )
     return dataclasses.replace(parse_sample_id("ntu60", name), path=f"nturgb+d_rgb/{name}_rgb.avi")
 
 
-def prepared_sample(index: int, *, persons: int = 2, frames: int = 12, rgb: bool = True,
-                    heatmaps: bool = False) -> PreparedSample:
-    """A deterministic PreparedSample of `ntu_sample(index)`: the same for the same arguments, in any process."""
+def prepared_sample(
+    index: int, *, persons: int = 2, frames: int = 12, rgb: bool = True, heatmaps: bool = False
+) -> PreparedSample:
+    """A deterministic PreparedSample of `ntu_sample(index)`: the same for the same arguments, in
+    any process."""
     rng = np.random.default_rng(index)
     sample = ntu_sample(index)
     pool = jpeg_pool()
@@ -115,10 +144,26 @@ def prepared_sample(index: int, *, persons: int = 2, frames: int = 12, rgb: bool
     joint = rng.integers(0, 256, (frames, 17, 16, 16), dtype=np.uint8) if heatmaps else None
     limb = rng.integers(0, 256, (frames, 19, 16, 16), dtype=np.uint8) if heatmaps else None
     return PreparedSample(
-        sample=sample, keypoints=keypoints, scores=scores, boxes=boxes, frame_indices=np.arange(frames) * 2,
-        total_frames=2 * frames + 1, original_hw=(1080, 1920), fps=30.0, rgb=jpegs, joint_heatmaps=joint,
-        limb_heatmaps=limb, crop_box=(100.5, 20.0, 700.5, 620.0), num_person_raw=persons + 1, source=sample.path,
-        extra={"pose_backend": "blazepose", "jpeg_quality": 90, "tracked": True, "mean_score": 0.75},
+        sample=sample,
+        keypoints=keypoints,
+        scores=scores,
+        boxes=boxes,
+        frame_indices=np.arange(frames) * 2,
+        total_frames=2 * frames + 1,
+        original_hw=(1080, 1920),
+        fps=30.0,
+        rgb=jpegs,
+        joint_heatmaps=joint,
+        limb_heatmaps=limb,
+        crop_box=(100.5, 20.0, 700.5, 620.0),
+        num_person_raw=persons + 1,
+        source=sample.path,
+        extra={
+            "pose_backend": "blazepose",
+            "jpeg_quality": 90,
+            "tracked": True,
+            "mean_score": 0.75,
+        },
     )
 
 
@@ -126,7 +171,10 @@ def prepared_sample(index: int, *, persons: int = 2, frames: int = 12, rgb: bool
 def media_dir() -> Path:
     """The real clips in ../shared/media (skips when the checkout has no shared/)."""
     if not MEDIA.is_dir():
-        pytest.skip(f"{MEDIA} not found: these checks decode the real clips in the shared/ folder beside the checkout")
+        pytest.skip(
+            f"{MEDIA} not found: these checks decode the real clips in the shared/ folder beside "
+            "the checkout"
+        )
     return MEDIA
 
 
@@ -136,13 +184,14 @@ def pyav() -> object:
     return pytest.importorskip("av", reason="PyAV writes the test videos: pip install -e '.[test]'")
 
 
-# --- a real person, without ../shared (tests/test_pose.py) -----------------------------------------------------
-# scikit-image's wheel ships astronaut.png (Eileen Collins, NASA, public domain; 512x512, waist up). Only the file is
-# used, so `pip install --no-deps scikit-image` is enough; it is decoded with PyAV.
+# --- a real person, without ../shared (tests/test_pose.py) ----------------------------------------
+# scikit-image's wheel ships astronaut.png (Eileen Collins, NASA, public domain; 512x512, waist up).
+# Only the file is used, so `pip install --no-deps scikit-image` is enough; it is decoded with PyAV.
 
 
 def person_photo() -> np.ndarray:
-    """The astronaut photograph as uint8 [512, 512, 3] RGB; skips when scikit-image's files are not installed."""
+    """The astronaut photograph as uint8 [512, 512, 3] RGB; skips when scikit-image's files are not
+    installed."""
     from epam_data.errors import EpamError
     from epam_data.synth import person_photo as read_photo
 
@@ -156,29 +205,48 @@ PERSON_CLIP_FRAMES = 16
 PERSON_CLIP_STEP = (4, 2)  # (dx, dy) pixels per frame
 
 
-def write_person_clip(path: Path, *, num_frames: int = PERSON_CLIP_FRAMES, canvas_hw: tuple[int, int] = (480, 640),
-                      step: tuple[int, int] = PERSON_CLIP_STEP, fps: int = 25) -> Path:
-    """A real H.264 video of the astronaut photo (scaled to 384x384) on grey, moved by `step` pixels per frame.
+def write_person_clip(
+    path: Path,
+    *,
+    num_frames: int = PERSON_CLIP_FRAMES,
+    canvas_hw: tuple[int, int] = (480, 640),
+    step: tuple[int, int] = PERSON_CLIP_STEP,
+    fps: int = 25,
+) -> Path:
+    """A real H.264 video of the astronaut photo (scaled to 384x384) on grey, moved by `step` pixels
+    per frame.
 
     Frame i shows the photo's top-left corner at (8 + i * dx, 8 + i * dy) on a (480, 640) canvas.
     """
     from epam_data.synth import write_photo_clip
 
-    photo = person_photo()[::4, ::4].repeat(3, 0).repeat(3, 1)  # 384x384: nearest-neighbour, exact and cheap
-    return write_photo_clip(path, photo, num_frames=num_frames, canvas_hw=canvas_hw, origin=(8, 8), step=step,
-                            fps=fps, crf=18)
+    photo = (
+        person_photo()[::4, ::4].repeat(3, 0).repeat(3, 1)
+    )  # 384x384: nearest-neighbour, exact and cheap
+    return write_photo_clip(
+        path,
+        photo,
+        num_frames=num_frames,
+        canvas_hw=canvas_hw,
+        origin=(8, 8),
+        step=step,
+        fps=fps,
+        crf=18,
+    )
 
 
 @pytest.fixture(scope="session")
 def person_clip(tmp_path_factory: pytest.TempPathFactory, pyav: object) -> Path:
-    """`write_person_clip` once per session: a real video of a real person that needs no ../shared."""
+    """`write_person_clip` once per session: a real video of a real person that needs no
+    ../shared."""
     return write_person_clip(tmp_path_factory.mktemp("person") / "astronaut.mp4")
 
 
 @pytest.fixture
 def single_torch_thread():
-    """The model tests use small tensors: with 2 OpenMP threads fork/join dominates, and on a busy 2-core machine a
-    forward that takes 30 ms on one thread took 1-4 s. One thread keeps them fast and steady; restored afterwards."""
+    """The model tests use small tensors: with 2 OpenMP threads fork/join dominates, and on a busy
+    2-core machine a forward that takes 30 ms on one thread took 1-4 s. One thread keeps them fast
+    and steady; restored afterwards."""
     import torch
 
     threads = torch.get_num_threads()
@@ -188,10 +256,14 @@ def single_torch_thread():
 
 
 def kill_after_first_shard(args: list[str], out: Path, *, timeout_s: float = 60) -> list[Path]:
-    """Run `epam-data ARGS` in a real process, SIGKILL it as soon as its first shard under `out` is finished, and
-    return the finished shards. Fails if the run ends first or no shard appears within `timeout_s`."""
-    process = subprocess.Popen([sys.executable, "-c", "from epam_data.cli import app; app()", *args],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    """Run `epam-data ARGS` in a real process, SIGKILL it as soon as its first shard under `out` is
+    finished, and return the finished shards. Fails if the run ends first or no shard appears within
+    `timeout_s`."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from epam_data.cli import app; app()", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + timeout_s
     while not list(out.glob("shards/*.h5")):
         assert process.poll() is None, "the run ended before its first shard was seen"

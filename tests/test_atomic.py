@@ -1,4 +1,5 @@
-"""Atomic writes: a reader sees the old file or the whole new one; a failed write leaves nothing behind."""
+"""Atomic writes: a reader sees the old file or the whole new one; a failed write leaves nothing
+behind."""
 
 from __future__ import annotations
 

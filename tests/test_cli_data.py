@@ -32,8 +32,12 @@ def test_epam_train_help_works():
 
 def test_splits_from_names(tmp_path):
     names = tmp_path / "names.txt"
-    names.write_text("# NTU sample\nS001C001P001R001A001_rgb.avi\nS001C002P003R002A050.mp4\nnot-a-name.avi\n")
-    result = invoke(data_app, ["splits", "--dataset", "ntu60", "--names", names, "--out", tmp_path / "out"])
+    names.write_text(
+        "# NTU sample\nS001C001P001R001A001_rgb.avi\nS001C002P003R002A050.mp4\nnot-a-name.avi\n"
+    )
+    result = invoke(
+        data_app, ["splits", "--dataset", "ntu60", "--names", names, "--out", tmp_path / "out"]
+    )
     assert result.exit_code == 0, result.output
     assert "xsub" in result.output and "xview" in result.output
     assert "1 names or lines left out" in result.output and "not-a-name.avi" in result.output
@@ -44,24 +48,47 @@ def test_splits_from_names(tmp_path):
 
 
 def test_splits_from_a_dataset_folder_writes_into_it(tmp_path):
-    pd.DataFrame({"sample_id": ["Walk_p03_r00_v01_c01", "Walk_p02_r00_v01_c02"], "status": ["ok", "ok"]}).to_csv(
-        tmp_path / "index.csv", index=False)
+    pd.DataFrame(
+        {"sample_id": ["Walk_p03_r00_v01_c01", "Walk_p02_r00_v01_c02"], "status": ["ok", "ok"]}
+    ).to_csv(tmp_path / "index.csv", index=False)
     (tmp_path / "dataset.json").write_text(json.dumps({"dataset": "toyota"}))
     result = invoke(data_app, ["splits", tmp_path, "--protocol", "cs", "-p", "cv2"])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "manifests").glob("*_t*.csv")) == [
-        "cs_test.csv", "cs_train.csv", "cv2_test.csv", "cv2_train.csv"]
+        "cs_test.csv",
+        "cs_train.csv",
+        "cv2_test.csv",
+        "cv2_train.csv",
+    ]
 
 
-@pytest.mark.parametrize("args,message", [
-    (["splits"], "give either a prepared DATASET_DIR or --names FILE"),
-    (["splits", "--dataset", "kinetics", "--names", "{names}", "--out", "{tmp}"], "unknown dataset 'kinetics'"),
-    (["splits", "--dataset", "ntu60", "--names", "{tmp}/absent.txt", "--out", "{tmp}"], "cannot read the name list"),
-    (["splits", "--dataset", "ntu60", "--names", "{names}"], "--names needs --dataset and --out"),
-    (["splits", "--dataset", "ntu60", "--names", "{names}", "--out", "{tmp}"], "no usable ntu60 sample"),
-    (["splits", "--dataset", "pku_mmd", "--names", "{names}", "--out", "{tmp}"], "pass --labels DIR"),
-    (["splits", "{tmp}"], "no index.csv"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["splits"], "give either a prepared DATASET_DIR or --names FILE"),
+        (
+            ["splits", "--dataset", "kinetics", "--names", "{names}", "--out", "{tmp}"],
+            "unknown dataset 'kinetics'",
+        ),
+        (
+            ["splits", "--dataset", "ntu60", "--names", "{tmp}/absent.txt", "--out", "{tmp}"],
+            "cannot read the name list",
+        ),
+        (
+            ["splits", "--dataset", "ntu60", "--names", "{names}"],
+            "--names needs --dataset and --out",
+        ),
+        (
+            ["splits", "--dataset", "ntu60", "--names", "{names}", "--out", "{tmp}"],
+            "no usable ntu60 sample",
+        ),
+        (
+            ["splits", "--dataset", "pku_mmd", "--names", "{names}", "--out", "{tmp}"],
+            "pass --labels DIR",
+        ),
+        (["splits", "{tmp}"], "no index.csv"),
+    ],
+)
 def test_errors_are_one_line_without_traceback(tmp_path, args, message):
     names = tmp_path / "names.txt"
     names.write_text("garbage\n")
@@ -78,8 +105,25 @@ def test_pku_without_split_files_writes_cv_and_fails_on_cs(tmp_path):
         (labels / f"{video}.txt").write_text("1,0,10,1\n2,20,30,1\n")
     names = tmp_path / "videos.txt"
     names.write_text("0002-L\n0002-M\n0002-R\n")
-    result = invoke(data_app, ["splits", "-d", "pku_mmd", "--names", names, "--labels", labels, "--out", tmp_path])
+    result = invoke(
+        data_app,
+        ["splits", "-d", "pku_mmd", "--names", names, "--labels", labels, "--out", tmp_path],
+    )
     assert result.exit_code == 1
-    assert "cross-subject.txt" in result.output and "used the official rule on view" in result.output
+    assert (
+        "cross-subject.txt" in result.output and "used the official rule on view" in result.output
+    )
     assert len(pd.read_csv(tmp_path / "manifests" / "cv_train.csv")) == 4
     assert len(pd.read_csv(tmp_path / "manifests" / "cv_test.csv")) == 2
+
+
+def test_out_that_is_a_file_is_one_line(tmp_path) -> None:
+    """OUT given as an existing file: one error line naming it, exit code 1, no traceback."""
+    (tmp_path / "videos").mkdir()
+    out = tmp_path / "out.txt"
+    out.write_text("not a folder")
+    arguments = ["extract", str(tmp_path / "videos"), "-d", "ntu60", "-o", str(out)]
+    result = runner.invoke(data_app, arguments)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output and str(out) in result.output
+    assert len([line for line in result.output.splitlines() if line.startswith("error:")]) == 1

@@ -6,22 +6,38 @@ from epam_data.errors import LabelFileError
 
 
 def test_folder_per_class(tmp_path):
-    for relative in ["walk/a.mp4", "walk/b.avi", "jump/c.MP4", "jump/notes.txt", "loose.mp4", "jump/deep/d.mp4",
-                     "walk/.DS_Store"]:
+    for relative in [
+        "walk/a.mp4",
+        "walk/b.avi",
+        "jump/c.MP4",
+        "jump/notes.txt",
+        "loose.mp4",
+        "jump/deep/d.mp4",
+        "walk/.DS_Store",
+    ]:
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / relative).write_bytes(b"")
     scan = scan_generic(tmp_path)
     assert [(s.sample_id, s.label, s.label_name) for s in scan.samples] == [
-        ("jump__c", 0, "jump"), ("walk__a", 1, "walk"), ("walk__b", 1, "walk")]
-    assert sorted(r.name for r in scan.rejected) == ["jump/deep/d.mp4", "jump/notes.txt", "loose.mp4"]
+        ("jump__c", 0, "jump"),
+        ("walk__a", 1, "walk"),
+        ("walk__b", 1, "walk"),
+    ]
+    assert sorted(r.name for r in scan.rejected) == [
+        "jump/deep/d.mp4",
+        "jump/notes.txt",
+        "loose.mp4",
+    ]
 
 
 def test_csv_with_integer_labels(tmp_path):
     csv_path = tmp_path / "list.csv"
     csv_path.write_text("path,label\nvideos/x.mp4,3\nvideos/y.mp4,0\n,1\nvideos/x.avi,2\n")
     scan = scan_generic(csv_path)
-    assert [(s.sample_id, s.label, s.path) for s in scan.samples] == [("videos__x", 3, "videos/x.mp4"),
-                                                                      ("videos__y", 0, "videos/y.mp4")]
+    assert [(s.sample_id, s.label, s.path) for s in scan.samples] == [
+        ("videos__x", 3, "videos/x.mp4"),
+        ("videos__y", 0, "videos/y.mp4"),
+    ]
     reasons = " | ".join(r.reason for r in scan.rejected)
     assert "line 4: empty path or label" in reasons and "same sample id 'videos__x'" in reasons
 

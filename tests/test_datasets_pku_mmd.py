@@ -3,7 +3,12 @@ from pathlib import Path
 import pytest
 
 from epam_data.datasets import scan_names
-from epam_data.datasets.pku_mmd import parse_pku_sample_id, parse_video_id, read_label_file, read_split_file
+from epam_data.datasets.pku_mmd import (
+    parse_pku_sample_id,
+    parse_video_id,
+    read_label_file,
+    read_split_file,
+)
 from epam_data.errors import EpamError, LabelFileError, NameParseError
 
 
@@ -16,7 +21,11 @@ def test_label_lines_become_clips_numbered_by_start_frame(tmp_path):
     # Lines out of order on purpose: k follows the start frame, as in EPAM-Net's trimming script.
     label_file = write(tmp_path / "0002-L.txt", "5,300,400,1\n12,10,120,2\n51,500,650,0\n")
     scan = read_label_file(label_file)
-    assert [s.sample_id for s in scan.samples] == ["0002-L-A12-N01", "0002-L-A05-N02", "0002-L-A51-N03"]
+    assert [s.sample_id for s in scan.samples] == [
+        "0002-L-A12-N01",
+        "0002-L-A05-N02",
+        "0002-L-A51-N03",
+    ]
     first = scan.samples[0]
     assert (first.label, first.label_name) == (11, "giving something to other person")
     assert (first.video, first.view) == ("0002-L", "L")
@@ -34,13 +43,16 @@ def test_start_after_end_is_reported_and_keeps_numbering(tmp_path):
     assert "line 2: start frame 4925 is after end frame 4036" in scan.rejected[0].reason
 
 
-@pytest.mark.parametrize("line,reason", [
-    ("52,1,10,1", "action id 52 is outside 1-51"),
-    ("0,1,10,1", "action id 0 is outside 1-51"),
-    ("3,-5,10,1", "start frame -5 is negative"),
-    ("3,abc,10,1", "expected action_id,start_frame,end_frame,confidence"),
-    ("3,10", "expected action_id,start_frame,end_frame,confidence"),
-])
+@pytest.mark.parametrize(
+    "line,reason",
+    [
+        ("52,1,10,1", "action id 52 is outside 1-51"),
+        ("0,1,10,1", "action id 0 is outside 1-51"),
+        ("3,-5,10,1", "start frame -5 is negative"),
+        ("3,abc,10,1", "expected action_id,start_frame,end_frame,confidence"),
+        ("3,10", "expected action_id,start_frame,end_frame,confidence"),
+    ],
+)
 def test_bad_label_lines(tmp_path, line, reason):
     scan = read_label_file(write(tmp_path / "0100-M.txt", f"1,0,5,1\n{line}\n"))
     assert len(scan.samples) == 1 and len(scan.rejected) == 1
@@ -79,18 +91,25 @@ def test_video_and_sample_ids():
 
 def test_split_file_in_the_shipped_format(tmp_path):
     # Trailing ", " after the training ids and "," after the validation ids, as in the release.
-    path = write(tmp_path / "cross-view.txt",
-                 "Training videos: \n0002-L, 0002-R, 0003-L, \nValidataion videos: \n0002-M, 0003-M,\n")
-    assert read_split_file(path) == {"train": frozenset({"0002-L", "0002-R", "0003-L"}),
-                                     "test": frozenset({"0002-M", "0003-M"})}
+    path = write(
+        tmp_path / "cross-view.txt",
+        "Training videos: \n0002-L, 0002-R, 0003-L, \nValidataion videos: \n0002-M, 0003-M,\n",
+    )
+    assert read_split_file(path) == {
+        "train": frozenset({"0002-L", "0002-R", "0003-L"}),
+        "test": frozenset({"0002-M", "0003-M"}),
+    }
 
 
-@pytest.mark.parametrize("text,message", [
-    ("0002-L\n", "ids before a 'Training videos:' line"),
-    ("Training videos:\n0002-L\n", "expected a 'Training videos:' and a 'Validataion videos:'"),
-    ("Training videos:\n0002-L\nValidation videos:\n0002-L\n", "1 videos are in both lists"),
-    ("Training videos:\n0002-L, 2-M\nValidation videos:\n0002-M\n", "'2-M' is not a video id"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("0002-L\n", "ids before a 'Training videos:' line"),
+        ("Training videos:\n0002-L\n", "expected a 'Training videos:' and a 'Validataion videos:'"),
+        ("Training videos:\n0002-L\nValidation videos:\n0002-L\n", "1 videos are in both lists"),
+        ("Training videos:\n0002-L, 2-M\nValidation videos:\n0002-M\n", "'2-M' is not a video id"),
+    ],
+)
 def test_bad_split_files(tmp_path, text, message):
     with pytest.raises(LabelFileError, match=message):
         read_split_file(write(tmp_path / "cross-subject.txt", text))

@@ -28,11 +28,21 @@ def test_cv_classes_are_a_subset_of_cs_classes():
 def test_pour_fromcup_is_reported_not_labelled():
     scan = scan_names("toyota", ["Pour.Fromcup_p11_r00_v03_c04.mp4", "Walk_p03_r01_v16_c06.mp4"])
     assert [s.sample_id for s in scan.samples] == ["Walk_p03_r01_v16_c06"]
-    assert len(scan.rejected) == 1 and "'Pour.Fromcup' is in none of the Toyota class lists" in scan.rejected[0].reason
+    assert (
+        len(scan.rejected) == 1
+        and "'Pour.Fromcup' is in none of the Toyota class lists" in scan.rejected[0].reason
+    )
 
 
-@pytest.mark.parametrize("name", ["Walk_p03_r01_v16.mp4", "Walk_03_r01_v16_c06.mp4", "_p03_r01_v16_c06.mp4",
-                                  "Walk_p03_r01_v16_cXX.mp4"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Walk_p03_r01_v16.mp4",
+        "Walk_03_r01_v16_c06.mp4",
+        "_p03_r01_v16_c06.mp4",
+        "Walk_p03_r01_v16_cXX.mp4",
+    ],
+)
 def test_bad_toyota_names(name):
     with pytest.raises(NameParseError, match="is not a Toyota Smarthome name"):
         parse_toyota_name(name)

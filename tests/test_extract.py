@@ -1,7 +1,8 @@
-"""`epam-data extract` end to end on real videos: the shared clips, a real photo moved per frame, broken files.
+"""`epam-data extract` end to end on real videos: the shared clips, a real photo moved per frame,
+broken files.
 
-No mocks: real decoders, the real blazepose models, real HDF5 shards, a real SIGKILL of a real run, a real Dask
-LocalCluster. Videos get dataset-style names (NTU mutual actions keep two persons).
+No mocks: real decoders, the real blazepose models, real HDF5 shards, a real SIGKILL of a real run,
+a real Dask LocalCluster. Videos get dataset-style names (NTU mutual actions keep two persons).
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from epam_data.video import read_frames
 
 NOSE = 0
 PHOTO_SIDE = 384  # write_person_clip scales the astronaut photo to 384 x 384
-ASTRONAUT_IDS = [f"S001C001P{p:03d}R001A{a:03d}" for p, a in [(1, 1), (2, 2), (3, 3), (4, 8), (5, 9), (6, 10)]]
+ASTRONAUT_IDS = [
+    f"S001C001P{p:03d}R001A{a:03d}" for p, a in [(1, 1), (2, 2), (3, 3), (4, 8), (5, 9), (6, 10)]
+]
 runner = CliRunner()
 
 
@@ -59,7 +62,9 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def photo_origin(frame_index: int) -> np.ndarray:
-    return np.array([8 + frame_index * PERSON_CLIP_STEP[0], 8 + frame_index * PERSON_CLIP_STEP[1]], np.float64)
+    return np.array(
+        [8 + frame_index * PERSON_CLIP_STEP[0], 8 + frame_index * PERSON_CLIP_STEP[1]], np.float64
+    )
 
 
 def to_crop(keypoints: np.ndarray, box: tuple[float, ...], size: int) -> np.ndarray:
@@ -67,7 +72,8 @@ def to_crop(keypoints: np.ndarray, box: tuple[float, ...], size: int) -> np.ndar
     return (keypoints - np.array(box[:2])) * size / (box[2] - box[0])
 
 
-# --- the person clip, without ../shared --------------------------------------------------------------------------
+# --- the person clip, without ../shared -----------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def astronaut_out(astronaut_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -83,13 +89,21 @@ def test_person_found_on_the_moving_photo(astronaut_out: Path, astronaut_dir: Pa
         assert sorted(reader) == ASTRONAUT_IDS[:2]
         prepared = reader[ASTRONAUT_IDS[0]]
     assert prepared.status == "ok" and prepared.num_persons == 1 and prepared.num_frames == 24
-    assert prepared.num_person_raw >= 1 and prepared.original_hw == (480, 640) and prepared.total_frames == 24
+    assert (
+        prepared.num_person_raw >= 1
+        and prepared.original_hw == (480, 640)
+        and prepared.total_frames == 24
+    )
     seen = prepared.scores[0].astype(np.float32) >= 0.5  # [T, 17]
-    assert seen[:, :7].mean() > 0.9  # head and shoulders (waist-up photo, arms folded) in nearly every frame
+    assert (
+        seen[:, :7].mean() > 0.9
+    )  # head and shoulders (waist-up photo, arms folded) in nearly every frame
     for t in range(prepared.num_frames):
         origin = photo_origin(t)
         points = prepared.keypoints[0, t][seen[t]]
-        assert np.all(points >= origin - 4) and np.all(points <= origin + PHOTO_SIDE + 4), f"frame {t} off the photo"
+        assert np.all(points >= origin - 4) and np.all(points <= origin + PHOTO_SIDE + 4), (
+            f"frame {t} off the photo"
+        )
     # the person moves with the photo: the nose moves by the clip's step per frame
     nose_track = prepared.keypoints[0, :, NOSE] - np.stack([photo_origin(t) for t in range(24)])
     assert np.abs(nose_track - np.median(nose_track, axis=0)).max() < 6
@@ -112,23 +126,33 @@ def test_rgb_crops_match_the_frames(astronaut_out: Path, astronaut_dir: Path) ->
         # the same crop made directly from the decoded frame: the stored JPEG shows the same pixels
         from epam_data.heatmaps import CropBox
 
-        expected = np.asarray(crop_frame(frames[t], CropBox(*(int(v) for v in box)), 128)).astype(np.int16)
+        expected = np.asarray(crop_frame(frames[t], CropBox(*(int(v) for v in box)), 128)).astype(
+            np.int16
+        )
         assert np.abs(crop.astype(np.int16) - expected).mean() < 4
         # keypoints map into the crop and onto the person (the photo, not the grey background)
         nose = to_crop(prepared.keypoints[0, t, NOSE].astype(np.float64), box, 128)
         assert np.all((nose >= 0) & (nose < 128))
         x, y = np.rint(nose).astype(int)
-        patch = crop[max(y - 3, 0):y + 4, max(x - 3, 0):x + 4].astype(np.float32)
+        patch = crop[max(y - 3, 0) : y + 4, max(x - 3, 0) : x + 4].astype(np.float32)
         assert np.abs(patch - 128).mean() > 10, "the nose falls on the grey background"
-        corner = to_crop(photo_origin(t), box, 128)  # the photo's top-left corner is inside the crop or outside it
-        assert crop[int(max(corner[1] - 3, 0)), int(max(corner[0] - 3, 0))].std() < 40  # left of it: grey or black
+        corner = to_crop(
+            photo_origin(t), box, 128
+        )  # the photo's top-left corner is inside the crop or outside it
+        assert (
+            crop[int(max(corner[1] - 3, 0)), int(max(corner[0] - 3, 0))].std() < 40
+        )  # left of it: grey or black
 
 
 def test_heatmaps_stored_and_quantised(astronaut_out: Path) -> None:
     with ShardReader(astronaut_out) as reader:
         prepared = reader[ASTRONAUT_IDS[1]]
     joint, limb = prepared.joint_heatmaps, prepared.limb_heatmaps
-    assert joint.shape == (24, 17, 56, 56) and limb.shape == (24, 17, 56, 56) and joint.dtype == np.uint8
+    assert (
+        joint.shape == (24, 17, 56, 56)
+        and limb.shape == (24, 17, 56, 56)
+        and joint.dtype == np.uint8
+    )
     box = prepared.crop_box
     canvas = to_crop(prepared.keypoints.astype(np.float64), box, 56).astype(np.float32)
     canvas[prepared.scores == 0] = 0
@@ -143,32 +167,58 @@ def test_heatmaps_stored_and_quantised(astronaut_out: Path) -> None:
         assert np.abs(np.array(peak[::-1]) - canvas[0, t, NOSE]).max() <= 1.0
 
 
-# --- the shared real clips (two people each) ---------------------------------------------------------------------
+# --- the shared real clips (two people each) ------------------------------------------------------
+
 
 @pytest.mark.quality
 def test_two_people_on_the_shared_clips(media_dir: Path, blazepose: None, tmp_path: Path) -> None:
     videos = tmp_path / "in"
     videos.mkdir()
-    shutil.copy(media_dir / "two_players_426x240.mp4", videos / "S002C001P003R001A050_rgb.mp4")  # mutual: M = 2
+    shutil.copy(
+        media_dir / "two_players_426x240.mp4", videos / "S002C001P003R001A050_rgb.mp4"
+    )  # mutual: M = 2
     shutil.copy(media_dir / "arm_wrestling_340x256.mp4", videos / "S002C002P003R001A058_rgb.mp4")
-    result = runner.invoke(app, ["extract", str(videos), "--dataset", "ntu60", "--out", str(tmp_path / "out"),
-                                 "--frame-stride", "3", "--heatmaps", "joint", "--jobs", "2"])
+    result = runner.invoke(
+        app,
+        [
+            "extract",
+            str(videos),
+            "--dataset",
+            "ntu60",
+            "--out",
+            str(tmp_path / "out"),
+            "--frame-stride",
+            "3",
+            "--heatmaps",
+            "joint",
+            "--jobs",
+            "2",
+        ],
+    )
     assert result.exit_code == 0, result.output
     with ShardReader(tmp_path / "out") as reader:
-        # Both players are in full view for the first 120 frames of two_players (the camera pans later). The arm
-        # wrestlers are close up and the tracker loses and re-finds them; persons.select_persons stitches the tracks
-        # into chains, but the detector finds both in fewer than half of the frames (test_pose), so the clip is held
-        # to a lower bar. Measured on five vector paths (BENCHMARKS.md): both 40.4 %, someone 96.8 % on each; with
-        # the ROI grid (blazepose.snap_roi) at half or twice its step, both 28.7-41.5 %, someone 96.8-98.9 %.
-        for sample_id, hw, full_view, both_min, anyone_min in [("S002C001P003R001A050", (240, 426), 120, 0.9, 0.45),
-                                                               ("S002C002P003R001A058", (256, 340), 280, 0.25, 0.85)]:
+        # Both players are in full view for the first 120 frames of two_players (the camera pans
+        # later). The arm wrestlers are close up and the tracker loses and re-finds them;
+        # persons.select_persons stitches the tracks into chains, but the detector finds both in
+        # fewer than half of the frames (test_pose), so the clip is held to a lower bar. Measured on
+        # five vector paths (BENCHMARKS.md): both 40.4 %, someone 96.8 % on each; with the ROI grid
+        # (blazepose.snap_roi) at half or twice its step, both 28.7-41.5 %, someone 96.8-98.9 %.
+        for sample_id, hw, full_view, both_min, anyone_min in [
+            ("S002C001P003R001A050", (240, 426), 120, 0.9, 0.45),
+            ("S002C002P003R001A058", (256, 340), 280, 0.25, 0.85),
+        ]:
             prepared = reader[sample_id]
-            assert prepared.num_persons == 2 and prepared.original_hw == hw and prepared.status == "ok"
+            assert (
+                prepared.num_persons == 2 and prepared.original_hw == hw and prepared.status == "ok"
+            )
             assert np.array_equal(prepared.frame_indices, np.arange(0, prepared.total_frames, 3))
             present = (prepared.scores.astype(np.float32) > 0).any(-1)  # [2, T]
             both = present.all(0)[prepared.frame_indices < full_view].mean()
-            print(f"{sample_id}: both kept persons in {both:.0%} of the frames before {full_view}, someone in "
-                  f"{present.any(0).mean():.0%} of all; {prepared.num_person_raw} tracks seen")
+            print(
+                f"{sample_id}: both kept persons in {both:.0%} of the frames before {full_view}, "
+                "someone in "
+                f"{present.any(0).mean():.0%} of all; {prepared.num_person_raw} tracks seen"
+            )
             assert both >= both_min and present.any(0).mean() >= anyone_min
             # two different people: their hip centres are apart in most frames
             hips = prepared.keypoints[:, :, [11, 12]].mean(2)  # [2, T, 2]
@@ -178,9 +228,15 @@ def test_two_people_on_the_shared_clips(media_dir: Path, blazepose: None, tmp_pa
             seen = prepared.scores.astype(np.float32) >= 0.5
             points = prepared.keypoints[seen]
             in_frame = np.all((points >= 0) & (points < np.array(hw[::-1])), axis=1)
-            assert in_frame.mean() > 0.6  # confident joints mostly fall in the frame; the box holds those
-            assert np.all((points[in_frame] >= np.array(box[:2])) & (points[in_frame] <= np.array(box[2:])))
-            assert box[2] - box[0] <= 1.25 * max(hw) + 2  # joints predicted outside the frame do not inflate it
+            assert (
+                in_frame.mean() > 0.6
+            )  # confident joints mostly fall in the frame; the box holds those
+            assert np.all(
+                (points[in_frame] >= np.array(box[:2])) & (points[in_frame] <= np.array(box[2:]))
+            )
+            assert (
+                box[2] - box[0] <= 1.25 * max(hw) + 2
+            )  # joints predicted outside the frame do not inflate it
             crop = Image.open(io.BytesIO(prepared.rgb[0]))
             assert crop.size == (256, 256)
             assert prepared.joint_heatmaps.shape == (prepared.num_frames, 17, 56, 56)
@@ -189,24 +245,34 @@ def test_two_people_on_the_shared_clips(media_dir: Path, blazepose: None, tmp_pa
     assert info.exit_code == 0 and "per camera" in info.output and "2: 2" in info.output
 
 
-# --- bad input, no person, resume ---------------------------------------------------------------------------------
+# --- bad input, no person, resume -----------------------------------------------------------------
+
 
 @pytest.fixture
 def mixed_dir(tmp_path: Path, astronaut_dir: Path, pyav: object) -> Path:
     folder = tmp_path / "mixed"
     folder.mkdir()
-    shutil.copy(astronaut_dir / f"{ASTRONAUT_IDS[0]}_rgb.mp4", folder / f"{ASTRONAUT_IDS[0]}_rgb.mp4")
+    shutil.copy(
+        astronaut_dir / f"{ASTRONAUT_IDS[0]}_rgb.mp4", folder / f"{ASTRONAUT_IDS[0]}_rgb.mp4"
+    )
     (folder / "S001C001P010R001A001_rgb.mp4").write_bytes(b"")  # empty
-    (folder / "S001C001P011R001A001_rgb.avi").write_bytes(np.random.default_rng(0).bytes(20000))  # not a video
+    (folder / "S001C001P011R001A001_rgb.avi").write_bytes(
+        np.random.default_rng(0).bytes(20000)
+    )  # not a video
     full = write_video(tmp_path / "full.mp4", 60, hw=(64, 96), noise=True)
     data = full.read_bytes()
-    (folder / "S001C001P012R001A001_rgb.mp4").write_bytes(data[:len(data) // 2])  # truncated
-    write_video(folder / "S001C001P013R001A001_rgb.mp4", 12, hw=(96, 128))  # grey frames: nobody there
-    # a faststart mp4 cut inside its 31st packet: it opens, and decoding fails part-way (tests/test_video.py)
-    faststart = write_video(tmp_path / "faststart.mp4", 60, hw=(96, 128), noise=True, faststart=True)
+    (folder / "S001C001P012R001A001_rgb.mp4").write_bytes(data[: len(data) // 2])  # truncated
+    write_video(
+        folder / "S001C001P013R001A001_rgb.mp4", 12, hw=(96, 128)
+    )  # grey frames: nobody there
+    # a faststart mp4 cut inside its 31st packet: it opens, and decoding fails part-way
+    # (tests/test_video.py)
+    faststart = write_video(
+        tmp_path / "faststart.mp4", 60, hw=(96, 128), noise=True, faststart=True
+    )
     with pyav.open(str(faststart)) as container:
         starts = [packet.pos for packet in container.demux(video=0) if packet.size]
-    (folder / "S001C001P014R001A001_rgb.mp4").write_bytes(faststart.read_bytes()[:starts[30] + 8])
+    (folder / "S001C001P014R001A001_rgb.mp4").write_bytes(faststart.read_bytes()[: starts[30] + 8])
     (folder / "notes.mp4").write_bytes(b"x")  # a name that is no NTU name
     return folder
 
@@ -217,19 +283,30 @@ def test_bad_inputs_recorded_and_run_continues(mixed_dir: Path, tmp_path: Path) 
     result = runner.invoke(app, args)
     assert result.exit_code == 1, result.output
     failures = {row["sample_id"]: row["reason"] for row in read_csv(out / "failures.csv")}
-    assert set(failures) == {"S001C001P010R001A001", "S001C001P011R001A001", "S001C001P012R001A001",
-                             "S001C001P014R001A001"}
+    assert set(failures) == {
+        "S001C001P010R001A001",
+        "S001C001P011R001A001",
+        "S001C001P012R001A001",
+        "S001C001P014R001A001",
+    }
     assert "empty" in failures["S001C001P010R001A001"]
     assert "cannot open" in failures["S001C001P011R001A001"]
-    assert "cut short" in failures["S001C001P012R001A001"] or "truncated" in failures["S001C001P012R001A001"]
-    assert "cannot decode frame" in failures["S001C001P014R001A001"]  # raised mid-decode, in the prefetch thread
+    assert (
+        "cut short" in failures["S001C001P012R001A001"]
+        or "truncated" in failures["S001C001P012R001A001"]
+    )
+    assert (
+        "cannot decode frame" in failures["S001C001P014R001A001"]
+    )  # raised mid-decode, in the prefetch thread
     index = {row["sample_id"]: row for row in read_csv(out / "index.csv")}
     assert index[ASTRONAUT_IDS[0]]["status"] == "ok"
     assert index["S001C001P013R001A001"]["status"] == "no_person"
     with ShardReader(out) as reader:
         nobody = reader["S001C001P013R001A001"]
     assert nobody.num_person_raw == 0 and not nobody.keypoints.any() and not nobody.scores.any()
-    assert nobody.crop_box == (0.0, -16.0, 128.0, 112.0) and len(nobody.rgb) == 12  # the whole scene, square
+    assert (
+        nobody.crop_box == (0.0, -16.0, 128.0, 112.0) and len(nobody.rgb) == 12
+    )  # the whole scene, square
     assert [row["name"] for row in read_csv(out / "rejected.csv")] == ["notes.mp4"]
     assert "failed (failures.csv)" in result.output and "notes.mp4" in result.output
     assert verify_dataset(out) == []
@@ -244,49 +321,107 @@ def test_bad_inputs_recorded_and_run_continues(mixed_dir: Path, tmp_path: Path) 
 
     # other options into the same folder are refused, in one line
     other = runner.invoke(app, [*args[:-1], "96"])
-    assert other.exit_code == 1 and "prepared with other options" in other.output and "rgb_size" in other.output
+    assert (
+        other.exit_code == 1
+        and "prepared with other options" in other.output
+        and "rgb_size" in other.output
+    )
 
 
 def test_resume_after_a_real_kill(astronaut_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    finished = kill_after_first_shard(["extract", str(astronaut_dir), "-d", "ntu60", "-o", str(out),
-                                       "--samples-per-shard", "1", "--rgb-size", "64"], out)
+    finished = kill_after_first_shard(
+        [
+            "extract",
+            str(astronaut_dir),
+            "-d",
+            "ntu60",
+            "-o",
+            str(out),
+            "--samples-per-shard",
+            "1",
+            "--rgb-size",
+            "64",
+        ],
+        out,
+    )
     assert 1 <= len(finished) < len(ASTRONAUT_IDS), "the kill came too late to test anything"
-    result = runner.invoke(app, ["extract", str(astronaut_dir), "-d", "ntu60", "-o", str(out),
-                                 "--samples-per-shard", "1", "--rgb-size", "64"])
+    result = runner.invoke(
+        app,
+        [
+            "extract",
+            str(astronaut_dir),
+            "-d",
+            "ntu60",
+            "-o",
+            str(out),
+            "--samples-per-shard",
+            "1",
+            "--rgb-size",
+            "64",
+        ],
+    )
     assert result.exit_code == 0, result.output
     rows = read_csv(out / "index.csv")
-    assert sorted(row["sample_id"] for row in rows) == sorted(ASTRONAUT_IDS)  # every sample exactly once
+    assert sorted(row["sample_id"] for row in rows) == sorted(
+        ASTRONAUT_IDS
+    )  # every sample exactly once
     assert not list((out / "shards").glob("*.partial"))
     verify = runner.invoke(app, ["verify", str(out), "--deep"])
     assert verify.exit_code == 0 and "ok, 6 samples" in verify.output
 
 
-# --- parts, jobs, Dask: the same samples whatever runs them -------------------------------------------------------
+# --- parts, jobs, Dask: the same samples whatever runs them ---------------------------------------
+
 
 def test_parts_cover_everything_once(astronaut_dir: Path, tmp_path: Path) -> None:
     ids = sorted(ASTRONAUT_IDS)
     parts = [select_part(ids, (i, 3), key=str) for i in range(3)]
-    assert sorted(id_ for part in parts for id_ in part) == ids and all(len(part) == 2 for part in parts)
+    assert sorted(id_ for part in parts for id_ in part) == ids and all(
+        len(part) == 2 for part in parts
+    )
     assert parse_part("1/2") == (0, 2) and parse_part("2/2") == (1, 2)
     out = tmp_path / "out"
     for part in ("1/2", "2/2"):
-        result = runner.invoke(app, ["extract", str(astronaut_dir), "-d", "ntu60", "-o", str(out), "--no-rgb",
-                                     "--part", part])
+        result = runner.invoke(
+            app,
+            [
+                "extract",
+                str(astronaut_dir),
+                "-d",
+                "ntu60",
+                "-o",
+                str(out),
+                "--no-rgb",
+                "--part",
+                part,
+            ],
+        )
         assert result.exit_code == 0, result.output
     assert sorted(row["sample_id"] for row in read_csv(out / "index.csv")) == ids
     names = sorted(path.name for path in (out / "shards").glob("*.h5"))
     assert names == ["shard-p000of002-00000.h5", "shard-p001of002-00000.h5"]
     assert verify_dataset(out, deep=True) == []
     for bad in ("0/2", "3/2", "two"):
-        result = runner.invoke(app, ["extract", str(astronaut_dir), "-d", "ntu60", "-o", str(out), "--part", bad])
-        assert result.exit_code == 1 and "--part" in result.output and len(result.output.strip().splitlines()) == 1
+        result = runner.invoke(
+            app, ["extract", str(astronaut_dir), "-d", "ntu60", "-o", str(out), "--part", bad]
+        )
+        assert (
+            result.exit_code == 1
+            and "--part" in result.output
+            and len(result.output.strip().splitlines()) == 1
+        )
 
 
 @pytest.fixture(scope="module")
 def serial_out(astronaut_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("serial") / "out"
-    assert extract_dataset(astronaut_dir, out, "ntu60", options=ExtractOptions(rgb_size=None), limit=4).ok == 4
+    assert (
+        extract_dataset(
+            astronaut_dir, out, "ntu60", options=ExtractOptions(rgb_size=None), limit=4
+        ).ok
+        == 4
+    )
     return out
 
 
@@ -298,35 +433,86 @@ def assert_same_samples(one_dir: Path, other_dir: Path) -> None:
             np.testing.assert_array_equal(one[sample_id].scores, other[sample_id].scores)
 
 
-def test_jobs_2_gives_the_same_samples(astronaut_dir: Path, serial_out: Path, tmp_path: Path) -> None:
-    report = extract_dataset(astronaut_dir, tmp_path / "jobs2", "ntu60", options=ExtractOptions(rgb_size=None),
-                             limit=4, jobs=2)
+def test_jobs_2_gives_the_same_samples(
+    astronaut_dir: Path, serial_out: Path, tmp_path: Path
+) -> None:
+    report = extract_dataset(
+        astronaut_dir,
+        tmp_path / "jobs2",
+        "ntu60",
+        options=ExtractOptions(rgb_size=None),
+        limit=4,
+        jobs=2,
+    )
     assert report.ok == 4 and report.frames == 4 * 24
     assert_same_samples(serial_out, tmp_path / "jobs2")
 
 
-def test_dask_local_cluster_gives_the_same_samples(astronaut_dir: Path, serial_out: Path, tmp_path: Path) -> None:
-    distributed = pytest.importorskip("distributed", reason="the Dask path needs pip install 'epam[dask]'")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
-        report = extract_dataset(astronaut_dir, tmp_path / "dask", "ntu60", options=ExtractOptions(rgb_size=None),
-                                 limit=4, dask_address=cluster.scheduler_address)
+def test_dask_local_cluster_gives_the_same_samples(
+    astronaut_dir: Path, serial_out: Path, tmp_path: Path
+) -> None:
+    distributed = pytest.importorskip(
+        "distributed", reason="the Dask path needs pip install 'epam[dask]'"
+    )
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        report = extract_dataset(
+            astronaut_dir,
+            tmp_path / "dask",
+            "ntu60",
+            options=ExtractOptions(rgb_size=None),
+            limit=4,
+            dask_address=cluster.scheduler_address,
+        )
     assert report.ok == 4
     assert_same_samples(serial_out, tmp_path / "dask")
 
 
-def test_ray_local_cluster_gives_the_same_samples(astronaut_dir: Path, serial_out: Path, tmp_path: Path) -> None:
+def test_ray_local_cluster_gives_the_same_samples(
+    astronaut_dir: Path, serial_out: Path, tmp_path: Path
+) -> None:
     pytest.importorskip("ray", reason="the Ray path needs pip install 'epam[ray]'")
     out = tmp_path / "ray"
-    result = runner.invoke(app, ["extract", str(astronaut_dir), "-d", "ntu60", "-o", str(out), "--no-rgb",
-                                 "--limit", "4", "--ray", "local"])
+    result = runner.invoke(
+        app,
+        [
+            "extract",
+            str(astronaut_dir),
+            "-d",
+            "ntu60",
+            "-o",
+            str(out),
+            "--no-rgb",
+            "--limit",
+            "4",
+            "--ray",
+            "local",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert_same_samples(serial_out, out)
-    refused = runner.invoke(app, ["extract", str(astronaut_dir), "-d", "ntu60", "-o", str(tmp_path / "no"),
-                                  "--no-rgb", "--limit", "1", "--ray", "ray://127.0.0.1:9"])
+    refused = runner.invoke(
+        app,
+        [
+            "extract",
+            str(astronaut_dir),
+            "-d",
+            "ntu60",
+            "-o",
+            str(tmp_path / "no"),
+            "--no-rgb",
+            "--limit",
+            "1",
+            "--ray",
+            "ray://127.0.0.1:9",
+        ],
+    )
     assert refused.exit_code == 1 and "--ray ray://127.0.0.1:9" in refused.output
 
 
-# --- PKU-MMD frame ranges, generic folders ------------------------------------------------------------------------
+# --- PKU-MMD frame ranges, generic folders --------------------------------------------------------
+
 
 def test_pku_mmd_clips_decode_their_frame_range(astronaut_dir: Path, tmp_path: Path) -> None:
     videos, labels = tmp_path / "videos", tmp_path / "labels"
@@ -335,8 +521,23 @@ def test_pku_mmd_clips_decode_their_frame_range(astronaut_dir: Path, tmp_path: P
     shutil.copy(astronaut_dir / f"{ASTRONAUT_IDS[0]}_rgb.mp4", videos / "0002-L.mp4")
     (labels / "0002-L.txt").write_text("5,2,9,1\n7,12,15,1\n9,20,99,1\n11,8,3,1\n")
     out = tmp_path / "out"
-    result = runner.invoke(app, ["extract", str(videos), "-d", "pku_mmd", "--labels", str(labels), "-o", str(out),
-                                 "--rgb-size", "64", "--frame-stride", "2"])
+    result = runner.invoke(
+        app,
+        [
+            "extract",
+            str(videos),
+            "-d",
+            "pku_mmd",
+            "--labels",
+            str(labels),
+            "-o",
+            str(out),
+            "--rgb-size",
+            "64",
+            "--frame-stride",
+            "2",
+        ],
+    )
     assert result.exit_code == 1, result.output  # the clip past the end of the video failed
     with ShardReader(out) as reader:
         assert sorted(reader) == ["0002-L-A05-N01", "0002-L-A07-N03"]
@@ -344,45 +545,74 @@ def test_pku_mmd_clips_decode_their_frame_range(astronaut_dir: Path, tmp_path: P
         assert np.array_equal(clip.frame_indices, [2, 4, 6, 8]) and clip.total_frames == 24
         assert clip.sample.label == 4 and clip.num_persons == 1
         nose = clip.keypoints[0, :, NOSE] - np.stack([photo_origin(t) for t in (2, 4, 6, 8)])
-        assert np.abs(nose - nose[0]).max() < 6  # the frames are those of the range: the photo moved with them
+        assert (
+            np.abs(nose - nose[0]).max() < 6
+        )  # the frames are those of the range: the photo moved with them
         assert np.array_equal(reader["0002-L-A07-N03"].frame_indices, [12, 14])
     failures = read_csv(out / "failures.csv")
     assert [row["sample_id"] for row in failures] == ["0002-L-A09-N04"]
     assert "frames 20-99" in failures[0]["reason"] and "24 frames" in failures[0]["reason"]
-    assert any("start frame 8 is after end frame 3" in row["reason"] for row in read_csv(out / "rejected.csv"))
+    assert any(
+        "start frame 8 is after end frame 3" in row["reason"]
+        for row in read_csv(out / "rejected.csv")
+    )
 
 
 def test_generic_class_folders(astronaut_dir: Path, tmp_path: Path) -> None:
     videos = tmp_path / "videos"
     for position, label in enumerate(("wave", "wave", "sit")):
         (videos / label).mkdir(parents=True, exist_ok=True)
-        shutil.copy(astronaut_dir / f"{ASTRONAUT_IDS[0]}_rgb.mp4", videos / label / f"clip{position}.mp4")
-    report = extract_dataset(videos, tmp_path / "out", "generic", options=ExtractOptions(rgb_size=None,
-                                                                                          frame_stride=4))
+        shutil.copy(
+            astronaut_dir / f"{ASTRONAUT_IDS[0]}_rgb.mp4", videos / label / f"clip{position}.mp4"
+        )
+    report = extract_dataset(
+        videos, tmp_path / "out", "generic", options=ExtractOptions(rgb_size=None, frame_stride=4)
+    )
     assert report.ok == 3
     rows = {row["sample_id"]: row for row in read_csv(tmp_path / "out" / "index.csv")}
     assert rows["sit__clip2"]["label"] == "0" and rows["wave__clip0"]["label"] == "1"
     assert rows["wave__clip1"]["frames"] == "6"
-    # a path,label CSV (paths relative to INPUT_DIR): a listed file that is not there is a failure, not a crash
+    # a path,label CSV (paths relative to INPUT_DIR): a listed file that is not there is a failure,
+    # not a crash
     listing = tmp_path / "list.csv"
     listing.write_text("path,label\nwave/clip0.mp4,3\ngone/clip9.mp4,5\n")
-    result = runner.invoke(app, ["extract", str(videos), "-d", "generic", "--list", str(listing), "-o",
-                                 str(tmp_path / "from_csv"), "--no-rgb", "--frame-stride", "4"])
+    result = runner.invoke(
+        app,
+        [
+            "extract",
+            str(videos),
+            "-d",
+            "generic",
+            "--list",
+            str(listing),
+            "-o",
+            str(tmp_path / "from_csv"),
+            "--no-rgb",
+            "--frame-stride",
+            "4",
+        ],
+    )
     assert result.exit_code == 1, result.output
     assert [row["label"] for row in read_csv(tmp_path / "from_csv" / "index.csv")] == ["3"]
     failures = read_csv(tmp_path / "from_csv" / "failures.csv")
     assert failures[0]["sample_id"] == "gone__clip9" and "no such file" in failures[0]["reason"]
 
 
-# --- CLI errors are one line -------------------------------------------------------------------------------------
+# --- CLI errors are one line ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("extra, message", [
-    (["--backend", "mmlab"], "mmlab pose backend"),
-    (["--heatmaps", "joints"], "unknown kind 'joints'"),
-    (["--dataset", "kinetics"], "choose one of"),
-    (["--jpeg-quality", "0"], "--jpeg-quality"),
-])
-def test_cli_errors_are_one_line(astronaut_dir: Path, tmp_path: Path, extra: list[str], message: str) -> None:
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--backend", "mmlab"], "mmlab pose backend"),
+        (["--heatmaps", "joints"], "unknown kind 'joints'"),
+        (["--dataset", "kinetics"], "choose one of"),
+        (["--jpeg-quality", "0"], "--jpeg-quality"),
+    ],
+)
+def test_cli_errors_are_one_line(
+    astronaut_dir: Path, tmp_path: Path, extra: list[str], message: str
+) -> None:
     args = ["extract", str(astronaut_dir), "-d", "ntu60", "-o", str(tmp_path / "out"), *extra]
     result = runner.invoke(app, args)
     assert result.exit_code == 1
@@ -411,3 +641,20 @@ def test_info_lists_split_manifests_only(astronaut_out: Path, tmp_path: Path) ->
     assert result.exit_code == 0, result.output
     assert "xsub_train: " in result.output and "xview_test: " in result.output
     assert "_classes" not in result.output and "rejected" not in result.output
+
+
+def test_list_paths_cannot_leave_the_input_folder(tmp_path: Path) -> None:
+    """A `--list` row `../outside/secret.mp4` is rejected with a reason, never extracted."""
+    from epam_data.extract import list_samples
+
+    inside, outside = tmp_path / "videos", tmp_path / "outside"
+    inside.mkdir()
+    outside.mkdir()
+    (inside / "a.mp4").write_bytes(b"not read here")
+    (outside / "secret.mp4").write_bytes(b"not read here")
+    listing = tmp_path / "list.csv"
+    listing.write_text("path,label\na.mp4,wave\n../outside/secret.mp4,wave\n", encoding="utf-8")
+    samples, rejected = list_samples(inside, "generic", list_file=listing)
+    assert [sample.path for sample, _ in samples] == ["a.mp4"]
+    assert [item.name for item in rejected] == ["../outside/secret.mp4"]
+    assert "leaves" in rejected[0].reason

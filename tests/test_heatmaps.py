@@ -1,8 +1,9 @@
 """epam_data.heatmaps against a plain transcription of PoseC3D's GeneratePoseTarget and PoseCompact.
 
-`reference_render` below is PYSKL's algorithm (pyskl/datasets/pipelines/heatmap_related.py, anchors.md 1.3):
-frame by frame, joint by joint (or limb by limb), person by person, one window at a time. Everything the
-library renders is compared with it on every pixel within 1e-5. scripts/bench_heatmaps.py times it too.
+`reference_render` below is PYSKL's algorithm (pyskl/datasets/pipelines/heatmap_related.py,
+docs/prior-art.md 2.2): frame by frame, joint by joint (or limb by limb), person by person, one
+window at a time. Everything the library renders is compared with it on every pixel within 1e-5.
+scripts/bench_heatmaps.py times it too.
 """
 
 from __future__ import annotations
@@ -16,27 +17,43 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from epam_data.heatmaps import (
-    COCO17_FLIP_PERM, COCO_LIMBS, COCO_LIMBS_POSEC3D_CONFIG, CropBox, LimbSet, compact_box, crop_keypoints,
-    flip_heatmaps, flip_keypoints, limb_flip_perm, pose_compact, render, render_torch, resize_keypoints,
+    COCO17_FLIP_PERM,
+    COCO_LIMBS,
+    COCO_LIMBS_POSEC3D_CONFIG,
+    CropBox,
+    LimbSet,
+    compact_box,
+    crop_keypoints,
+    flip_heatmaps,
+    flip_keypoints,
+    limb_flip_perm,
+    pose_compact,
+    render,
+    render_torch,
+    resize_keypoints,
 )
 
 TOL = 1e-5
-EDGE_BOUND = math.exp(-4.5)  # a pixel just past 3 sigma, the most PoseC3D's lopsided window can add on one side
+EDGE_BOUND = math.exp(
+    -4.5
+)  # a pixel just past 3 sigma, the most PoseC3D's lopsided window can add on one side
 
 
-# ---------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # The reference: PoseC3D's loops, transcribed
-# ---------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
+
 
 def _ref_joint_heatmap(arr, centers, max_values, sigma, eps):
-    """GeneratePoseTarget.generate_a_heatmap: one joint, all persons, one frame, drawn into arr [H, W]."""
+    """GeneratePoseTarget.generate_a_heatmap: one joint, all persons, one frame, drawn into arr [H,
+    W]."""
     img_h, img_w = arr.shape
     for center, max_value in zip(centers, max_values):
         if float(max_value) < eps:
             continue
         mu_x, mu_y = center[0], center[1]
-        # PYSKL runs on numpy 1 (it uses np.Inf and np.int), where np.float32 - Python float is float64;
-        # float() pins that here so the reference means the same under numpy 2.
+        # PYSKL runs on numpy 1 (it uses np.Inf and np.int), where np.float32 - Python float is
+        # float64; float() pins that here so the reference means the same under numpy 2.
         st_x = max(int(float(mu_x) - 3 * sigma), 0)
         ed_x = min(int(float(mu_x) + 3 * sigma) + 1, img_w)
         st_y = max(int(float(mu_y) - 3 * sigma), 0)
@@ -46,13 +63,14 @@ def _ref_joint_heatmap(arr, centers, max_values, sigma, eps):
         if not (len(x) and len(y)):
             continue
         y = y[:, None]
-        patch = np.exp(-((x - mu_x) ** 2 + (y - mu_y) ** 2) / 2 / sigma ** 2)
+        patch = np.exp(-((x - mu_x) ** 2 + (y - mu_y) ** 2) / 2 / sigma**2)
         patch = patch * max_value
         arr[st_y:ed_y, st_x:ed_x] = np.maximum(arr[st_y:ed_y, st_x:ed_x], patch)
 
 
 def _ref_limb_heatmap(arr, starts, ends, start_values, end_values, sigma, eps):
-    """GeneratePoseTarget.generate_a_limb_heatmap: one limb, all persons, one frame, drawn into arr [H, W]."""
+    """GeneratePoseTarget.generate_a_limb_heatmap: one limb, all persons, one frame, drawn into arr
+    [H, W]."""
     img_h, img_w = arr.shape
     for start, end, start_value, end_value in zip(starts, ends, start_values, end_values):
         value_coeff = min(start_value, end_value)
@@ -77,7 +95,7 @@ def _ref_limb_heatmap(arr, starts, ends, start_values, end_values, sigma, eps):
         if d2_ab < 1:
             _ref_joint_heatmap(arr, start[None], start_value[None], sigma, eps)
             continue
-        coeff = (d2_start - d2_end + d2_ab) / 2. / d2_ab
+        coeff = (d2_start - d2_end + d2_ab) / 2.0 / d2_ab
         a_dominate = coeff <= 0
         b_dominate = coeff >= 1
         seg_dominate = 1 - a_dominate - b_dominate
@@ -86,15 +104,20 @@ def _ref_limb_heatmap(arr, starts, ends, start_values, end_values, sigma, eps):
         d2_line = position - projection
         d2_line = d2_line[:, :, 0] ** 2 + d2_line[:, :, 1] ** 2
         d2_seg = a_dominate * d2_start + b_dominate * d2_end + seg_dominate * d2_line
-        patch = np.exp(-d2_seg / 2. / sigma ** 2)
+        patch = np.exp(-d2_seg / 2.0 / sigma**2)
         patch = patch * value_coeff
         arr[min_y:max_y, min_x:max_x] = np.maximum(arr[min_y:max_y, min_x:max_x], patch)
 
 
-def reference_render(keypoints, scores, img_shape, kind="joint", sigma=0.6, limbs=COCO_LIMBS.limbs, eps=1e-3):
-    """GeneratePoseTarget.gen_an_aug with scaling 1: float32 [T, C, H, W] from [M, T, V, 2] canvas pixels."""
+def reference_render(
+    keypoints, scores, img_shape, kind="joint", sigma=0.6, limbs=COCO_LIMBS.limbs, eps=1e-3
+):
+    """GeneratePoseTarget.gen_an_aug with scaling 1: float32 [T, C, H, W] from [M, T, V, 2] canvas
+    pixels."""
     all_kps = np.array(keypoints, copy=True)
-    all_scores = np.ones(all_kps.shape[:-1], np.float32) if scores is None else np.array(scores, copy=True)
+    all_scores = (
+        np.ones(all_kps.shape[:-1], np.float32) if scores is None else np.array(scores, copy=True)
+    )
     img_h, img_w = img_shape
     num_frame, num_joints = all_kps.shape[1], all_kps.shape[2]
     num_c = num_joints if kind == "joint" else len(limbs)
@@ -106,15 +129,19 @@ def reference_render(keypoints, scores, img_shape, kind="joint", sigma=0.6, limb
                 _ref_joint_heatmap(ret[i, v], kps[:, v], kpscores[:, v], sigma, eps)
         else:
             for c, (a, b) in enumerate(limbs):
-                _ref_limb_heatmap(ret[i, c], kps[:, a], kps[:, b], kpscores[:, a], kpscores[:, b], sigma, eps)
+                _ref_limb_heatmap(
+                    ret[i, c], kps[:, a], kps[:, b], kpscores[:, a], kpscores[:, b], sigma, eps
+                )
     return ret
 
 
-def reference_compact_box(kp, img_shape, padding=0.25, threshold=10, hw_ratio=(1.0, 1.0), allow_imgpad=True):
+def reference_compact_box(
+    kp, img_shape, padding=0.25, threshold=10, hw_ratio=(1.0, 1.0), allow_imgpad=True
+):
     """MMCompact._get_box (PoseCompact's rule), transcribed; returns (x0, y0, x1, y1)."""
     h, w = img_shape
     kp = np.array(kp, copy=True)
-    kp[np.isnan(kp)] = 0.
+    kp[np.isnan(kp)] = 0.0
     kp_x, kp_y = kp[..., 0], kp[..., 1]
     min_x = np.min(kp_x[kp_x != 0], initial=np.inf)
     min_y = np.min(kp_y[kp_y != 0], initial=np.inf)
@@ -139,16 +166,20 @@ def reference_compact_box(kp, img_shape, padding=0.25, threshold=10, hw_ratio=(1
     return (min_x, min_y, max_x, max_y)
 
 
-# ---------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Inputs: random clips rich in edge cases
-# ---------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
-def make_clip(seed, persons, frames, canvas_hw, sigma=0.6, dtype=np.float32, limbs=COCO_LIMBS.limbs):
+
+def make_clip(
+    seed, persons, frames, canvas_hw, sigma=0.6, dtype=np.float32, limbs=COCO_LIMBS.limbs
+):
     """Keypoints [M, T, 17, 2] and scores [M, T, 17] with many edge cases mixed into random poses.
 
-    Coordinates: uniform over the canvas and a margin of 4 px around it, some snapped to integers and
-    half-integers, some set to exact edge values (0, W - 1, W, -3 sigma, -3 sigma - 0.5 ...); some limbs made
-    degenerate (end within 1 px of start, or on it). Scores: uniform, with zeros, exact eps and just-below eps.
+    Coordinates: uniform over the canvas and a margin of 4 px around it, some snapped to integers
+    and half-integers, some set to exact edge values (0, W - 1, W, -3 sigma, -3 sigma - 0.5 ...);
+    some limbs made degenerate (end within 1 px of start, or on it). Scores: uniform, with zeros,
+    exact eps and just-below eps.
     """
     rng = np.random.default_rng(seed)
     h, w = canvas_hw
@@ -158,8 +189,12 @@ def make_clip(seed, persons, frames, canvas_hw, sigma=0.6, dtype=np.float32, lim
     kp = np.where(pick < 0.1, np.round(kp), kp)
     kp = np.where((pick >= 0.1) & (pick < 0.2), np.floor(kp) + 0.5, kp)
     half = 3 * sigma
-    edges_x = np.array([0, w - 1, w, -half, -half - 0.5, -half - 1.2, w - 1 + half, w + half, 0.5, 2.8])
-    edges_y = np.array([0, h - 1, h, -half, -half - 0.5, -half - 1.2, h - 1 + half, h + half, 0.5, 2.8])
+    edges_x = np.array(
+        [0, w - 1, w, -half, -half - 0.5, -half - 1.2, w - 1 + half, w + half, 0.5, 2.8]
+    )
+    edges_y = np.array(
+        [0, h - 1, h, -half, -half - 0.5, -half - 1.2, h - 1 + half, h + half, 0.5, 2.8]
+    )
     edge = rng.random(shape) < 0.08
     kp[..., 0] = np.where(edge, rng.choice(edges_x, shape), kp[..., 0])
     kp[..., 1] = np.where(rng.random(shape) < 0.08, rng.choice(edges_y, shape), kp[..., 1])
@@ -179,13 +214,15 @@ def make_clip(seed, persons, frames, canvas_hw, sigma=0.6, dtype=np.float32, lim
     return kp.astype(dtype), scores.astype(dtype)
 
 
-clip_cases = st.fixed_dictionaries({
-    "seed": st.integers(0, 2 ** 32 - 1),
-    "persons": st.integers(1, 3),
-    "frames": st.integers(1, 3),
-    "canvas_hw": st.sampled_from([(56, 56), (64, 64), (48, 64)]),
-    "sigma": st.sampled_from([0.6, 0.7]),
-})
+clip_cases = st.fixed_dictionaries(
+    {
+        "seed": st.integers(0, 2**32 - 1),
+        "persons": st.integers(1, 3),
+        "frames": st.integers(1, 3),
+        "canvas_hw": st.sampled_from([(56, 56), (64, 64), (48, 64)]),
+        "sigma": st.sampled_from([0.6, 0.7]),
+    }
+)
 
 
 def assert_close(actual, expected, tol=TOL):
@@ -195,15 +232,18 @@ def assert_close(actual, expected, tol=TOL):
     assert diff.max(initial=0) <= tol, f"max abs difference {diff.max()} at {where}"
 
 
-# ---------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Exactness against the reference
-# ---------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("kind", ["joint", "limb"])
 @settings(max_examples=30, deadline=None)
 @given(case=clip_cases)
 def test_render_equals_posec3d_on_random_clips(kind, case):
-    kp, scores = make_clip(case["seed"], case["persons"], case["frames"], case["canvas_hw"], case["sigma"])
+    kp, scores = make_clip(
+        case["seed"], case["persons"], case["frames"], case["canvas_hw"], case["sigma"]
+    )
     expected = reference_render(kp, scores, case["canvas_hw"], kind, case["sigma"])
     assert_close(render(kp, scores, case["canvas_hw"], kind=kind, sigma=case["sigma"]), expected)
 
@@ -223,7 +263,9 @@ def test_render_float64_and_no_scores(kind):
     kp, _ = make_clip(7, 2, 3, (56, 56), dtype=np.float64)
     assert_close(render(kp, None, (56, 56), kind=kind), reference_render(kp, None, (56, 56), kind))
     ones = np.ones(kp.shape[:-1], np.float32)
-    assert_close(render(kp, None, (56, 56), kind=kind), render(kp, ones, (56, 56), kind=kind), tol=0)
+    assert_close(
+        render(kp, None, (56, 56), kind=kind), render(kp, ones, (56, 56), kind=kind), tol=0
+    )
 
 
 def test_render_other_limb_lists_and_eps():
@@ -247,31 +289,34 @@ def one_joint(x, y, score=1.0, canvas=(56, 56), sigma=0.6, dtype=np.float32):
 
 def torch_render(kp, scores, canvas, kind, sigma=0.6):
     """render_torch on one clip, back as numpy."""
-    return render_torch(torch.from_numpy(kp)[None], torch.from_numpy(scores)[None], canvas, kind=kind,
-                        sigma=sigma)[0].numpy()
+    return render_torch(
+        torch.from_numpy(kp)[None], torch.from_numpy(scores)[None], canvas, kind=kind, sigma=sigma
+    )[0].numpy()
 
 
 def test_window_truncates_toward_zero_left_of_the_canvas():
-    # x = -2.5: int(-2.5 + 1.8) = int(-0.7) = 0, so pixel 0 is drawn (floor would give an empty window).
+    # x = -2.5: int(-2.5 + 1.8) = int(-0.7) = 0, so pixel 0 is drawn (floor would give an empty
+    # window).
     got, ref = one_joint(-2.5, 10.0)
-    assert got[10, 0] == pytest.approx(math.exp(-2.5 ** 2 / 0.72), rel=1e-5)
+    assert got[10, 0] == pytest.approx(math.exp(-(2.5**2) / 0.72), rel=1e-5)
     assert_close(got, ref)
-    got, ref = one_joint(-2.9, 10.0)      # int(-1.1) = -1: empty window
+    got, ref = one_joint(-2.9, 10.0)  # int(-1.1) = -1: empty window
     assert not got.any() and not ref.any()
 
 
 def test_window_is_lopsided():
-    # mu = 10: window 8..11 (int(8.2) .. int(11.8)), so x = 8 (2 px left) is drawn and x = 12 (2 px right) is not.
+    # mu = 10: window 8..11 (int(8.2) .. int(11.8)), so x = 8 (2 px left) is drawn and x = 12 (2 px
+    # right) is not.
     got, ref = one_joint(10.0, 10.0)
     assert got[10, 8] > 0 and got[10, 12] == 0 and got[10, 11] > 0
     assert_close(got, ref)
 
 
 def test_window_bounds_are_float64_like_numpy_1():
-    # float32(2.8) - 1.8 is 0.99999995 in float64 (numpy 1, PoseC3D's numpy) but exactly 1.0 in float32:
-    # the window starts at pixel 0 and pixel 0 gets exp(-2.8^2 / 0.72) = 1.9e-5.
+    # float32(2.8) - 1.8 is 0.99999995 in float64 (numpy 1, PoseC3D's numpy) but exactly 1.0 in
+    # float32: the window starts at pixel 0 and pixel 0 gets exp(-2.8^2 / 0.72) = 1.9e-5.
     got, ref = one_joint(2.8, 10.0)
-    assert got[10, 0] == pytest.approx(math.exp(-float(np.float32(2.8)) ** 2 / 0.72), rel=1e-4)
+    assert got[10, 0] == pytest.approx(math.exp(-(float(np.float32(2.8)) ** 2) / 0.72), rel=1e-4)
     assert_close(got, ref)
 
 
@@ -293,7 +338,7 @@ def test_score_threshold_is_inclusive(dtype):
 def limb_clip(a, b, s_a, s_b, dtype=np.float32):
     kp = np.zeros((1, 1, 17, 2), dtype)
     scores = np.zeros((1, 1, 17), dtype)
-    kp[0, 0, 5], kp[0, 0, 7] = a, b              # limb (5, 7) is channel 5 of COCO_LIMBS
+    kp[0, 0, 5], kp[0, 0, 7] = a, b  # limb (5, 7) is channel 5 of COCO_LIMBS
     scores[0, 0, 5], scores[0, 0, 7] = s_a, s_b
     return kp, scores
 
@@ -331,7 +376,7 @@ def test_persons_merge_by_max():
     scores[:, 0, 0] = 0.5, 0.8
     got = render(kp, scores, (56, 56))[0, 0]
     assert_close(got, reference_render(kp, scores, (56, 56))[0, 0])
-    single = [render(kp[m:m + 1], scores[m:m + 1], (56, 56))[0, 0] for m in range(2)]
+    single = [render(kp[m : m + 1], scores[m : m + 1], (56, 56))[0, 0] for m in range(2)]
     assert np.array_equal(got, np.maximum(*single))
 
 
@@ -343,7 +388,10 @@ def test_non_finite_joints_are_skipped():
     dropped[0, 0, 3] = dropped[1, 1, 11] = 0
     clean = np.nan_to_num(kp, nan=0.0, posinf=0.0)
     for kind in ("joint", "limb"):
-        assert_close(render(kp, scores, (56, 56), kind=kind), reference_render(clean, dropped, (56, 56), kind))
+        assert_close(
+            render(kp, scores, (56, 56), kind=kind),
+            reference_render(clean, dropped, (56, 56), kind),
+        )
 
 
 def test_empty_inputs():
@@ -360,7 +408,9 @@ def test_inputs_are_not_modified():
     kp_before, scores_before = kp.copy(), scores.copy()
     for kind in ("joint", "limb"):
         render(kp, scores, (56, 56), kind=kind)
-        render_torch(torch.from_numpy(kp)[None], torch.from_numpy(scores)[None], (56, 56), kind=kind)
+        render_torch(
+            torch.from_numpy(kp)[None], torch.from_numpy(scores)[None], (56, 56), kind=kind
+        )
     flip_keypoints(kp, scores, 56)
     flip_keypoints(kp, scores, 56, convention="posec3d")
     box = compact_box(kp, (56, 56), threshold=1)
@@ -370,9 +420,10 @@ def test_inputs_are_not_modified():
     assert np.array_equal(kp, kp_before) and np.array_equal(scores, scores_before)
 
 
-# ---------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # torch path
-# ---------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("kind", ["joint", "limb"])
 @pytest.mark.parametrize("sigma", [0.6, 0.7])
@@ -381,7 +432,9 @@ def test_torch_equals_numpy(kind, sigma):
     kp = torch.from_numpy(np.stack([c[0] for c in clips]))
     scores = torch.from_numpy(np.stack([c[1] for c in clips]))
     got = render_torch(kp, scores, (56, 56), kind=kind, sigma=sigma)
-    assert got.shape == (4, 4, 17, 56, 56) and got.dtype == torch.float32 and got.device == kp.device
+    assert (
+        got.shape == (4, 4, 17, 56, 56) and got.dtype == torch.float32 and got.device == kp.device
+    )
     for n, (k, s) in enumerate(clips):
         expected = render(k, s, (56, 56), kind=kind, sigma=sigma)
         assert_close(got[n].numpy(), expected)
@@ -401,15 +454,20 @@ def test_torch_non_finite_and_empty():
     kp, scores = make_clip(3, 2, 2, (56, 56))
     kp[0, 0, 3] = np.nan
     for kind in ("joint", "limb"):
-        got = render_torch(torch.from_numpy(kp)[None], torch.from_numpy(scores)[None], (56, 56), kind=kind)
+        got = render_torch(
+            torch.from_numpy(kp)[None], torch.from_numpy(scores)[None], (56, 56), kind=kind
+        )
         assert_close(got[0].numpy(), render(kp, scores, (56, 56), kind=kind))
-        none = render_torch(torch.from_numpy(kp)[None], torch.zeros(1, *scores.shape), (56, 56), kind=kind)
+        none = render_torch(
+            torch.from_numpy(kp)[None], torch.zeros(1, *scores.shape), (56, 56), kind=kind
+        )
         assert not none.any()
 
 
-# ---------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Flips
-# ---------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
+
 
 def pyskl_flip_indices(num, left, right):
     """How GeneratePoseTarget (double) and Flip build their index maps from left/right lists."""
@@ -420,10 +478,15 @@ def pyskl_flip_indices(num, left, right):
 
 
 def test_flip_permutations_match_posec3d():
-    assert COCO17_FLIP_PERM == pyskl_flip_indices(17, (1, 3, 5, 7, 9, 11, 13, 15), (2, 4, 6, 8, 10, 12, 14, 16))
-    assert COCO_LIMBS.flip_perm == pyskl_flip_indices(17, (0, 2, 4, 5, 6, 10, 11, 12), (1, 3, 7, 8, 9, 13, 14, 15))
-    assert COCO_LIMBS_POSEC3D_CONFIG.flip_perm == pyskl_flip_indices(17, (0, 2, 3, 6, 7, 8, 12, 14),
-                                                                     (1, 4, 5, 9, 10, 11, 13, 15))
+    assert COCO17_FLIP_PERM == pyskl_flip_indices(
+        17, (1, 3, 5, 7, 9, 11, 13, 15), (2, 4, 6, 8, 10, 12, 14, 16)
+    )
+    assert COCO_LIMBS.flip_perm == pyskl_flip_indices(
+        17, (0, 2, 4, 5, 6, 10, 11, 12), (1, 3, 7, 8, 9, 13, 14, 15)
+    )
+    assert COCO_LIMBS_POSEC3D_CONFIG.flip_perm == pyskl_flip_indices(
+        17, (0, 2, 3, 6, 7, 8, 12, 14), (1, 4, 5, 9, 10, 11, 13, 15)
+    )
     for limb_set in (COCO_LIMBS, COCO_LIMBS_POSEC3D_CONFIG):
         assert limb_flip_perm(limb_set.limbs, COCO17_FLIP_PERM) == limb_set.flip_perm
         assert LimbSet.from_joint_flip(limb_set.limbs, COCO17_FLIP_PERM) == limb_set
@@ -437,13 +500,16 @@ def test_flip_heatmaps_is_posec3d_double():
         assert np.array_equal(flip_heatmaps(volume, perm), expected)
         batch = torch.from_numpy(volume)[None]
         assert np.array_equal(flip_heatmaps(batch, perm).numpy()[0], expected)
-        assert np.array_equal(flip_heatmaps(batch.transpose(1, 2), perm, channel_axis=1).transpose(1, 2).numpy()[0],
-                              expected)
+        assert np.array_equal(
+            flip_heatmaps(batch.transpose(1, 2), perm, channel_axis=1).transpose(1, 2).numpy()[0],
+            expected,
+        )
         assert np.array_equal(flip_heatmaps(flip_heatmaps(volume, perm), perm), volume)
 
 
 def assert_flip_consistent(flipped_render, rendered_flip, max_score):
-    """Equal except where only PoseC3D's lopsided window reaches: there at most exp(-4.5) * score apart."""
+    """Equal except where only PoseC3D's lopsided window reaches: there at most exp(-4.5) * score
+    apart."""
     diff = np.abs(flipped_render - rendered_flip)
     bound = EDGE_BOUND * max_score
     assert diff.max(initial=0) <= bound + TOL
@@ -456,9 +522,11 @@ def assert_flip_consistent(flipped_render, rendered_flip, max_score):
 @given(case=clip_cases)
 def test_render_of_flipped_keypoints_is_flipped_render(kind, case):
     h, w = case["canvas_hw"]
-    kp, scores = make_clip(case["seed"], case["persons"], case["frames"], case["canvas_hw"], case["sigma"])
-    # The hips limb (11, 12) mirrors onto itself reversed; when it is degenerate PoseC3D draws its start joint,
-    # which the flip turns into the other hip: keep the hips at least 1 px apart here.
+    kp, scores = make_clip(
+        case["seed"], case["persons"], case["frames"], case["canvas_hw"], case["sigma"]
+    )
+    # The hips limb (11, 12) mirrors onto itself reversed; when it is degenerate PoseC3D draws its
+    # start joint, which the flip turns into the other hip: keep the hips at least 1 px apart here.
     close = ((kp[:, :, 11] - kp[:, :, 12]) ** 2).sum(-1) < 1
     kp[:, :, 12][close] = kp[:, :, 11][close] + 2
     perm = COCO17_FLIP_PERM if kind == "joint" else COCO_LIMBS.flip_perm
@@ -475,7 +543,7 @@ def test_flip_keypoints_conventions():
     assert np.array_equal(flipped[..., 0], 55 - kp[..., list(COCO17_FLIP_PERM), 0])
     assert np.array_equal(flipped_scores, scores[..., list(COCO17_FLIP_PERM)])
     twice, _ = flip_keypoints(flipped, flipped_scores, 56)
-    assert np.allclose(twice, kp, rtol=0, atol=1e-5)     # float32 rounding of 55 - x
+    assert np.allclose(twice, kp, rtol=0, atol=1e-5)  # float32 rounding of 55 - x
     # PoseC3D's Flip._flip_kps, transcribed: x' = W - x for non-zero x, then the joint swap.
     expected = kp.copy()
     x = expected[..., 0]
@@ -483,17 +551,20 @@ def test_flip_keypoints_conventions():
     expected = expected[:, :, list(COCO17_FLIP_PERM)]
     posec3d, _ = flip_keypoints(kp, scores, 56, convention="posec3d")
     assert np.array_equal(posec3d, expected)
-    assert posec3d[0, 0, 2, 0] == 0                      # joint 1 (x == 0) became joint 2 and stayed missing
+    assert posec3d[0, 0, 2, 0] == 0  # joint 1 (x == 0) became joint 2 and stayed missing
     for convention in ("pixel", "posec3d"):
-        t_kp, t_sc = flip_keypoints(torch.from_numpy(kp), torch.from_numpy(scores), 56, convention=convention)
+        t_kp, t_sc = flip_keypoints(
+            torch.from_numpy(kp), torch.from_numpy(scores), 56, convention=convention
+        )
         n_kp, n_sc = flip_keypoints(kp, scores, 56, convention=convention)
         assert np.array_equal(t_kp.numpy(), n_kp) and np.array_equal(t_sc.numpy(), n_sc)
     assert flip_keypoints(kp, None, 56)[1] is None
 
 
-# ---------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # PoseCompact, crop and resize
-# ---------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
+
 
 def person_box(x0, y0, x1, y1, frames=2):
     """One person whose joints span exactly [x0, x1] x [y0, y1], plus zeros (missing joints)."""
@@ -510,31 +581,45 @@ def test_compact_box_hand_made():
     # Near the left edge: x0 = 60.2 - 125 = -64.8 truncates to -64 (toward zero), x1 = 185.2 -> 185.
     assert compact_box(person_box(10.4, 100, 110, 300), (480, 640)) == CropBox(-64, 75, 185, 325)
     # EPAM-Net's allow_imgpad=False clamps to the image, and the box stops being square.
-    assert compact_box(person_box(10.4, 100, 110, 300), (480, 640), allow_imgpad=False) == CropBox(0, 75, 185, 325)
+    assert compact_box(person_box(10.4, 100, 110, 300), (480, 640), allow_imgpad=False) == CropBox(
+        0, 75, 185, 325
+    )
     # hw_ratio None keeps the aspect: 62.5 and 125 half extents.
-    assert compact_box(person_box(100, 50, 200, 250), (480, 640), hw_ratio=None) == CropBox(87, 25, 212, 275)
+    assert compact_box(person_box(100, 50, 200, 250), (480, 640), hw_ratio=None) == CropBox(
+        87, 25, 212, 275
+    )
     # Smaller than the 10 px threshold in either direction: the whole image.
     assert compact_box(person_box(100, 50, 109, 250), (480, 640)) == CropBox(0, 0, 640, 480)
     assert compact_box(np.zeros((2, 3, 17, 2)), (480, 640)) == CropBox(0, 0, 640, 480)
 
 
 def test_compact_box_uses_coordinates_not_scores():
-    # PoseC3D quirk: the box spans every non-zero x and every non-zero y, x and y apart, and takes no scores
-    # (a joint with score 0 but coordinates counts).
+    # PoseC3D quirk: the box spans every non-zero x and every non-zero y, x and y apart, and takes
+    # no scores (a joint with score 0 but coordinates counts).
     kp = person_box(100, 50, 200, 250)
-    kp[0, 1, 9] = (0.0, 400.0)                  # x == 0 is missing, y = 400 still counts
+    kp[0, 1, 9] = (0.0, 400.0)  # x == 0 is missing, y = 400 still counts
     # y 50..400: centre 225, half 175 * 1.25 = 218.75 both ways (square) around x centre 150.
     assert compact_box(kp, (480, 640)) == CropBox(-68, 6, 368, 443)
 
 
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 2 ** 32 - 1), allow_imgpad=st.booleans(),
-       hw_ratio=st.sampled_from([1.0, None, (0.75, 1.25)]), padding=st.sampled_from([0.0, 0.25]))
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    allow_imgpad=st.booleans(),
+    hw_ratio=st.sampled_from([1.0, None, (0.75, 1.25)]),
+    padding=st.sampled_from([0.0, 0.25]),
+)
 def test_compact_box_equals_mmcompact(seed, allow_imgpad, hw_ratio, padding):
     rng = np.random.default_rng(seed)
     kp = rng.uniform(-50, 700, (2, 4, 17, 2)).astype(np.float32) * (rng.random((2, 4, 17, 1)) < 0.8)
     kp[rng.random(kp.shape) < 0.05] = np.nan
-    pair = None if hw_ratio is None else (hw_ratio, hw_ratio) if isinstance(hw_ratio, float) else hw_ratio
+    pair = (
+        None
+        if hw_ratio is None
+        else (hw_ratio, hw_ratio)
+        if isinstance(hw_ratio, float)
+        else hw_ratio
+    )
     expected = reference_compact_box(kp, (480, 640), padding, 10, pair, allow_imgpad)
     box = compact_box(kp, (480, 640), padding=padding, hw_ratio=hw_ratio, allow_imgpad=allow_imgpad)
     assert (box.x0, box.y0, box.x1, box.y1) == expected
@@ -544,7 +629,9 @@ def test_crop_and_resize_keypoints():
     kp = np.array([[[[30.0, 40.0], [0.0, 40.0], [0.0, 0.0]]]], np.float32)
     box = CropBox(10, 20, 110, 120)
     assert np.array_equal(crop_keypoints(kp, box), [[[[20, 20], [0, 20], [0, 0]]]])
-    assert np.array_equal(crop_keypoints(kp, box, zero_is_missing=False), [[[[20, 20], [-10, 20], [-10, -20]]]])
+    assert np.array_equal(
+        crop_keypoints(kp, box, zero_is_missing=False), [[[[20, 20], [-10, 20], [-10, -20]]]]
+    )
     resized = resize_keypoints(crop_keypoints(kp, box), box.canvas_hw, (56, 28))
     assert resized.dtype == np.float32
     assert np.allclose(resized, [[[[20 * 0.28, 20 * 0.56], [0, 20 * 0.56], [0, 0]]]])
@@ -552,24 +639,31 @@ def test_crop_and_resize_keypoints():
     assert canvas_hw == (250, 250) and cropped[0, 0, 0].tolist() == [75, 25]
 
 
-# ---------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Errors a caller can act on
-# ---------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("call, match", [
-    (lambda kp, sc: render(kp[0], sc[0], (56, 56)), r"\[M, T, V, 2\]"),
-    (lambda kp, sc: render(kp, sc[:, :1], (56, 56)), "scores must have shape"),
-    (lambda kp, sc: render(kp, sc, (56, 56), kind="bones"), "'joint' or 'limb'"),
-    (lambda kp, sc: render(kp, sc, (56, 56), sigma=0), "sigma"),
-    (lambda kp, sc: render(kp, sc, (56,)), "img_shape"),
-    (lambda kp, sc: render(kp, sc, (56, 56), kind="limb", limbs=[(0, 17)]), "17 joints"),
-    (lambda kp, sc: render_torch(torch.from_numpy(kp), None, (56, 56)), r"\[N, M, T, V, 2\]"),
-    (lambda kp, sc: render_torch(torch.from_numpy(kp)[None], None, (56, 56), layout="NHWC"), "layout"),
-    (lambda kp, sc: flip_keypoints(kp, sc, 56, convention="mirror"), "convention"),
-    (lambda kp, sc: flip_heatmaps(np.zeros((2, 5, 8, 8)), COCO17_FLIP_PERM), "channels"),
-    (lambda kp, sc: LimbSet(((0, 1), (0, 2)), (0, 0)), "not a permutation"),
-    (lambda kp, sc: limb_flip_perm([(0, 1)], COCO17_FLIP_PERM), r"mirrors to \(0, 2\)"),
-])
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda kp, sc: render(kp[0], sc[0], (56, 56)), r"\[M, T, V, 2\]"),
+        (lambda kp, sc: render(kp, sc[:, :1], (56, 56)), "scores must have shape"),
+        (lambda kp, sc: render(kp, sc, (56, 56), kind="bones"), "'joint' or 'limb'"),
+        (lambda kp, sc: render(kp, sc, (56, 56), sigma=0), "sigma"),
+        (lambda kp, sc: render(kp, sc, (56,)), "img_shape"),
+        (lambda kp, sc: render(kp, sc, (56, 56), kind="limb", limbs=[(0, 17)]), "17 joints"),
+        (lambda kp, sc: render_torch(torch.from_numpy(kp), None, (56, 56)), r"\[N, M, T, V, 2\]"),
+        (
+            lambda kp, sc: render_torch(torch.from_numpy(kp)[None], None, (56, 56), layout="NHWC"),
+            "layout",
+        ),
+        (lambda kp, sc: flip_keypoints(kp, sc, 56, convention="mirror"), "convention"),
+        (lambda kp, sc: flip_heatmaps(np.zeros((2, 5, 8, 8)), COCO17_FLIP_PERM), "channels"),
+        (lambda kp, sc: LimbSet(((0, 1), (0, 2)), (0, 0)), "not a permutation"),
+        (lambda kp, sc: limb_flip_perm([(0, 1)], COCO17_FLIP_PERM), r"mirrors to \(0, 2\)"),
+    ],
+)
 def test_errors_name_the_value(call, match):
     kp, scores = make_clip(1, 2, 2, (56, 56))
     with pytest.raises(ValueError, match=match):

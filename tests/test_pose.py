@@ -1,7 +1,9 @@
-"""The blazepose backend on real people: the shared clips, and a photo from an installed wheel moved per frame.
+"""The blazepose backend on real people: the shared clips, and a photo from an installed wheel moved
+per frame.
 
-No mocks: the real mediapipe 0.10.21 tflite files run in the real interpreter. Tests that need the model files or
-the interpreter skip with the pip command that installs them; tests of the shared clips skip without ../shared.
+No mocks: the real mediapipe 0.10.21 tflite files run in the real interpreter. Tests that need the
+model files or the interpreter skip with the pip command that installs them; tests of the shared
+clips skip without ../shared.
 """
 
 from __future__ import annotations
@@ -67,53 +69,77 @@ def check_frame_poses(poses: FramePoses, frame_hw: tuple[int, int]) -> None:
     assert poses.boxes.shape == (count, 5) and poses.track_ids.shape == (count,)
     assert np.all((poses.scores >= 0) & (poses.scores <= 1))
     assert np.all((poses.boxes[:, 4] >= 0) & (poses.boxes[:, 4] <= 1))
-    assert np.all(poses.boxes[:, [0, 2]] <= frame_hw[1]) and np.all(poses.boxes[:, [1, 3]] <= frame_hw[0])
+    assert np.all(poses.boxes[:, [0, 2]] <= frame_hw[1]) and np.all(
+        poses.boxes[:, [1, 3]] <= frame_hw[0]
+    )
     assert np.all(poses.boxes[:, :4] >= 0) and np.all(poses.boxes[:, 2] >= poses.boxes[:, 0])
     assert len(set(poses.track_ids.tolist())) == count
 
 
-# --- contract and model files ----------------------------------------------------------------------------------
+# --- contract and model files ---------------------------------------------------------------------
+
 
 def test_load_backend_names() -> None:
     with pytest.raises(PoseBackendError, match="unknown pose backend 'openpose'.*blazepose"):
         load_backend("openpose")
     # without mmdet: how to install it; with it, offline: the published weights cannot be downloaded
-    with pytest.raises(PoseBackendError, match="mmlab pose backend needs mmdet.*install_mmlab.sh|cannot download"):
+    with pytest.raises(
+        PoseBackendError, match="mmlab pose backend needs mmdet.*install_mmlab.sh|cannot download"
+    ):
         load_backend("mmlab")
 
 
-def test_model_files_from_env_folder(model_files: tuple[Path, Path], tmp_path: Path,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_model_files_from_env_folder(
+    model_files: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(MODELS_ENV, str(tmp_path))
-    with pytest.raises(PoseBackendError, match=r"pose_detection\.tflite not found.*pip install --no-deps mediapipe"):
+    with pytest.raises(
+        PoseBackendError, match=r"pose_detection\.tflite not found.*pip install --no-deps mediapipe"
+    ):
         find_model_files()
     for name, source in zip((DETECTOR_FILE, LANDMARK_FILE), model_files):
         os.symlink(source, tmp_path / name)
     assert find_model_files() == (tmp_path / DETECTOR_FILE, tmp_path / LANDMARK_FILE)
-    backend = load_backend("blazepose", detector_model=model_files[0])  # an explicit path wins over the folder
-    assert backend.detector_path == model_files[0] and backend.landmark_path == tmp_path / LANDMARK_FILE
+    backend = load_backend(
+        "blazepose", detector_model=model_files[0]
+    )  # an explicit path wins over the folder
+    assert (
+        backend.detector_path == model_files[0]
+        and backend.landmark_path == tmp_path / LANDMARK_FILE
+    )
     assert isinstance(backend, PoseBackend) and backend.name == "blazepose"
 
 
 def test_missing_model_file_names_the_fix(tmp_path: Path) -> None:
-    with pytest.raises(PoseBackendError, match=r"not found at .*nothing\.tflite; run `pip install --no-deps"):
+    with pytest.raises(
+        PoseBackendError, match=r"not found at .*nothing\.tflite; run `pip install --no-deps"
+    ):
         find_model_files(tmp_path / "nothing.tflite", tmp_path / "nothing.tflite")
 
 
-# --- decoder maths ---------------------------------------------------------------------------------------------
+# --- decoder maths --------------------------------------------------------------------------------
+
 
 def test_ssd_anchors_layout() -> None:
     anchors = ssd_anchors()
     assert anchors.shape == (2254, 2)  # 28*28*2 + 14*14*2 + 7*7*6
-    np.testing.assert_allclose(anchors[:2], [[0.5 / 28, 0.5 / 28]] * 2)  # two anchors per cell, same centre
+    np.testing.assert_allclose(
+        anchors[:2], [[0.5 / 28, 0.5 / 28]] * 2
+    )  # two anchors per cell, same centre
     np.testing.assert_allclose(anchors[2], [1.5 / 28, 0.5 / 28])
-    np.testing.assert_allclose(anchors[1568], [0.5 / 14, 0.5 / 14])  # stride 16 starts after 28*28*2
-    np.testing.assert_allclose(anchors[1960:1966], [[0.5 / 7, 0.5 / 7]] * 6)  # strides 32 x3 share one grid
+    np.testing.assert_allclose(
+        anchors[1568], [0.5 / 14, 0.5 / 14]
+    )  # stride 16 starts after 28*28*2
+    np.testing.assert_allclose(
+        anchors[1960:1966], [[0.5 / 7, 0.5 / 7]] * 6
+    )  # strides 32 x3 share one grid
     assert np.all((anchors > 0) & (anchors < 1))
 
 
-@pytest.mark.parametrize("direction, angle", [((0, -1), 0.0), ((1, 0), math.pi / 2), ((-1, 0), -math.pi / 2),
-                                              ((1, -1), math.pi / 4)])
+@pytest.mark.parametrize(
+    "direction, angle",
+    [((0, -1), 0.0), ((1, 0), math.pi / 2), ((-1, 0), -math.pi / 2), ((1, -1), math.pi / 4)],
+)
 def test_roi_points_up_in_the_crop(direction: tuple[int, int], angle: float) -> None:
     centre = np.array([100.0, 80.0])
     roi = roi_from_points(centre, centre + 40 * np.array(direction) / np.hypot(*direction))
@@ -121,7 +147,8 @@ def test_roi_points_up_in_the_crop(direction: tuple[int, int], angle: float) -> 
 
 
 def test_rotated_crop_and_back() -> None:
-    """A dot found in the rotated crop maps back to where it is in the frame, with the formula _landmarks uses."""
+    """A dot found in the rotated crop maps back to where it is in the frame, with the formula
+    _landmarks uses."""
     frame = np.zeros((120, 160, 3), np.uint8)
     frame[30:33, 100:103] = 255  # dot centred on pixel (101, 31) -> continuous (101.5, 31.5)
     roi = np.array([90.0, 50.0, 80.0, 0.7], np.float32)
@@ -137,44 +164,84 @@ def test_rotated_crop_and_back() -> None:
 
 
 def test_detection_regions() -> None:
-    assert detection_regions(1080, 1920) == [(0, 0, 1920, 1080), (0, 0, 1152, 1080), (768, 0, 1920, 1080)]
-    assert detection_regions(1024, 1280) == [(0, 0, 1280, 1024)]  # 5:4 would gain too little from tiles
+    assert detection_regions(1080, 1920) == [
+        (0, 0, 1920, 1080),
+        (0, 0, 1152, 1080),
+        (768, 0, 1920, 1080),
+    ]
+    assert detection_regions(1024, 1280) == [
+        (0, 0, 1280, 1024)
+    ]  # 5:4 would gain too little from tiles
     assert detection_regions(480, 640)[1:] == [(0, 0, 480, 480), (160, 0, 640, 480)]
     assert detection_regions(640, 360)[1:] == [(0, 0, 360, 384), (0, 256, 360, 640)]
 
 
 def test_coco_map_takes_the_subjects_sides() -> None:
-    assert BLAZEPOSE33_TO_COCO17.tolist() == [0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28]
+    assert BLAZEPOSE33_TO_COCO17.tolist() == [
+        0,
+        2,
+        5,
+        7,
+        8,
+        11,
+        12,
+        13,
+        14,
+        15,
+        16,
+        23,
+        24,
+        25,
+        26,
+        27,
+        28,
+    ]
 
 
-# --- a real person without ../shared ---------------------------------------------------------------------------
+# --- a real person without ../shared --------------------------------------------------------------
+
 
 def test_photo_clip_person_found_and_tracked(person_clip: Path, model_files: object) -> None:
-    """The astronaut photo moves (4, 2) px a frame: one track, nose on her face, following the motion."""
+    """The astronaut photo moves (4, 2) px a frame: one track, nose on her face, following the
+    motion."""
     frames = read_frames(person_clip)
     poses = load_backend("blazepose", max_persons=2).estimate(frames)
     assert len(poses) == PERSON_CLIP_FRAMES
     assert all(len(p) == 1 for p in poses), [len(p) for p in poses]  # no phantom second person
     assert {int(p.track_ids[0]) for p in poses} == {0}
     nose = np.array([p.keypoints[0, NOSE] for p in poses])
-    origin = 8 + np.arange(PERSON_CLIP_FRAMES)[:, None] * np.array(PERSON_CLIP_STEP)  # photo corner per frame
+    origin = 8 + np.arange(PERSON_CLIP_FRAMES)[:, None] * np.array(
+        PERSON_CLIP_STEP
+    )  # photo corner per frame
     in_photo = nose - origin  # 384x384 photo coordinates; her face spans about x 120-215, y 40-140
-    assert np.all((in_photo[:, 0] > 120) & (in_photo[:, 0] < 215) & (in_photo[:, 1] > 40) & (in_photo[:, 1] < 140))
+    assert np.all(
+        (in_photo[:, 0] > 120)
+        & (in_photo[:, 0] < 215)
+        & (in_photo[:, 1] > 40)
+        & (in_photo[:, 1] < 140)
+    )
     np.testing.assert_allclose(np.median(np.diff(nose, axis=0), axis=0), PERSON_CLIP_STEP, atol=1.5)
     for p in poses:
         check_frame_poses(p, frames.shape[1:3])
         keypoints, scores = p.keypoints[0], p.scores[0]
         assert scores[[NOSE, L_SHOULDER, R_SHOULDER]].min() > 0.9
-        assert keypoints[NOSE, 1] < keypoints[[L_SHOULDER, R_SHOULDER], 1].min()  # nose above the shoulders
-        assert keypoints[L_SHOULDER, 0] > keypoints[R_SHOULDER, 0]  # she faces us: her left is our right
+        assert (
+            keypoints[NOSE, 1] < keypoints[[L_SHOULDER, R_SHOULDER], 1].min()
+        )  # nose above the shoulders
+        assert (
+            keypoints[L_SHOULDER, 0] > keypoints[R_SHOULDER, 0]
+        )  # she faces us: her left is our right
 
 
 def test_chunks_continue_tracking(person_clip: Path, model_files: object) -> None:
-    """Feeding a video in chunks (iter_frames) gives exactly what one call gives; reset starts ids again."""
+    """Feeding a video in chunks (iter_frames) gives exactly what one call gives; reset starts ids
+    again."""
     backend = load_backend("blazepose")
     whole = backend.estimate(read_frames(person_clip))
     backend.reset()
-    chunked = [p for chunk in iter_frames(person_clip, chunk_size=5) for p in backend.estimate(chunk)]
+    chunked = [
+        p for chunk in iter_frames(person_clip, chunk_size=5) for p in backend.estimate(chunk)
+    ]
     assert len(chunked) == len(whole)
     for a, b in zip(whole, chunked):
         np.testing.assert_array_equal(a.track_ids, b.track_ids)
@@ -182,13 +249,15 @@ def test_chunks_continue_tracking(person_clip: Path, model_files: object) -> Non
 
 
 def test_snap_roi_absorbs_last_bit_differences() -> None:
-    """A tracked ROI that differs in the last bit (another CPU's vector code) gives the same crop; a real move of
-    a grid step does not vanish."""
+    """A tracked ROI that differs in the last bit (another CPU's vector code) gives the same crop; a
+    real move of a grid step does not vanish."""
     roi = roi_from_points(np.array([201.3, 97.8], np.float32), np.array([230.1, 20.4], np.float32))
     nudged = np.nextafter(roi, np.float32(np.inf))
     assert not np.array_equal(roi, nudged)
     np.testing.assert_array_equal(snap_roi(roi), snap_roi(nudged))
-    np.testing.assert_allclose(snap_roi(roi), roi, atol=0.5)  # at most half a step from where it was
+    np.testing.assert_allclose(
+        snap_roi(roi), roi, atol=0.5
+    )  # at most half a step from where it was
     steps = snap_roi(roi).astype(np.float64) / [0.5, 0.5, 1.0, math.radians(0.5)]
     np.testing.assert_allclose(steps, np.round(steps), atol=1e-3)
     assert snap_roi(roi + np.float32([0.5, 0, 0, 0]))[0] == snap_roi(roi)[0] + 0.5
@@ -196,25 +265,34 @@ def test_snap_roi_absorbs_last_bit_differences() -> None:
 
 def test_no_person_no_phantom(model_files: object) -> None:
     rng = np.random.default_rng(0)
-    frames = np.full((4, 240, 320, 3), 90, np.uint8) + rng.integers(0, 20, (4, 240, 320, 3), dtype=np.uint8)
+    frames = np.full((4, 240, 320, 3), 90, np.uint8) + rng.integers(
+        0, 20, (4, 240, 320, 3), dtype=np.uint8
+    )
     poses = load_backend("blazepose").estimate(frames)
     assert [len(p) for p in poses] == [0, 0, 0, 0]
     check_frame_poses(poses[0], (240, 320))
 
 
-# --- the shared clips ------------------------------------------------------------------------------------------
-# Quality bars: set from scripts/bench_pose_spread.py's figures under five vector paths (BENCHMARKS.md, SIMD spread),
-# with a margin. `make test` runs the tests marked `quality` a second time with numpy's AVX2/AVX-512 kernels off.
+# --- the shared clips -----------------------------------------------------------------------------
+# Quality bars: set from scripts/bench_pose_spread.py's figures under five vector paths
+# (BENCHMARKS.md, SIMD spread), with a margin. `make test` runs the tests marked `quality` a second
+# time with numpy's AVX2/AVX-512 kernels off.
+
 
 @pytest.mark.quality
 def test_two_players_both_found(two_players: tuple[np.ndarray, list[FramePoses]]) -> None:
     frames, poses = two_players
     counts = np.array([len(p) for p in poses])
     assert len(poses) == len(frames) == 300
-    assert np.mean(counts[:120] == 2) >= 0.95, "".join(map(str, counts))  # both players in full view
-    assert np.mean(counts >= 1) >= 0.9, "".join(map(str, counts))  # the camera pans later; someone is in view
+    assert np.mean(counts[:120] == 2) >= 0.95, "".join(
+        map(str, counts)
+    )  # both players in full view
+    assert np.mean(counts >= 1) >= 0.9, "".join(
+        map(str, counts)
+    )  # the camera pans later; someone is in view
     assert np.all(counts <= 2)
-    # Frame 0: one player stands left of centre (x 80-125), one right (x 225-265), as seen in the clip.
+    # Frame 0: one player stands left of centre (x 80-125), one right (x 225-265), as seen in the
+    # clip.
     hips = np.sort(hip_centre(poses[0])[:, 0])
     assert 60 < hips[0] < 150 and 200 < hips[1] < 290
 
@@ -233,55 +311,76 @@ def test_two_players_anatomy_and_distinct(two_players: tuple[np.ndarray, list[Fr
                 upright += nose < hip < ankle
         if len(p) == 2 and index < 120:  # the two players never overlap while both are in full view
             a, b = p.boxes[:, :4]
-            overlap = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+            overlap = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(
+                0.0, min(a[3], b[3]) - max(a[1], b[1])
+            )
             assert overlap < 0.3 * min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
-    assert checked > 200 and upright / checked >= 0.95, (upright, checked)  # measured 98.3 % on every path
+    assert checked > 200 and upright / checked >= 0.95, (
+        upright,
+        checked,
+    )  # measured 98.3 % on every path
 
 
 @pytest.mark.quality
 def test_two_players_slots_stable(two_players: tuple[np.ndarray, list[FramePoses]]) -> None:
-    """While a track lasts, its (confident) hip centre moves less than a third of its box height between frames.
+    """While a track lasts, its (confident) hip centre moves less than a third of its box height
+    between frames.
 
-    The camera pans fast near the end (frames 273-279: 12 px a frame for a 47 px player), hence not less.
-    Measured: 4 jumps in 550 steps (7.3 per mille) on every vector path; the bar allows 3 more. Tracks that swap
-    people once make 2 jumps (one each), so a tracker that swaps often fails here and below.
+    The camera pans fast near the end (frames 273-279: 12 px a frame for a 47 px player), hence not
+    less. Measured: 4 jumps in 550 steps (7.3 per mille) on every vector path; the bar allows 3
+    more. Tracks that swap people once make 2 jumps (one each), so a tracker that swaps often fails
+    here and below.
     """
     _, poses = two_players
     steps, jumps = 0, 0
     for before, after in itertools.pairwise(poses):
         for row, track_id in enumerate(after.track_ids):
             match = np.flatnonzero(before.track_ids == track_id)
-            if len(match) and min(after.scores[row, [L_HIP, R_HIP]].min(),
-                                  before.scores[match[0], [L_HIP, R_HIP]].min()) > 0.5:
+            if (
+                len(match)
+                and min(
+                    after.scores[row, [L_HIP, R_HIP]].min(),
+                    before.scores[match[0], [L_HIP, R_HIP]].min(),
+                )
+                > 0.5
+            ):
                 height = after.boxes[row, 3] - after.boxes[row, 1]
                 moved = np.hypot(*(hip_centre(after)[row] - hip_centre(before)[match[0]]))
                 steps += 1
                 jumps += moved > 0.35 * height
     assert steps > 400 and jumps <= 0.013 * steps, (jumps, steps)
-    assert {int(i) for p in poses[:120] for i in p.track_ids} == {0, 1}  # the same two slots while both are held
+    assert {int(i) for p in poses[:120] for i in p.track_ids} == {
+        0,
+        1,
+    }  # the same two slots while both are held
 
 
 @pytest.mark.quality
 def test_arm_wrestling_close_up(arm_wrestling: tuple[np.ndarray, list[FramePoses]]) -> None:
-    """Two people cut off by the frame edges: hard for a full-body model. Someone is found in nearly every frame
-    and the confident keypoints lie in the picture; per-joint accuracy is not asserted here.
-    Measured on five vector paths: someone in 99.3-100 % of the frames, two in 42.7-59.3 % (XNNPACK off is the
-    low one: its landmarks put one ROI on the other grid side in one frame)."""
+    """Two people cut off by the frame edges: hard for a full-body model. Someone is found in nearly
+    every frame and the confident keypoints lie in the picture; per-joint accuracy is not asserted
+    here. Measured on five vector paths: someone in 99.3-100 % of the frames, two in 42.7-59.3 %
+    (XNNPACK off is the low one: its landmarks put one ROI on the other grid side in one frame)."""
     frames, poses = arm_wrestling
     counts = np.array([len(p) for p in poses])
     assert np.mean(counts >= 1) >= 0.9 and np.mean(counts == 2) >= 0.3, "".join(map(str, counts))
     height, width = frames.shape[1:3]
     confident = np.concatenate([p.keypoints[p.scores > 0.5] for p in poses])
-    inside = (confident[:, 0] > -0.1 * width) & (confident[:, 0] < 1.1 * width) & \
-             (confident[:, 1] > -0.1 * height) & (confident[:, 1] < 1.1 * height)
+    inside = (
+        (confident[:, 0] > -0.1 * width)
+        & (confident[:, 0] < 1.1 * width)
+        & (confident[:, 1] > -0.1 * height)
+        & (confident[:, 1] < 1.1 * height)
+    )
     assert len(confident) > 1000 and inside.mean() > 0.9
     for p in poses:
         check_frame_poses(p, (height, width))
 
 
 def test_late_second_person_picked_up_once(model_files: object) -> None:
-    """One person tracked from frame 0, a second (the photo mirrored) walks in at frame 4: with detect_every=5 the
-    periodic detector finds them by frame 10 at the latest, in a new slot, and nobody gets a duplicate slot."""
+    """One person tracked from frame 0, a second (the photo mirrored) walks in at frame 4: with
+    detect_every=5 the periodic detector finds them by frame 10 at the latest, in a new slot, and
+    nobody gets a duplicate slot."""
     from conftest import person_photo
 
     photo = person_photo()[::4, ::4].repeat(3, 0).repeat(3, 1)  # 384x384
@@ -294,4 +393,6 @@ def test_late_second_person_picked_up_once(model_files: object) -> None:
     assert 4 <= first_seen <= 10  # found at frame 5 here
     assert all(p.track_ids.tolist() == [0, 1] for p in poses[first_seen:])
     for p in poses[first_seen:]:
-        assert p.keypoints[0, NOSE, 0] < 400 and p.keypoints[1, NOSE, 0] > 480  # each slot stays on its person
+        assert (
+            p.keypoints[0, NOSE, 0] < 400 and p.keypoints[1, NOSE, 0] > 480
+        )  # each slot stays on its person

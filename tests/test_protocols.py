@@ -1,4 +1,5 @@
-"""The shipped protocol facts agree with the official sources in ../shared (class names, split ids)."""
+"""The shipped protocol facts agree with the official sources in ../shared (class names, split
+ids)."""
 
 import pytest
 from conftest import read_shared_csv
@@ -7,7 +8,9 @@ from epam_data.errors import ProtocolError
 from epam_data.protocols import DATASETS, class_names, load_protocols
 
 
-@pytest.mark.parametrize("dataset,count", [("ntu60", 60), ("ntu120", 120), ("pku_mmd", 51), ("toyota", 31)])
+@pytest.mark.parametrize(
+    "dataset,count", [("ntu60", 60), ("ntu120", 120), ("pku_mmd", 51), ("toyota", 31)]
+)
 def test_class_counts(dataset, count):
     assert len(class_names(dataset)) == count
     assert len(set(class_names(dataset))) == count
@@ -55,10 +58,14 @@ def test_unknown_dataset():
         load_protocols("kinetics")
 
 
-@pytest.mark.parametrize("dataset,file,column", [
-    ("ntu120", "ntu120_classes.csv", "name"), ("pku_mmd", "pku_mmd_classes.csv", "name"),
-    ("toyota", "toyota_classes_cs.csv", "name"),
-])
+@pytest.mark.parametrize(
+    "dataset,file,column",
+    [
+        ("ntu120", "ntu120_classes.csv", "name"),
+        ("pku_mmd", "pku_mmd_classes.csv", "name"),
+        ("toyota", "toyota_classes_cs.csv", "name"),
+    ],
+)
 def test_class_names_match_the_official_lists(protocols_dir, dataset, file, column):
     rows = sorted(read_shared_csv(protocols_dir / file), key=lambda row: int(row["label"]))
     assert list(class_names(dataset)) == [row[column] for row in rows]

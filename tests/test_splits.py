@@ -14,8 +14,10 @@ from epam_data.splits import make_splits, scan_index
 
 
 def ntu_names(setups, cameras, subjects, replications, actions, suffix="_rgb.avi"):
-    return [f"S{s:03d}C{c:03d}P{p:03d}R{r:03d}A{a:03d}{suffix}"
-            for s, c, p, r, a in itertools.product(setups, cameras, subjects, replications, actions)]
+    return [
+        f"S{s:03d}C{c:03d}P{p:03d}R{r:03d}A{a:03d}{suffix}"
+        for s, c, p, r, a in itertools.product(setups, cameras, subjects, replications, actions)
+    ]
 
 
 def manifest(out: Path, name: str) -> pd.DataFrame:
@@ -32,7 +34,28 @@ def test_ntu60_rules_on_a_constructed_grid(tmp_path):
     assert len(manifest(tmp_path, "xview_train")) == 2 * per_camera
     assert len(manifest(tmp_path, "xview_test")) == per_camera
     train = manifest(tmp_path, "xsub_train")
-    assert set(train["subject"]) == {1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38}
+    assert set(train["subject"]) == {
+        1,
+        2,
+        4,
+        5,
+        8,
+        9,
+        13,
+        14,
+        15,
+        16,
+        17,
+        18,
+        19,
+        25,
+        27,
+        28,
+        31,
+        34,
+        35,
+        38,
+    }
     assert set(manifest(tmp_path, "xview_test")["camera"]) == {1}
     assert set(train["label"]) == {0, 49, 59}
     assert list(train.columns[:3]) == ["sample_id", "label", "label_name"]
@@ -73,35 +96,59 @@ def test_exclude_list_removes_exactly_its_samples(protocols_dir, tmp_path):
     report = make_splits(scan_names("ntu60", names), "ntu60", tmp_path, exclude=exclude)
     assert report.excluded == 41
     kept = pd.concat([manifest(tmp_path, "xsub_train"), manifest(tmp_path, "xsub_test")])
-    assert sorted(kept["sample_id"]) == ["S001C001P001R001A002", "S001C001P003R001A001", "S001C001P003R001A002"]
+    assert sorted(kept["sample_id"]) == [
+        "S001C001P001R001A002",
+        "S001C001P003R001A001",
+        "S001C001P003R001A002",
+    ]
     assert any("1 of the 42 excluded names matched no sample" in note for note in report.notes)
 
 
 def test_toyota_rules_reproduce_the_authors_lists(protocols_dir, tmp_path):
-    """Rules applied to all clips of the authors' CS lists give back their CS, CV1 and CV2 lists exactly."""
-    def listed(protocol, part):
-        return {name.removesuffix(".mp4") for name in read_list(protocols_dir / f"toyota_i3d_{protocol}_{part}.txt")
-                if not name.startswith("Pour.Fromcup")}
+    """Rules applied to all clips of the authors' CS lists give back their CS, CV1 and CV2 lists
+    exactly."""
 
-    clips = [name for part in ("train", "validation", "test") for name in
-             read_list(protocols_dir / f"toyota_i3d_cs_{part}.txt")]
+    def listed(protocol, part):
+        return {
+            name.removesuffix(".mp4")
+            for name in read_list(protocols_dir / f"toyota_i3d_{protocol}_{part}.txt")
+            if not name.startswith("Pour.Fromcup")
+        }
+
+    clips = [
+        name
+        for part in ("train", "validation", "test")
+        for name in read_list(protocols_dir / f"toyota_i3d_cs_{part}.txt")
+    ]
     report = make_splits(scan_names("toyota", clips), "toyota", tmp_path)
     assert len(report.rejected) == 14 and all("Pour.Fromcup" in r.name for r in report.rejected)
     for protocol in ("cs", "cv1", "cv2"):
         for part, split in (("train", "train"), ("validation", "val"), ("test", "test")):
-            assert set(manifest(tmp_path, f"{protocol}_{split}")["sample_id"]) == listed(protocol, part)
+            assert set(manifest(tmp_path, f"{protocol}_{split}")["sample_id"]) == listed(
+                protocol, part
+            )
     sizes = {row["protocol"]: row for row in report.counts}
     assert (sizes["cs"]["train"], sizes["cs"]["val"], sizes["cs"]["test"]) == (8829, 1853, 5433)
     assert sizes["cv1"]["in no split"] == 0
 
 
 def test_toyota_cv_labels_are_indices_in_the_19_class_list(tmp_path):
-    clips = ["Walk_p03_r00_v01_c01.mp4", "Cook.Cut_p03_r00_v01_c01.mp4", "Cutbread_p03_r00_v01_c02.mp4"]
+    clips = [
+        "Walk_p03_r00_v01_c01.mp4",
+        "Cook.Cut_p03_r00_v01_c01.mp4",
+        "Cutbread_p03_r00_v01_c02.mp4",
+    ]
     make_splits(scan_names("toyota", clips), "toyota", tmp_path)
     cv_train = manifest(tmp_path, "cv2_train")
-    assert cv_train[["sample_id", "label", "label_name"]].values.tolist() == [["Walk_p03_r00_v01_c01", 18, "Walk"]]
+    assert cv_train[["sample_id", "label", "label_name"]].values.tolist() == [
+        ["Walk_p03_r00_v01_c01", 18, "Walk"]
+    ]
     cs_train = manifest(tmp_path, "cs_train")
-    assert dict(zip(cs_train["label_name"], cs_train["label"])) == {"Walk": 29, "Cook.Cut": 2, "Cutbread": 5}
+    assert dict(zip(cs_train["label_name"], cs_train["label"])) == {
+        "Walk": 29,
+        "Cook.Cut": 2,
+        "Cutbread": 5,
+    }
 
 
 @pytest.fixture
@@ -115,8 +162,10 @@ def pku_labels(protocols_dir, tmp_path):
         (labels / f"{row['video_id']}.txt").write_text("\n".join(lines) + "\n")
     splits_dir = tmp_path / "split"
     splits_dir.mkdir()
-    for ours, theirs in (("pku_mmd_cross_subject.txt", "cross-subject.txt"),
-                         ("pku_mmd_cross_view.txt", "cross-view.txt")):
+    for ours, theirs in (
+        ("pku_mmd_cross_subject.txt", "cross-subject.txt"),
+        ("pku_mmd_cross_view.txt", "cross-view.txt"),
+    ):
         (splits_dir / theirs).write_text("\n".join(read_list(protocols_dir / ours)) + "\n")
     return videos, labels, splits_dir
 
@@ -129,10 +178,16 @@ def test_pku_split_files_give_the_official_clip_counts(pku_labels, tmp_path):
     sizes = {row["protocol"]: (row["train"], row["test"]) for row in report.counts}
     assert sizes == {"cs": (18841, 2704), "cv": (14357, 7188)}
     cs_test_videos = set(manifest(out, "cs_test")["video"])
-    assert cs_test_videos == {row["video_id"] for row in videos if row["cross_subject"] == "validation"}
+    assert cs_test_videos == {
+        row["video_id"] for row in videos if row["cross_subject"] == "validation"
+    }
     assert set(manifest(out, "cv_test")["view"]) == {"M"}
     first = manifest(out, "cs_train").iloc[0]
-    assert (first["sample_id"], first["start_frame"], first["end_frame"]) == ("0002-L-A01-N01", 0, 60)
+    assert (first["sample_id"], first["start_frame"], first["end_frame"]) == (
+        "0002-L-A01-N01",
+        0,
+        60,
+    )
 
 
 def test_pku_cv_falls_back_to_the_view_rule_and_cs_needs_its_file(pku_labels, tmp_path):
@@ -142,7 +197,10 @@ def test_pku_cv_falls_back_to_the_view_rule_and_cs_needs_its_file(pku_labels, tm
     assert [row["protocol"] for row in report.counts] == ["cv"]
     assert (report.counts[0]["train"], report.counts[0]["test"]) == (14357, 7188)
     assert "used the official rule on view" in report.notes[0]
-    assert "pass --splits-dir DIR" in report.protocol_errors[0] and "cross-subject.txt" in report.protocol_errors[0]
+    assert (
+        "pass --splits-dir DIR" in report.protocol_errors[0]
+        and "cross-subject.txt" in report.protocol_errors[0]
+    )
     assert not (tmp_path / "manifests" / "cs_train.csv").exists()
 
 
@@ -153,18 +211,34 @@ def test_pku_video_in_no_list_is_reported(tmp_path):
         (labels / f"{video}.txt").write_text("1,0,10,1\n")
     split_dir = tmp_path / "split"
     split_dir.mkdir()
-    (split_dir / "cross-subject.txt").write_text("Training videos: \n0002-L, \nValidataion videos: \n0003-L,\n")
-    report = make_splits(scan_names("pku_mmd", ["0002-L", "0001-L"], labels_dir=labels), "pku_mmd", tmp_path,
-                         protocols=["cs"], splits_dir=split_dir)
+    (split_dir / "cross-subject.txt").write_text(
+        "Training videos: \n0002-L, \nValidataion videos: \n0003-L,\n"
+    )
+    report = make_splits(
+        scan_names("pku_mmd", ["0002-L", "0001-L"], labels_dir=labels),
+        "pku_mmd",
+        tmp_path,
+        protocols=["cs"],
+        splits_dir=split_dir,
+    )
     assert [r.name for r in report.rejected] == ["0001-L-A01-N01"]
     assert "video 0001-L is in no split of pku_mmd cs" in report.rejected[0].reason
 
 
 def test_splits_from_a_prepared_dataset_folder(tmp_path):
-    index = pd.DataFrame({
-        "sample_id": ["S001C001P001R001A001", "S001C002P003R001A002", "S001C003P002R001A003", "S001C001P001R001A004"],
-        "shard": ["shards/shard-00000.h5"] * 4, "label": [0, 1, 2, 7], "status": ["ok", "ok", "failed", "ok"],
-    })
+    index = pd.DataFrame(
+        {
+            "sample_id": [
+                "S001C001P001R001A001",
+                "S001C002P003R001A002",
+                "S001C003P002R001A003",
+                "S001C001P001R001A004",
+            ],
+            "shard": ["shards/shard-00000.h5"] * 4,
+            "label": [0, 1, 2, 7],
+            "status": ["ok", "ok", "failed", "ok"],
+        }
+    )
     index.to_csv(tmp_path / "index.csv", index=False)
     (tmp_path / "dataset.json").write_text(json.dumps({"dataset": "ntu60", "schema_version": 1}))
     dataset, scan = scan_index(tmp_path)
@@ -177,7 +251,9 @@ def test_splits_from_a_prepared_dataset_folder(tmp_path):
 
 
 def test_index_without_dataset_name(tmp_path):
-    pd.DataFrame({"sample_id": ["S001C001P001R001A001"]}).to_csv(tmp_path / "index.csv", index=False)
+    pd.DataFrame({"sample_id": ["S001C001P001R001A001"]}).to_csv(
+        tmp_path / "index.csv", index=False
+    )
     with pytest.raises(EpamError, match="pass --dataset"):
         scan_index(tmp_path)
     with pytest.raises(EpamError, match="no index.csv"):
@@ -188,7 +264,9 @@ def test_nothing_parsed_and_unknown_protocol_are_errors(tmp_path):
     with pytest.raises(EpamError, match="no usable ntu60 sample"):
         make_splits(scan_names("ntu60", ["nope.avi"]), "ntu60", tmp_path)
     with pytest.raises(ProtocolError, match="unknown protocol xset for ntu60"):
-        make_splits(scan_names("ntu60", ["S001C001P001R001A001"]), "ntu60", tmp_path, protocols=["xset"])
+        make_splits(
+            scan_names("ntu60", ["S001C001P001R001A001"]), "ntu60", tmp_path, protocols=["xset"]
+        )
 
 
 def test_rerun_overwrites_and_leaves_no_partial_files(tmp_path):
@@ -197,5 +275,11 @@ def test_rerun_overwrites_and_leaves_no_partial_files(tmp_path):
     assert (tmp_path / "manifests" / "rejected.csv").exists()
     make_splits(scan_names("ntu60", names), "ntu60", tmp_path)
     files = sorted(p.name for p in (tmp_path / "manifests").iterdir())
-    assert files == ["xsub_classes.csv", "xsub_test.csv", "xsub_train.csv", "xview_classes.csv", "xview_test.csv",
-                     "xview_train.csv"]
+    assert files == [
+        "xsub_classes.csv",
+        "xsub_test.csv",
+        "xsub_train.csv",
+        "xview_classes.csv",
+        "xview_test.csv",
+        "xview_train.csv",
+    ]

@@ -1,4 +1,5 @@
-"""epam_data.synth.make_synth_dataset: valid prepared datasets whose classes differ by motion, and `epam-data synth`."""
+"""epam_data.synth.make_synth_dataset: valid prepared datasets whose classes differ by motion, and
+`epam-data synth`."""
 
 import numpy as np
 import pandas as pd
@@ -14,8 +15,13 @@ from epam_data.synth import SYNTH_MOTIONS, make_synth_dataset, synth_class_names
 
 @pytest.fixture(scope="module")
 def synth_dir(tmp_path_factory):
-    return make_synth_dataset(tmp_path_factory.mktemp("synth") / "data", classes=8, samples=48, frames=40,
-                              heatmaps=("joint", "limb"))
+    return make_synth_dataset(
+        tmp_path_factory.mktemp("synth") / "data",
+        classes=8,
+        samples=48,
+        frames=40,
+        heatmaps=("joint", "limb"),
+    )
 
 
 def test_files_are_valid(synth_dir):
@@ -27,17 +33,29 @@ def test_files_are_valid(synth_dir):
     sample = reader["synth00009_raise_both_arms"]
     assert sample.keypoints.shape == (1, 40, 17, 2) and sample.sample.label == 1
     assert sample.original_hw == (240, 320) and len(sample.rgb) == 40
-    assert sample.joint_heatmaps.shape == (40, 17, 56, 56) and sample.limb_heatmaps.shape == (40, 17, 56, 56)
+    assert sample.joint_heatmaps.shape == (40, 17, 56, 56) and sample.limb_heatmaps.shape == (
+        40,
+        17,
+        56,
+        56,
+    )
     x1, y1, x2, y2 = sample.crop_box
     assert x2 - x1 == y2 - y1  # square, as extract cuts it
     kp = sample.keypoints[0]
-    assert (kp[..., 0] > x1).all() and (kp[..., 0] < x2).all() and (kp[..., 1] > y1).all() and (kp[..., 1] < y2).all()
+    assert (
+        (kp[..., 0] > x1).all()
+        and (kp[..., 0] < x2).all()
+        and (kp[..., 1] > y1).all()
+        and (kp[..., 1] < y2).all()
+    )
 
 
 def test_manifests_are_stratified_and_readable(synth_dir):
     folder = synth_dir / "manifests"
     classes = pd.read_csv(folder / "synth_classes.csv")
-    assert list(classes.columns) == ["label", "name"] and classes["name"].tolist() == synth_class_names(8)
+    assert list(classes.columns) == ["label", "name"] and classes[
+        "name"
+    ].tolist() == synth_class_names(8)
     train, test = pd.read_csv(folder / "synth_train.csv"), pd.read_csv(folder / "synth_test.csv")
     assert list(train.columns) == ["sample_id", "label", "label_name"]
     assert set(train["sample_id"]).isdisjoint(test["sample_id"]) and len(train) + len(test) == 48
@@ -51,30 +69,41 @@ def test_manifests_are_stratified_and_readable(synth_dir):
 
 
 def motion_features(keypoints):
-    """Per joint, the spread of positions and the mean step between frames, in units of the figure's size; a joint
-    and its mirror twin are summed, since one-sided motions pick their side at random."""
-    kp = keypoints[0].astype(np.float64)                                     # [T, 17, 2]
+    """Per joint, the spread of positions and the mean step between frames, in units of the figure's
+    size; a joint and its mirror twin are summed, since one-sided motions pick their side at
+    random."""
+    kp = keypoints[0].astype(np.float64)  # [T, 17, 2]
     size = np.ptp(kp[..., 1], axis=1).mean()
-    per_joint = np.concatenate([kp.std(0), np.abs(np.diff(kp, axis=0)).mean(0)], axis=1) / size   # [17, 4]
+    per_joint = (
+        np.concatenate([kp.std(0), np.abs(np.diff(kp, axis=0)).mean(0)], axis=1) / size
+    )  # [17, 4]
     return (per_joint + per_joint[list(COCO17_FLIP_PERM)]).ravel()
 
 
 def test_classes_differ_by_motion(tmp_path):
-    """A nearest-centroid classifier on simple motion statistics tells the classes apart on held-out samples."""
+    """A nearest-centroid classifier on simple motion statistics tells the classes apart on held-out
+    samples."""
     folder = make_synth_dataset(tmp_path / "d", classes=16, samples=96, frames=40)
     reader = ShardReader(folder)
     features = {sid: motion_features(reader.read(sid, rgb=False).keypoints) for sid in reader}
     train = pd.read_csv(folder / "manifests" / "synth_train.csv")
     test = pd.read_csv(folder / "manifests" / "synth_test.csv")
-    centroids = np.stack([np.mean([features[s] for s in train["sample_id"][train["label"] == k]], axis=0)
-                          for k in range(16)])
-    predicted = [int(np.argmin(np.linalg.norm(centroids - features[s], axis=1))) for s in test["sample_id"]]
+    centroids = np.stack(
+        [
+            np.mean([features[s] for s in train["sample_id"][train["label"] == k]], axis=0)
+            for k in range(16)
+        ]
+    )
+    predicted = [
+        int(np.argmin(np.linalg.norm(centroids - features[s], axis=1))) for s in test["sample_id"]
+    ]
     accuracy = np.mean(np.array(predicted) == test["label"].to_numpy())
     assert accuracy >= 0.9, list(zip(predicted, test["label"]))
 
 
 def test_rgb_shows_the_figure_where_the_keypoints_are(synth_dir):
-    """The red disk of the left wrist in a stored frame sits where crop_box maps the left-wrist keypoint."""
+    """The red disk of the left wrist in a stored frame sits where crop_box maps the left-wrist
+    keypoint."""
     import io
 
     from PIL import Image
@@ -98,23 +127,46 @@ def test_deterministic_and_resumable(tmp_path):
     assert not np.array_equal(a.keypoints, c.keypoints)
     folder = make_synth_dataset(tmp_path / "d", classes=2, samples=6, frames=8)
     first = (folder / "index.csv").read_text()
-    make_synth_dataset(folder, classes=2, samples=6, frames=8)  # same options: nothing to do, nothing changes
+    make_synth_dataset(
+        folder, classes=2, samples=6, frames=8
+    )  # same options: nothing to do, nothing changes
     assert (folder / "index.csv").read_text() == first
     with pytest.raises(ShardError, match="frames: 8 there, 9 now"):
         make_synth_dataset(folder, classes=2, samples=6, frames=9)
 
 
-@pytest.mark.parametrize("kwargs,match", [({"classes": 0}, "1 to 16 classes"), ({"classes": 17}, "1 to 16 classes"),
-                                          ({"classes": 4, "samples": 3}, "at least one sample per class"),
-                                          ({"heatmaps": ("bones",)}, "unknown kind 'bones'")])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"classes": 0}, "1 to 16 classes"),
+        ({"classes": 17}, "1 to 16 classes"),
+        ({"classes": 4, "samples": 3}, "at least one sample per class"),
+        ({"heatmaps": ("bones",)}, "unknown kind 'bones'"),
+    ],
+)
 def test_bad_options(tmp_path, kwargs, match):
     with pytest.raises(EpamError, match=match):
         make_synth_dataset(tmp_path / "d", **kwargs)
 
 
 def test_cli(tmp_path):
-    result = CliRunner().invoke(app, ["synth", str(tmp_path / "s"), "--classes", "3", "--samples", "6", "--frames",
-                                      "10", "--seed", "1", "--heatmaps", "joint"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "synth",
+            str(tmp_path / "s"),
+            "--classes",
+            "3",
+            "--samples",
+            "6",
+            "--frames",
+            "10",
+            "--seed",
+            "1",
+            "--heatmaps",
+            "joint",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "synth_train.csv" in result.output and str(tmp_path / "s") in result.output
     assert verify_dataset(tmp_path / "s") == []

@@ -15,8 +15,16 @@ from epam_data.datasets.pku_mmd import parse_pku_sample_id, scan_pku
 from epam_data.datasets.toyota import parse_toyota_name, scan_toyota_names
 from epam_data.errors import EpamError, NameParseError
 
-__all__ = ["DATASET_NAMES", "Rejected", "Sample", "Scan", "normalize_name", "parse_sample_id", "scan_generic",
-           "scan_names"]
+__all__ = [
+    "DATASET_NAMES",
+    "Rejected",
+    "Sample",
+    "Scan",
+    "normalize_name",
+    "parse_sample_id",
+    "scan_generic",
+    "scan_names",
+]
 
 DATASET_NAMES = ("ntu60", "ntu120", "pku_mmd", "toyota", "generic")
 
@@ -27,7 +35,8 @@ def _check(dataset: str) -> None:
 
 
 def scan_names(dataset: str, names: list[str], *, labels_dir: Path | None = None) -> Scan:
-    """Samples for a list of video (or sample) names; PKU-MMD names are video ids read with their label files."""
+    """Samples for a list of video (or sample) names; PKU-MMD names are video ids read with their
+    label files."""
     _check(dataset)
     if dataset in ("ntu60", "ntu120"):
         return scan_ntu_names(names, dataset)
@@ -35,12 +44,16 @@ def scan_names(dataset: str, names: list[str], *, labels_dir: Path | None = None
         return scan_toyota_names(names)
     if dataset == "pku_mmd":
         if labels_dir is None:
-            raise EpamError("PKU-MMD names are video ids (0002-L); pass --labels DIR, the folder of their label "
-                            "files 0002-L.txt (Train_Label_PKU_final in the release)")
+            raise EpamError(
+                "PKU-MMD names are video ids (0002-L); pass --labels DIR, the folder of their "
+                "label files 0002-L.txt (Train_Label_PKU_final in the release)"
+            )
         if not labels_dir.is_dir():
             raise EpamError(f"--labels {labels_dir}: not a folder")
         return scan_pku(names, labels_dir)
-    raise EpamError("generic datasets are listed by a CSV (path,label) or a folder per class, not by names")
+    raise EpamError(
+        "generic datasets are listed by a CSV (path,label) or a folder per class, not by names"
+    )
 
 
 def scan_generic(source: Path) -> Scan:
@@ -49,11 +62,15 @@ def scan_generic(source: Path) -> Scan:
 
 
 def parse_sample_id(dataset: str, sample_id: str) -> Sample:
-    """Rebuild a sample's metadata from its id alone (ids of the four benchmarks carry all of it)."""
+    """Rebuild a sample's metadata from its id alone (ids of the four benchmarks carry all of
+    it)."""
     _check(dataset)
-    parsers = {"ntu60": lambda name: parse_ntu_name(name, "ntu60"),
-               "ntu120": lambda name: parse_ntu_name(name, "ntu120"),
-               "pku_mmd": parse_pku_sample_id, "toyota": parse_toyota_name}
+    parsers = {
+        "ntu60": lambda name: parse_ntu_name(name, "ntu60"),
+        "ntu120": lambda name: parse_ntu_name(name, "ntu120"),
+        "pku_mmd": parse_pku_sample_id,
+        "toyota": parse_toyota_name,
+    }
     if dataset not in parsers:
         raise NameParseError(f"{sample_id!r}: generic sample ids carry no metadata")
     return parsers[dataset](sample_id)

@@ -1,7 +1,8 @@
-"""What every dataset adapter returns: samples with metadata, and the names it could not use, with why.
+"""What every dataset adapter returns: samples with metadata, and the names it could not use, with
+why.
 
-Adapters never drop a name silently: a name that does not parse, a label line that cannot be used or a
-class that is in no list becomes a `Rejected` entry that the CLI prints and writes to a CSV.
+Adapters never drop a name silently: a name that does not parse, a label line that cannot be used or
+a class that is in no list becomes a `Rejected` entry that the CLI prints and writes to a CSV.
 """
 
 from __future__ import annotations
@@ -13,18 +14,30 @@ from pathlib import PurePath
 __all__ = ["Sample", "Rejected", "Scan", "VIDEO_EXTENSIONS", "strip_video_extension"]
 
 # Containers seen in the four datasets and in user folders; matched case-insensitively.
-VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
+VIDEO_EXTENSIONS = (
+    ".avi",
+    ".mp4",
+    ".mkv",
+    ".mov",
+    ".webm",
+    ".m4v",
+    ".mpg",
+    ".mpeg",
+    ".wmv",
+    ".flv",
+)
 
 
 @dataclass(frozen=True)
 class Sample:
     """One clip to prepare and classify.
 
-    `sample_id` is stable across runs and machines: it is derived from the file name alone (never from
-    a folder position or a run order), so shards, manifests and checkpoints from different runs agree.
-    `start_frame` / `end_frame` are 0-based and inclusive, set only for clips cut from untrimmed videos
-    (PKU-MMD); None means the whole video. Ids (subject, camera, setup, replication) are the integers
-    in the name; `view` is a dataset's view letter or name where it has one.
+    `sample_id` is stable across runs and machines: it is derived from the file name alone (never
+    from a folder position or a run order), so shards, manifests and checkpoints from different runs
+    agree. `start_frame` / `end_frame` are 0-based and inclusive, set only for clips cut from
+    untrimmed videos (PKU-MMD); None means the whole video. Ids (subject, camera, setup,
+    replication) are the integers in the name; `view` is a dataset's view letter or name where it
+    has one.
     """
 
     sample_id: str
@@ -66,7 +79,8 @@ class Scan:
 
 
 def strip_video_extension(name: str) -> str:
-    """`path/to/S001C001P001R001A001_rgb.avi` -> `S001C001P001R001A001_rgb`; other suffixes are kept."""
+    """`path/to/S001C001P001R001A001_rgb.avi` -> `S001C001P001R001A001_rgb`; other suffixes are
+    kept."""
     base = PurePath(name.strip()).name
     stem, dot, ext = base.rpartition(".")
     if dot and f".{ext.lower()}" in VIDEO_EXTENSIONS:

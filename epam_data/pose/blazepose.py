@@ -1,41 +1,49 @@
-"""Multi-person BlazePose, offline: mediapipe's two tflite models run directly, one ROI per tracked person.
+"""Multi-person BlazePose, offline: mediapipe's two tflite models run directly, one ROI per tracked
+person.
 
 mediapipe's own pose APIs keep at most one person reliably (0-51% of two-person frames in
-../shared/research/offline-pose.md). This module re-implements the parts of mediapipe's `PoseLandmarkCpu`
-graph that matter, with one region of interest (ROI) per person instead of one per video:
+docs/pose-backends.md section 6.1). This module re-implements the parts of mediapipe's
+`PoseLandmarkCpu` graph that matter, with one region of interest (ROI) per person instead of one per
+video:
 
-* detector (pose_detection_cpu.pbtxt): the frame letterboxed to 224x224, values in [-1, 1]; 2254 SSD anchors
-  (strides 8/16/32/32/32, 2 per layer, fixed size); sigmoid scores >= 0.5; weighted NMS at IoU 0.3. Each
-  detection carries 4 keypoints; keypoint 0 is the hip centre and keypoint 1 a point above the head;
-* ROI (pose_detection_to_roi / pose_landmarks_to_roi): centred on the first point, side 2 |p1 - p0| * 1.25,
-  rotated by 90 deg - atan2(-dy, dx) so the person stands upright in the crop;
-* landmark model (pose_landmark_by_roi_cpu): the rotated 256x256 crop, values in [0, 1]; 39 x (x, y, z,
-  visibility, presence) in crop pixels (visibility and presence are logits), refined with the 64x64 heatmap
-  as RefineLandmarksFromHeatmapCalculator does; a pose-presence probability (the model applies the sigmoid).
-  Landmarks 33 and 34 are the auxiliary points that give the person's ROI in the next frame.
+* detector (pose_detection_cpu.pbtxt): the frame letterboxed to 224x224, values in [-1, 1]; 2254 SSD
+  anchors (strides 8/16/32/32/32, 2 per layer, fixed size); sigmoid scores >= 0.5; weighted NMS at
+  IoU 0.3. Each detection carries 4 keypoints; keypoint 0 is the hip centre and keypoint 1 a point
+  above the head;
+* ROI (pose_detection_to_roi / pose_landmarks_to_roi): centred on the first point, side 2 |p1 -
+  p0| * 1.25, rotated by 90 deg - atan2(-dy, dx) so the person stands upright in the crop;
+* landmark model (pose_landmark_by_roi_cpu): the rotated 256x256 crop, values in [0, 1]; 39 x (x, y,
+  z, visibility, presence) in crop pixels (visibility and presence are logits), refined with the
+  64x64 heatmap as RefineLandmarksFromHeatmapCalculator does; a pose-presence probability (the model
+  applies the sigmoid). Landmarks 33 and 34 are the auxiliary points that give the person's ROI in
+  the next frame.
 
-Tracking (what makes two people work): each tracked person's ROI comes from their own landmarks of the previous
-frame, so people who hug or overlap keep their ROI even when the detector sees one blob. The detector runs only
-while fewer than `max_persons` are tracked: on every frame when nobody is, else every `detect_every`-th frame and
-right after a track is lost, so someone who walks in later is picked up; where the whole frame leaves a slot
-free it also looks at two overlapping tiles (small people are missed at 224x224). A new detection whose body
-landmarks coincide with a tracked person's is a duplicate and dropped; when two tracks collapse onto one person
-the younger track is dropped. A tracked person is kept down to presence 0.3 (new ones need 0.5).
+Tracking (what makes two people work): each tracked person's ROI comes from their own landmarks of
+the previous frame, so people who hug or overlap keep their ROI even when the detector sees one
+blob. The detector runs only while fewer than `max_persons` are tracked: on every frame when nobody
+is, else every `detect_every`-th frame and right after a track is lost, so someone who walks in
+later is picked up; where the whole frame leaves a slot free it also looks at two overlapping tiles
+(small people are missed at 224x224). A new detection whose body landmarks coincide with a tracked
+person's is a duplicate and dropped; when two tracks collapse onto one person the younger track is
+dropped. A tracked person is kept down to presence 0.3 (new ones need 0.5).
 
-The model files come from the `mediapipe==0.10.21` wheel (newer wheels lack them), installed with `--no-deps`:
-mediapipe itself is never imported, so its numpy<2 pin and its jax / opencv dependencies are not needed.
-They are located through the wheel's file list; options or `$EPAM_BLAZEPOSE_MODELS` point elsewhere.
-The interpreter is `ai_edge_litert` (numpy 2 compatible) or, failing that, `tflite_runtime`, with one thread:
-two XNNPACK threads on a busy 2-core machine made each invoke 40-80x slower (offline-pose.md); run one
-process per video instead.
+The model files come from the `mediapipe==0.10.21` wheel (newer wheels lack them), installed with
+`--no-deps`: mediapipe itself is never imported, so its numpy<2 pin and its jax / opencv
+dependencies are not needed. They are located through the wheel's file list; options or
+`$EPAM_BLAZEPOSE_MODELS` point elsewhere. The interpreter is `ai_edge_litert` (numpy 2 compatible)
+or, failing that, `tflite_runtime`, with one thread: two XNNPACK threads on a busy 2-core machine
+made each invoke 40-80x slower (docs/pose-backends.md 6.1); run one process per video instead.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
+import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,17 +65,21 @@ __all__ = [
     "ssd_anchors",
 ]
 
-# BlazePose-33 -> COCO-17: nose, eye centres, ears, shoulders, elbows, wrists, hips, knees, ankles. Left and
-# right are the subject's own sides in both layouts (checked in offline-pose.md Q1).
+# BlazePose-33 -> COCO-17: nose, eye centres, ears, shoulders, elbows, wrists, hips, knees, ankles.
+# Left and right are the subject's own sides in both layouts (checked in docs/pose-backends.md 6.2).
 BLAZEPOSE33_TO_COCO17 = np.array([0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28])
-# Landmarks compared to decide that two persons are the same one: nose, shoulders, hips, knees, ankles.
+# Landmarks compared to decide that two persons are the same one: nose, shoulders, hips, knees,
+# ankles.
 DUPLICATE_LANDMARKS = np.array([0, 11, 12, 23, 24, 25, 26, 27, 28])
 NUM_BODY_LANDMARKS = 33
 
 MODELS_ENV = "EPAM_BLAZEPOSE_MODELS"
 DETECTOR_FILE = "pose_detection.tflite"
 LANDMARK_FILE = "pose_landmark_full.tflite"
-_WHEEL_FILES = {DETECTOR_FILE: "mediapipe/modules/pose_detection/", LANDMARK_FILE: "mediapipe/modules/pose_landmark/"}
+_WHEEL_FILES = {
+    DETECTOR_FILE: "mediapipe/modules/pose_detection/",
+    LANDMARK_FILE: "mediapipe/modules/pose_landmark/",
+}
 MODELS_INSTALL = "pip install --no-deps mediapipe==0.10.21"
 RUNTIME_INSTALL = "pip install ai-edge-litert==2.3.0"
 
@@ -97,14 +109,17 @@ class _Track:
     landmarks: np.ndarray = field(repr=False)  # [39, 2] frame pixels in the last frame
 
 
-# --- model files and interpreter -------------------------------------------------------------------------------
+# --- model files and interpreter ------------------------------------------------------------------
 
-def find_model_files(detector_model: str | os.PathLike | None = None,
-                     landmark_model: str | os.PathLike | None = None) -> tuple[Path, Path]:
-    """(detector, landmark) tflite paths: explicit arguments, else `$EPAM_BLAZEPOSE_MODELS`, else the mediapipe wheel.
 
-    `$EPAM_BLAZEPOSE_MODELS` is a folder holding pose_detection.tflite and pose_landmark_full.tflite (e.g. copied
-    out of the wheel onto a machine where mediapipe cannot be installed).
+def find_model_files(
+    detector_model: str | os.PathLike | None = None, landmark_model: str | os.PathLike | None = None
+) -> tuple[Path, Path]:
+    """(detector, landmark) tflite paths: explicit arguments, else `$EPAM_BLAZEPOSE_MODELS`, else
+    the mediapipe wheel.
+
+    `$EPAM_BLAZEPOSE_MODELS` is a folder holding pose_detection.tflite and pose_landmark_full.tflite
+    (e.g. copied out of the wheel onto a machine where mediapipe cannot be installed).
     """
     found: dict[str, Path | None] = {DETECTOR_FILE: None, LANDMARK_FILE: None}
     folder = os.environ.get(MODELS_ENV)
@@ -119,16 +134,21 @@ def find_model_files(detector_model: str | os.PathLike | None = None,
         found[LANDMARK_FILE] = Path(landmark_model)
     for name, path in found.items():
         if path is None:
-            raise PoseBackendError(f"BlazePose model {name} not found: the mediapipe 0.10.21 wheel is not installed; "
-                                   f"run `{MODELS_INSTALL}` (or set ${MODELS_ENV} to a folder holding {name})")
+            raise PoseBackendError(
+                f"BlazePose model {name} not found: the mediapipe 0.10.21 wheel is not installed; "
+                f"run `{MODELS_INSTALL}` (or set ${MODELS_ENV} to a folder holding {name})"
+            )
         if not path.is_file():
-            raise PoseBackendError(f"BlazePose model {name} not found at {path}; run `{MODELS_INSTALL}` or point "
-                                   f"${MODELS_ENV} / the model options at the file")
+            raise PoseBackendError(
+                f"BlazePose model {name} not found at {path}; run `{MODELS_INSTALL}` or point "
+                f"${MODELS_ENV} / the model options at the file"
+            )
     return found[DETECTOR_FILE], found[LANDMARK_FILE]
 
 
 def _wheel_model_files() -> dict[str, Path]:
-    """The two model files listed in the installed mediapipe distribution (empty when it is not installed)."""
+    """The two model files listed in the installed mediapipe distribution (empty when it is not
+    installed)."""
     from importlib import metadata
 
     try:
@@ -144,15 +164,33 @@ def _wheel_model_files() -> dict[str, Path]:
 
 
 def _model_id(path: Path) -> str:
-    """'pose_landmark_full.tflite sha256:1a2b...' (12 hex digits): names the exact model in dataset.json."""
+    """'pose_landmark_full.tflite sha256:1a2b...' (12 hex digits): names the exact model in
+    dataset.json."""
     return f"{path.name} sha256:{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Native code's writes to file descriptor 2 go to /dev/null inside the block (TFLite logs an
+    INFO line per interpreter, which no setting turns off); Python's own errors still raise as
+    exceptions."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _make_interpreter(model_path: Path, batch: int = 1, *, xnnpack: bool = True) -> Any:
     """A one-thread TFLite interpreter for `model_path`, its input resized to `batch` images.
 
-    xnnpack=False runs TFLite's built-in kernels instead of the XNNPACK delegate (slower; another vector path,
-    which `scripts/bench_pose_spread.py` uses to measure how much the figures depend on the CPU's vector code).
+    xnnpack=False runs TFLite's built-in kernels instead of the XNNPACK delegate (slower; another
+    vector path, which `scripts/bench_pose_spread.py` uses to measure how much the figures depend on
+    the CPU's vector code).
     """
     try:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
@@ -160,25 +198,40 @@ def _make_interpreter(model_path: Path, batch: int = 1, *, xnnpack: bool = True)
         try:
             from tflite_runtime.interpreter import Interpreter, OpResolverType
         except ImportError:
-            raise PoseBackendError(f"no TFLite interpreter is installed for the blazepose backend; run "
-                                   f"`{RUNTIME_INSTALL}`") from None
+            raise PoseBackendError(
+                f"no TFLite interpreter is installed for the blazepose backend; run "
+                f"`{RUNTIME_INSTALL}`"
+            ) from None
     resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    interpreter = Interpreter(model_path=str(model_path), num_threads=1, experimental_op_resolver_type=resolver)
+    interpreter = Interpreter(
+        model_path=str(model_path), num_threads=1, experimental_op_resolver_type=resolver
+    )
     if batch != 1:
         shape = list(interpreter.get_input_details()[0]["shape"])
-        interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], [batch, *shape[1:]])
-    interpreter.allocate_tensors()
+        interpreter.resize_tensor_input(
+            interpreter.get_input_details()[0]["index"], [batch, *shape[1:]]
+        )
+    with (
+        _quiet_native_stderr()
+    ):  # TFLite's C++ "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+        interpreter.allocate_tensors()
     return interpreter
 
 
-# --- pure maths: anchors, detections, ROIs, crops --------------------------------------------------------------
+# --- pure maths: anchors, detections, ROIs, crops -------------------------------------------------
 
-def ssd_anchors(input_size: int = DETECTOR_SIZE, strides: tuple[int, ...] = (8, 16, 32, 32, 32),
-                anchors_per_layer: int = 2) -> np.ndarray:
-    """Anchor centres of pose_detection.tflite, float32 [2254, 2] (x, y) normalised to the 224x224 input.
 
-    Follows SsdAnchorsCalculator with fixed_anchor_size (every anchor is 1 x 1, so only centres matter):
-    consecutive layers with the same stride share one grid, and each grid cell lists all their anchors in turn.
+def ssd_anchors(
+    input_size: int = DETECTOR_SIZE,
+    strides: tuple[int, ...] = (8, 16, 32, 32, 32),
+    anchors_per_layer: int = 2,
+) -> np.ndarray:
+    """Anchor centres of pose_detection.tflite, float32 [2254, 2] (x, y) normalised to the 224x224
+    input.
+
+    Follows SsdAnchorsCalculator with fixed_anchor_size (every anchor is 1 x 1, so only centres
+    matter): consecutive layers with the same stride share one grid, and each grid cell lists all
+    their anchors in turn.
     """
     centres = []
     layer = 0
@@ -195,7 +248,8 @@ def ssd_anchors(input_size: int = DETECTOR_SIZE, strides: tuple[int, ...] = (8, 
 
 
 def _sigmoid(logits: np.ndarray) -> np.ndarray:
-    """1 / (1 + exp(-x)), clipped so that float32 never overflows (mediapipe clips detector logits at 100)."""
+    """1 / (1 + exp(-x)), clipped so that float32 never overflows (mediapipe clips detector logits
+    at 100)."""
     return 1 / (1 + np.exp(-np.clip(logits, -80, 80)))
 
 
@@ -204,14 +258,22 @@ def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return box_iou(box[None], boxes)[0]
 
 
-def decode_detections(raw_boxes: np.ndarray, raw_scores: np.ndarray, anchors: np.ndarray, *,
-                      min_score: float = 0.5, iou_threshold: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
-    """The detector's raw outputs -> (boxes [N, 4] x1 y1 x2 y2, keypoints [N, 4, 2]), normalised, best first.
+def decode_detections(
+    raw_boxes: np.ndarray,
+    raw_scores: np.ndarray,
+    anchors: np.ndarray,
+    *,
+    min_score: float = 0.5,
+    iou_threshold: float = 0.3,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The detector's raw outputs -> (boxes [N, 4] x1 y1 x2 y2, keypoints [N, 4, 2]), normalised,
+    best first.
 
-    raw_boxes: [2254, 12] (cx, cy, w, h and 4 keypoints, offsets in input pixels from the anchor centre);
-    raw_scores: [2254] logits. Scores are sigmoid(clip(logit, -100, 100)), kept from `min_score`, then merged by
-    mediapipe's weighted NMS: each kept detection is the score-weighted mean of the detections overlapping it
-    by more than `iou_threshold`. The tracker needs only the order (best first), so scores are not returned.
+    raw_boxes: [2254, 12] (cx, cy, w, h and 4 keypoints, offsets in input pixels from the anchor
+    centre); raw_scores: [2254] logits. Scores are sigmoid(clip(logit, -100, 100)), kept from
+    `min_score`, then merged by mediapipe's weighted NMS: each kept detection is the score-weighted
+    mean of the detections overlapping it by more than `iou_threshold`. The tracker needs only the
+    order (best first), so scores are not returned.
     """
     scores = _sigmoid(raw_scores)
     keep = np.flatnonzero(scores >= min_score)
@@ -238,11 +300,13 @@ def decode_detections(raw_boxes: np.ndarray, raw_scores: np.ndarray, anchors: np
 
 
 def roi_from_points(centre: np.ndarray, scale_point: np.ndarray) -> np.ndarray:
-    """ROI (cx, cy, side, angle) in pixels / radians from two points in pixels, [..., 2] each -> [..., 4].
+    """ROI (cx, cy, side, angle) in pixels / radians from two points in pixels, [..., 2] each ->
+    [..., 4].
 
-    mediapipe's AlignmentPointsRectsCalculator (target angle 90 deg) then RectTransformationCalculator (scale
-    1.25, square_long): the box is centred on `centre`, its side is twice the distance to `scale_point`, and it
-    is rotated so that `scale_point` (above the head) is straight up in the crop.
+    mediapipe's AlignmentPointsRectsCalculator (target angle 90 deg) then
+    RectTransformationCalculator (scale 1.25, square_long): the box is centred on `centre`, its side
+    is twice the distance to `scale_point`, and it is rotated so that `scale_point` (above the head)
+    is straight up in the crop.
     """
     delta = scale_point - centre
     side = 2 * np.hypot(delta[..., 0], delta[..., 1]) * ROI_SCALE
@@ -257,12 +321,13 @@ ROI_GRID = (0.5, 0.5, 1.0, math.radians(0.5))  # cx, cy, side (pixels), angle (r
 def snap_roi(roi: np.ndarray, grid: tuple[float, ...] = ROI_GRID) -> np.ndarray:
     """A tracked ROI rounded to a fixed grid, so the next crop is the same on every CPU.
 
-    The next frame's crop comes from this frame's landmarks, and the landmark model is sensitive to its crop
-    when people are cut off or close together: a difference in the last bit of a landmark (which numpy's and
-    XNNPACK's vector code make differently on AVX-512, AVX2 or SSE CPUs) grew to a 0.5 difference in presence
-    within four frames, and the tracks went apart. Rounded, ulp-sized differences give the same crop, except in
-    the rare frame where a value sits on a grid line; half a pixel and half a degree are far below what the crop
-    needs (the model is trained on ROIs jittered by several percent).
+    The next frame's crop comes from this frame's landmarks, and the landmark model is sensitive to
+    its crop when people are cut off or close together: a difference in the last bit of a landmark
+    (which numpy's and XNNPACK's vector code make differently on AVX-512, AVX2 or SSE CPUs) grew to
+    a 0.5 difference in presence within four frames, and the tracks went apart. Rounded, ulp-sized
+    differences give the same crop, except in the rare frame where a value sits on a grid line; half
+    a pixel and half a degree are far below what the crop needs (the model is trained on ROIs
+    jittered by several percent).
     """
     step = np.asarray(grid, np.float64)
     return (np.round(np.asarray(roi, np.float64) / step) * step).astype(np.float32)
@@ -271,27 +336,39 @@ def snap_roi(roi: np.ndarray, grid: tuple[float, ...] = ROI_GRID) -> np.ndarray:
 def _crop_rotated(image: np.ndarray, roi: np.ndarray, out: np.ndarray) -> None:
     """Bilinear, rotated square crop of `roi` into out float32 [S, S, 3], values scaled to [0, 1].
 
-    Crop pixel (u, v) samples the frame at centre + side * R(angle) @ ((u + 0.5) / S - 0.5, (v + 0.5) / S - 0.5);
-    pixels outside the frame repeat the border (ImageToTensorCalculator's default on CPU).
+    Crop pixel (u, v) samples the frame at centre + side * R(angle) @ ((u + 0.5) / S - 0.5, (v +
+    0.5) / S - 0.5); pixels outside the frame repeat the border (ImageToTensorCalculator's default
+    on CPU).
     """
     size = out.shape[0]
     height, width = image.shape[:2]
     cx, cy, side, angle = (float(value) for value in roi)
     cos, sin = math.cos(angle) * side / size, math.sin(angle) * side / size
     grid = np.arange(size, dtype=np.float32) + 0.5 - size / 2
-    xs = (cx - 0.5) + cos * grid[None, :] - sin * grid[:, None]  # [S, S] source x of each crop pixel
+    xs = (
+        (cx - 0.5) + cos * grid[None, :] - sin * grid[:, None]
+    )  # [S, S] source x of each crop pixel
     ys = (cy - 0.5) + sin * grid[None, :] + cos * grid[:, None]
     _bilinear(image.reshape(-1, 3), width, height, xs, ys, out, 1 / 255)
 
 
-def _bilinear(flat: np.ndarray, width: int, height: int, xs: np.ndarray, ys: np.ndarray, out: np.ndarray,
-              scale: float, offset: float = 0.0) -> None:
-    """out = bilinear samples of the [H * W, 3] uint8 image at (xs, ys) * scale + offset, edges repeated.
+def _bilinear(
+    flat: np.ndarray,
+    width: int,
+    height: int,
+    xs: np.ndarray,
+    ys: np.ndarray,
+    out: np.ndarray,
+    scale: float,
+    offset: float = 0.0,
+) -> None:
+    """out = bilinear samples of the [H * W, 3] uint8 image at (xs, ys) * scale + offset, edges
+    repeated.
 
-    Written for speed (about 2 ms for a 256x256 crop): one index array, `np.take`, and the weights repeated
-    per channel so that every operation runs over a flat contiguous array (broadcasting over a trailing axis
-    of 3 is several times slower). Clamping the top-left neighbour to [0, W - 2] and the fraction to [0, 1]
-    repeats the border exactly.
+    Written for speed (about 2 ms for a 256x256 crop): one index array, `np.take`, and the weights
+    repeated per channel so that every operation runs over a flat contiguous array (broadcasting
+    over a trailing axis of 3 is several times slower). Clamping the top-left neighbour to [0, W -
+    2] and the fraction to [0, 1] repeats the border exactly.
     """
     x0 = np.clip(np.floor(xs), 0, max(width - 2, 0))
     y0 = np.clip(np.floor(ys), 0, max(height - 2, 0))
@@ -310,11 +387,15 @@ def _bilinear(flat: np.ndarray, width: int, height: int, xs: np.ndarray, ys: np.
     out[...] = acc.reshape(out.shape)
 
 
-def _letterbox(image: np.ndarray, region: tuple[int, int, int, int], out: np.ndarray) -> tuple[float, float, float]:
-    """The frame's region (x1, y1, x2, y2) scaled to fit out float32 [224, 224, 3], centred, values in [-1, 1].
+def _letterbox(
+    image: np.ndarray, region: tuple[int, int, int, int], out: np.ndarray
+) -> tuple[float, float, float]:
+    """The frame's region (x1, y1, x2, y2) scaled to fit out float32 [224, 224, 3], centred, values
+    in [-1, 1].
 
-    Padding is black (-1), as ImageToTensorCalculator's BORDER_ZERO gives: OpenCV pads the image with 0 before
-    the range conversion. Returns (scale, pad_x, pad_y): frame pixel = (letterbox pixel - pad) / scale + (x1, y1).
+    Padding is black (-1), as ImageToTensorCalculator's BORDER_ZERO gives: OpenCV pads the image
+    with 0 before the range conversion. Returns (scale, pad_x, pad_y): frame pixel = (letterbox
+    pixel - pad) / scale + (x1, y1).
     """
     height, width = image.shape[:2]
     left, top, right, bottom = region
@@ -330,18 +411,19 @@ def _letterbox(image: np.ndarray, region: tuple[int, int, int, int], out: np.nda
     xs, ys = np.meshgrid(xs.astype(np.float32), ys.astype(np.float32))
     block = np.empty((len(inside_y), len(inside_x), 3), np.float32)
     _bilinear(image.reshape(-1, 3), width, height, xs, ys, block, 2 / 255, -1.0)
-    out[inside_y[0]:inside_y[-1] + 1, inside_x[0]:inside_x[-1] + 1] = block
+    out[inside_y[0] : inside_y[-1] + 1, inside_x[0] : inside_x[-1] + 1] = block
     return scale, pad_x, pad_y
 
 
 def detection_regions(height: int, width: int) -> list[tuple[int, int, int, int]]:
-    """Where the detector looks: the whole frame, then, for frames at least 1.3x wider than tall (or taller than
-    wide), two overlapping tiles, each 60% of the long side (at least square), at the two ends.
+    """Where the detector looks: the whole frame, then, for frames at least 1.3x wider than tall (or
+    taller than wide), two overlapping tiles, each 60% of the long side (at least square), at the
+    two ends.
 
-    The detector sees its input at 224x224, so small or distant people (a 240p clip, a far corner of a 1080p
-    one) are missed on the whole frame; a tile shows them about 1.6x larger (measured on two_players_426x240:
-    the whole frame finds nobody at frame 100, each half finds its player). Tiles run only when the whole frame
-    left a tracking slot empty.
+    The detector sees its input at 224x224, so small or distant people (a 240p clip, a far corner of
+    a 1080p one) are missed on the whole frame; a tile shows them about 1.6x larger (measured on
+    two_players_426x240: the whole frame finds nobody at frame 100, each half finds its player).
+    Tiles run only when the whole frame left a tracking slot empty.
     """
     regions = [(0, 0, width, height)]
     long_side, short_side = max(height, width), min(height, width)
@@ -355,10 +437,12 @@ def detection_regions(height: int, width: int) -> list[tuple[int, int, int, int]
 
 
 def _refine_with_heatmap(landmarks: np.ndarray, heatmap: np.ndarray) -> None:
-    """RefineLandmarksFromHeatmapCalculator, in place: x, y (crop pixels) of landmarks [B, 39, 5] from heatmap
-    logits [B, 64, 64, 39], as the confidence-weighted mean cell of a 7x7 window where its peak is >= 0.5.
+    """RefineLandmarksFromHeatmapCalculator, in place: x, y (crop pixels) of landmarks [B, 39, 5]
+    from heatmap logits [B, 64, 64, 39], as the confidence-weighted mean cell of a 7x7 window where
+    its peak is >= 0.5.
 
-    Follows mediapipe's quirk on purpose: the mean cell index is divided by the heatmap size without the +0.5.
+    Follows mediapipe's quirk on purpose: the mean cell index is divided by the heatmap size without
+    the +0.5.
     """
     batch, rows, cols, count = heatmap.shape
     half = HEATMAP_KERNEL // 2
@@ -368,10 +452,17 @@ def _refine_with_heatmap(landmarks: np.ndarray, heatmap: np.ndarray) -> None:
     inside = (centre_col >= 0) & (centre_col < cols) & (centre_row >= 0) & (centre_row < rows)
     win_cols = centre_col[..., None] + offsets  # [B, 39, 7]
     win_rows = centre_row[..., None] + offsets
-    valid = ((win_rows >= 0) & (win_rows < rows))[..., :, None] & ((win_cols >= 0) & (win_cols < cols))[..., None, :]
+    valid = ((win_rows >= 0) & (win_rows < rows))[..., :, None] & (
+        (win_cols >= 0) & (win_cols < cols)
+    )[..., None, :]
     b = np.arange(batch)[:, None, None, None]
     k = np.arange(count)[None, :, None, None]
-    logits = heatmap[b, np.clip(win_rows, 0, rows - 1)[..., :, None], np.clip(win_cols, 0, cols - 1)[..., None, :], k]
+    logits = heatmap[
+        b,
+        np.clip(win_rows, 0, rows - 1)[..., :, None],
+        np.clip(win_cols, 0, cols - 1)[..., None, :],
+        k,
+    ]
     confidence = np.where(valid, _sigmoid(logits), 0.0)  # [B, 39, 7, 7]
     total = confidence.sum((2, 3))
     refine = inside & (confidence.max((2, 3)) >= HEATMAP_MIN_CONFIDENCE) & (total > 0)
@@ -382,45 +473,65 @@ def _refine_with_heatmap(landmarks: np.ndarray, heatmap: np.ndarray) -> None:
 
 
 def _coincide(a: np.ndarray, b: np.ndarray, side: float, fraction: float) -> bool:
-    """True when two persons' landmarks [33+, 2] (pixels) are the same body: the median distance of the nose,
-    shoulders, hips, knees and ankles is below `fraction` of the ROI side (about 1.4 body heights)."""
+    """True when two persons' landmarks [33+, 2] (pixels) are the same body: the median distance of
+    the nose, shoulders, hips, knees and ankles is below `fraction` of the ROI side (about 1.4 body
+    heights)."""
     distances = np.hypot(*(a[DUPLICATE_LANDMARKS] - b[DUPLICATE_LANDMARKS]).T)
     return bool(np.median(distances) < fraction * side)
 
 
-# --- the backend -----------------------------------------------------------------------------------------------
+# --- the backend ----------------------------------------------------------------------------------
+
 
 class BlazePoseBackend:
-    """BlazePose detector + full landmark model with per-person ROI tracking (see the module docstring).
+    """BlazePose detector + full landmark model with per-person ROI tracking (see the module
+    docstring).
 
     Args:
-        max_persons: how many persons are tracked at once; the detector stops running once that many are held.
-            Track more than the persons you will keep (`epam_data.persons.select_persons`) if bystanders
-            may be picked up first.
-        detect_every: while some but fewer than `max_persons` persons are tracked, run the detector on every
-            `detect_every`-th frame, and on the frame right after a track is lost (with nobody tracked it runs
-            on every frame). When the whole frame leaves a slot free, the tiles of `detection_regions` follow.
+        max_persons: how many persons are tracked at once; the detector stops running once that many
+            are held. Track more than the persons you will keep (`epam_data.persons.select_persons`)
+            if bystanders may be picked up first.
+        detect_every: while some but fewer than `max_persons` persons are tracked, run the detector
+            on every `detect_every`-th frame, and on the frame right after a track is lost (with
+            nobody tracked it runs on every frame). When the whole frame leaves a slot free, the
+            tiles of `detection_regions` follow.
         min_detection_score: detector score threshold (mediapipe: 0.5).
-        min_presence: pose-presence threshold of the landmark model for a new person (mediapipe: 0.5).
-        keep_presence: the lower threshold that keeps a tracked person: presence dips for a frame or two when
-            someone turns or blurs, and a dropped track costs up to `detect_every` frames to find again.
-        duplicate_fraction: two persons are one when the median distance of their nose, shoulders, hips, knees
-            and ankles is below this fraction of the ROI side (the ROI side is about 1.4 body heights).
-        refine_with_heatmap: refine landmarks with the model's heatmap, as mediapipe does for the full model.
-        xnnpack: run the networks with TFLite's XNNPACK delegate (the default, fastest) or its built-in kernels.
+        min_presence: pose-presence threshold of the landmark model for a new person (mediapipe:
+            0.5).
+        keep_presence: the lower threshold that keeps a tracked person: presence dips for a frame or
+            two when someone turns or blurs, and a dropped track costs up to `detect_every` frames
+            to find again.
+        duplicate_fraction: two persons are one when the median distance of their nose, shoulders,
+            hips, knees and ankles is below this fraction of the ROI side (the ROI side is about 1.4
+            body heights).
+        refine_with_heatmap: refine landmarks with the model's heatmap, as mediapipe does for the
+            full model.
+        xnnpack: run the networks with TFLite's XNNPACK delegate (the default, fastest) or its
+            built-in kernels.
         detector_model, landmark_model: tflite files to use instead of the mediapipe wheel's.
     """
 
     name = "blazepose"
 
-    def __init__(self, *, max_persons: int = 2, detect_every: int = 10, min_detection_score: float = 0.5,
-                 min_presence: float = 0.5, keep_presence: float = 0.3, duplicate_fraction: float = 0.08,
-                 refine_with_heatmap: bool = True, xnnpack: bool = True,
-                 detector_model: str | os.PathLike | None = None,
-                 landmark_model: str | os.PathLike | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        max_persons: int = 2,
+        detect_every: int = 10,
+        min_detection_score: float = 0.5,
+        min_presence: float = 0.5,
+        keep_presence: float = 0.3,
+        duplicate_fraction: float = 0.08,
+        refine_with_heatmap: bool = True,
+        xnnpack: bool = True,
+        detector_model: str | os.PathLike | None = None,
+        landmark_model: str | os.PathLike | None = None,
+    ) -> None:
         if max_persons < 1 or detect_every < 1:
-            raise PoseBackendError(f"blazepose needs max_persons >= 1 and detect_every >= 1, got {max_persons} "
-                                   f"and {detect_every}")
+            raise PoseBackendError(
+                f"blazepose needs max_persons >= 1 and detect_every >= 1, got {max_persons} "
+                f"and {detect_every}"
+            )
         self.max_persons = max_persons
         self.detect_every = detect_every
         self.min_detection_score = min_detection_score
@@ -430,13 +541,20 @@ class BlazePoseBackend:
         self.refine_with_heatmap = refine_with_heatmap
         self.xnnpack = xnnpack
         self.detector_path, self.landmark_path = find_model_files(detector_model, landmark_model)
-        self.model_ids = {"detector": _model_id(self.detector_path), "landmarks": _model_id(self.landmark_path)}
+        self.model_ids = {
+            "detector": _model_id(self.detector_path),
+            "landmarks": _model_id(self.landmark_path),
+        }
         self.timings = BlazePoseTimings()
         self._anchors = ssd_anchors()
         self._detector = _make_interpreter(self.detector_path, xnnpack=xnnpack)
         self._detector_input = np.zeros((1, DETECTOR_SIZE, DETECTOR_SIZE, 3), np.float32)
         outputs = {tuple(d["shape"][1:]): d["index"] for d in self._detector.get_output_details()}
-        self._detector_io = (self._detector.get_input_details()[0]["index"], outputs[(2254, 12)], outputs[(2254, 1)])
+        self._detector_io = (
+            self._detector.get_input_details()[0]["index"],
+            outputs[(2254, 12)],
+            outputs[(2254, 1)],
+        )
         self._landmarkers: dict[int, tuple[Any, tuple[int, int, int, int], np.ndarray]] = {}
         self.reset()
 
@@ -455,16 +573,19 @@ class BlazePoseBackend:
         if frames.ndim == 3:
             frames = frames[None]
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-            raise ValueError(f"frames must be uint8 [T, H, W, 3] RGB, got {frames.dtype} {frames.shape}")
+            raise ValueError(
+                f"frames must be uint8 [T, H, W, 3] RGB, got {frames.dtype} {frames.shape}"
+            )
         return [self._track_frame(np.ascontiguousarray(frame)) for frame in frames]
 
-    # -- one frame ---------------------------------------------------------------------------------------------
+    # -- one frame ---------------------------------------------------------------------------------
 
     def _track_frame(self, frame: np.ndarray) -> FramePoses:
         self.timings.frames += 1
         rois = [track.roi for track in self._tracks]
         detect = len(self._tracks) < self.max_persons and (
-            not self._tracks or self._since_detection + 1 >= self.detect_every)
+            not self._tracks or self._since_detection + 1 >= self.detect_every
+        )
         candidates = 0
         if detect:
             self._since_detection = 0
@@ -479,18 +600,26 @@ class BlazePoseBackend:
         landmarks, presence = self._landmarks(frame, np.stack(rois))  # [N, 39, 5] frame pixels, [N]
         self.timings.landmark_s += time.perf_counter() - start
         self.timings.landmark_crops += len(rois)
-        return self._update_tracks(landmarks, presence, np.stack(rois), len(rois) - candidates, frame.shape[:2])
+        return self._update_tracks(
+            landmarks, presence, np.stack(rois), len(rois) - candidates, frame.shape[:2]
+        )
 
     def _detect(self, frame: np.ndarray) -> list[np.ndarray]:
-        """ROIs of the persons the detector finds that the tracks do not already cover, at most the free slots.
+        """ROIs of the persons the detector finds that the tracks do not already cover, at most the
+        free slots.
 
-        The whole frame first; the tiles of `detection_regions` only while slots remain free. A detection centred
-        inside a tracked person's landmark box and overlapping it, or overlapping a detection already taken, is
-        skipped before the landmark model; the landmark check in `_update_tracks` catches the rest.
+        The whole frame first; the tiles of `detection_regions` only while slots remain free. A
+        detection centred inside a tracked person's landmark box and overlapping it, or overlapping
+        a detection already taken, is skipped before the landmark model; the landmark check in
+        `_update_tracks` catches the rest.
         """
         free = self.max_persons - len(self._tracks)
-        taken = [np.concatenate([t.landmarks[:NUM_BODY_LANDMARKS].min(0), t.landmarks[:NUM_BODY_LANDMARKS].max(0)])
-                 for t in self._tracks]
+        taken = [
+            np.concatenate(
+                [t.landmarks[:NUM_BODY_LANDMARKS].min(0), t.landmarks[:NUM_BODY_LANDMARKS].max(0)]
+            )
+            for t in self._tracks
+        ]
         rois: list[np.ndarray] = []
         for region in detection_regions(*frame.shape[:2]):
             if len(rois) >= free:
@@ -500,24 +629,33 @@ class BlazePoseBackend:
                 if len(rois) >= free:
                     break
                 centre = (box[:2] + box[2:]) / 2
-                if any(t[0] <= centre[0] <= t[2] and t[1] <= centre[1] <= t[3] and _iou(box, t[None])[0] > 0.3
-                       for t in taken[:len(self._tracks)]) or any(_iou(box, t[None])[0] > 0.3
-                                                                  for t in taken[len(self._tracks):]):
+                if any(
+                    t[0] <= centre[0] <= t[2]
+                    and t[1] <= centre[1] <= t[3]
+                    and _iou(box, t[None])[0] > 0.3
+                    for t in taken[: len(self._tracks)]
+                ) or any(_iou(box, t[None])[0] > 0.3 for t in taken[len(self._tracks) :]):
                     continue
                 taken.append(box)
                 rois.append(snap_roi(roi_from_points(points[0], points[1])))
         return rois
 
-    def _run_detector(self, frame: np.ndarray, region: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-        """Detections in one region of the frame: boxes [N, 4] and keypoints [N, 4, 2] in frame pixels, best first."""
+    def _run_detector(
+        self, frame: np.ndarray, region: tuple[int, int, int, int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Detections in one region of the frame: boxes [N, 4] and keypoints [N, 4, 2] in frame
+        pixels, best first."""
         start = time.perf_counter()
         scale, pad_x, pad_y = _letterbox(frame, region, self._detector_input[0])
         input_index, boxes_index, scores_index = self._detector_io
         self._detector.set_tensor(input_index, self._detector_input)
         self._detector.invoke()
-        boxes, keypoints = decode_detections(self._detector.get_tensor(boxes_index)[0],
-                                             self._detector.get_tensor(scores_index)[0, :, 0], self._anchors,
-                                             min_score=self.min_detection_score)
+        boxes, keypoints = decode_detections(
+            self._detector.get_tensor(boxes_index)[0],
+            self._detector.get_tensor(scores_index)[0, :, 0],
+            self._anchors,
+            min_score=self.min_detection_score,
+        )
         offset = np.array(region[:2], np.float32)
         boxes = (boxes * DETECTOR_SIZE - [pad_x, pad_y, pad_x, pad_y]) / scale + np.tile(offset, 2)
         keypoints = (keypoints * DETECTOR_SIZE - [pad_x, pad_y]) / scale + offset
@@ -526,23 +664,34 @@ class BlazePoseBackend:
         return boxes.astype(np.float32), keypoints.astype(np.float32)
 
     def _landmarker(self, batch: int) -> tuple[Any, tuple[int, int, int, int], np.ndarray]:
-        """The landmark interpreter for `batch` crops (one per batch size, made on first use), its tensor
-        indices (input, landmarks, presence, heatmap) and its input buffer."""
+        """The landmark interpreter for `batch` crops (one per batch size, made on first use), its
+        tensor indices (input, landmarks, presence, heatmap) and its input buffer."""
         if batch not in self._landmarkers:
             interpreter = _make_interpreter(self.landmark_path, batch, xnnpack=self.xnnpack)
             outputs = {tuple(d["shape"][1:]): d["index"] for d in interpreter.get_output_details()}
-            io = (interpreter.get_input_details()[0]["index"], outputs[(195,)], outputs[(1,)], outputs[(64, 64, 39)])
-            self._landmarkers[batch] = (interpreter, io, np.zeros((batch, LANDMARK_SIZE, LANDMARK_SIZE, 3), np.float32))
+            io = (
+                interpreter.get_input_details()[0]["index"],
+                outputs[(195,)],
+                outputs[(1,)],
+                outputs[(64, 64, 39)],
+            )
+            self._landmarkers[batch] = (
+                interpreter,
+                io,
+                np.zeros((batch, LANDMARK_SIZE, LANDMARK_SIZE, 3), np.float32),
+            )
         return self._landmarkers[batch]
 
     def _landmarks(self, frame: np.ndarray, rois: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Landmarks [N, 39, 5] (x, y in frame pixels; z; visibility, presence in [0, 1]) and pose presence [N]
-        for each ROI [N, 4], all crops in one batched invoke of at most `max_persons` crops."""
+        """Landmarks [N, 39, 5] (x, y in frame pixels; z; visibility, presence in [0, 1]) and pose
+        presence [N] for each ROI [N, 4], all crops in one batched invoke of at most `max_persons`
+        crops."""
         results, presences = [], []
         for first in range(0, len(rois), self.max_persons):
-            chunk = rois[first:first + self.max_persons]
-            interpreter, (input_index, landmarks_index, presence_index, heatmap_index), inputs = \
+            chunk = rois[first : first + self.max_persons]
+            interpreter, (input_index, landmarks_index, presence_index, heatmap_index), inputs = (
                 self._landmarker(len(chunk))
+            )
             for crop, roi in zip(inputs, chunk):
                 _crop_rotated(frame, roi, crop)
             interpreter.set_tensor(input_index, inputs)
@@ -551,7 +700,9 @@ class BlazePoseBackend:
             landmarks = interpreter.get_tensor(landmarks_index).reshape(len(chunk), 39, 5)
             if self.refine_with_heatmap:
                 _refine_with_heatmap(landmarks, interpreter.get_tensor(heatmap_index))
-            presences.append(interpreter.get_tensor(presence_index)[:, 0].copy())  # a probability already
+            presences.append(
+                interpreter.get_tensor(presence_index)[:, 0].copy()
+            )  # a probability already
             # crop pixels -> frame pixels: the inverse of the crop in _crop_rotated
             cos, sin = np.cos(chunk[:, 3])[:, None], np.sin(chunk[:, 3])[:, None]
             a = landmarks[:, :, 0] / LANDMARK_SIZE - 0.5
@@ -563,18 +714,33 @@ class BlazePoseBackend:
             results.append(landmarks)
         return np.concatenate(results), np.concatenate(presences)
 
-    def _update_tracks(self, landmarks: np.ndarray, presence: np.ndarray, rois: np.ndarray, num_tracked: int,
-                       frame_hw: tuple[int, int]) -> FramePoses:
-        """Keep the tracks still present, drop collapsed and duplicate ones, start new tracks, build the output."""
+    def _update_tracks(
+        self,
+        landmarks: np.ndarray,
+        presence: np.ndarray,
+        rois: np.ndarray,
+        num_tracked: int,
+        frame_hw: tuple[int, int],
+    ) -> FramePoses:
+        """Keep the tracks still present, drop collapsed and duplicate ones, start new tracks, build
+        the output."""
         kept: list[_Track] = []
         rows: list[int] = []
         for index in range(len(rois)):
             if presence[index] < (self.keep_presence if index < num_tracked else self.min_presence):
                 continue
             points = landmarks[index, :, :2]
-            # Oldest first: a younger track or a new detection that coincides with a kept one is the same body.
-            if any(_coincide(points, track.landmarks, float(min(rois[index, 2], track.roi[2])),
-                             self.duplicate_fraction) for track in kept):
+            # Oldest first: a younger track or a new detection that coincides with a kept one is the
+            # same body.
+            if any(
+                _coincide(
+                    points,
+                    track.landmarks,
+                    float(min(rois[index, 2], track.roi[2])),
+                    self.duplicate_fraction,
+                )
+                for track in kept
+            ):
                 continue
             if index < num_tracked:
                 track = self._tracks[index]
@@ -586,7 +752,9 @@ class BlazePoseBackend:
             kept.append(track)
             rows.append(index)
         if len(kept) < num_tracked:
-            self._since_detection = self.detect_every  # someone was just lost: look for them in the next frame
+            self._since_detection = (
+                self.detect_every
+            )  # someone was just lost: look for them in the next frame
         self._tracks = kept
         if not kept:
             return FramePoses.empty()
@@ -596,6 +764,9 @@ class BlazePoseBackend:
         low = np.clip(body.min(1), 0, [width, height])
         high = np.clip(body.max(1), 0, [width, height])
         boxes = np.concatenate([low, high, presence[rows, None]], axis=1).astype(np.float32)
-        return FramePoses(keypoints=np.ascontiguousarray(chosen[:, BLAZEPOSE33_TO_COCO17, :2], dtype=np.float32),
-                          scores=np.ascontiguousarray(chosen[:, BLAZEPOSE33_TO_COCO17, 3], dtype=np.float32),
-                          boxes=boxes, track_ids=np.array([t.track_id for t in kept], np.int64))
+        return FramePoses(
+            keypoints=np.ascontiguousarray(chosen[:, BLAZEPOSE33_TO_COCO17, :2], dtype=np.float32),
+            scores=np.ascontiguousarray(chosen[:, BLAZEPOSE33_TO_COCO17, 3], dtype=np.float32),
+            boxes=boxes,
+            track_ids=np.array([t.track_id for t in kept], np.int64),
+        )

@@ -1,0 +1,341 @@
+"""The run loop shared by `epam-data extract` and `import-pyskl`: tasks -> per-sample function in
+workers -> shards.
+
+A command hands `run_samples` its tasks (one per sample) and a module-level `prepare(task, *,
+times)` that makes a `PreparedSample` or raises. The loop keeps the tasks of this `--part` that no
+finished shard holds yet, runs `prepare` in this process, joblib's process pool (`--jobs`), a Dask
+or a Ray cluster, and streams the outcomes as they complete into the one `ShardWriter` of this
+process; failures go to failures.csv and never stop the run. Memory holds a few samples, not the run
+(docs/design.md).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from epam_data.atomic import write_csv_atomic
+from epam_data.datasets import Rejected, Sample
+from epam_data.errors import EpamError, one_line
+from epam_data.shards import DEFAULT_MAX_SHARD_BYTES, PreparedSample, ShardWriter, done_ids
+from epam_data.supervisor import supervised_map
+from epam_data.threads import one_thread_per_process
+
+DEFAULT_SAMPLE_TIMEOUT = 3600.0  # seconds one sample may take in a worker before it counts as hung
+
+__all__ = [
+    "DEFAULT_SAMPLE_TIMEOUT",
+    "ExtractReport",
+    "Outcome",
+    "Prepare",
+    "StageTimes",
+    "Task",
+    "check_jobs",
+    "parse_part",
+    "run_samples",
+    "run_task",
+    "select_part",
+    "write_rejected",
+]
+
+
+class Task(Protocol):
+    """What the run loop needs of a unit of work (a `VideoSpec`, a `pyskl.AnnotationSpec`): the
+    sample it makes and where it comes from, for failures.csv. Whatever else it holds travels to the
+    worker that prepares it."""
+
+    @property
+    def sample(self) -> Sample: ...
+
+    @property
+    def source(self) -> str: ...
+
+
+TaskT = TypeVar("TaskT", bound=Task)
+Prepare = Callable[
+    ..., PreparedSample
+]  # prepare(task, *, times: StageTimes) -> PreparedSample; module-level
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent per stage for one sample (or summed over many)."""
+
+    decode: float = 0.0
+    pose: float = 0.0
+    crop: float = 0.0
+    heatmaps: float = 0.0
+
+    def add(self, other: StageTimes) -> None:
+        for name in ("decode", "pose", "crop", "heatmaps"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a worker sends back: the prepared sample, or why there is none."""
+
+    sample: Sample
+    source: str
+    prepared: PreparedSample | None
+    reason: str = ""
+    frames: int = 0
+    times: StageTimes = field(default_factory=StageTimes)
+
+
+@dataclass
+class ExtractReport:
+    """What a run did, for the summary table; `failed` decides the exit code."""
+
+    out_dir: Path
+    listed: int = 0
+    rejected: list[Rejected] = field(default_factory=list)
+    in_part: int = 0
+    already_done: int = 0
+    ok: int = 0
+    no_person: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (sample_id, reason)
+    frames: int = 0
+    persons: int = 0
+    elapsed_s: float = 0.0
+    times: StageTimes = field(default_factory=StageTimes)
+    shards: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
+
+    def add(self, outcome: Outcome) -> None:
+        self.frames += outcome.frames
+        self.times.add(outcome.times)
+        if outcome.prepared is None:
+            self.failures.append((outcome.sample.sample_id, outcome.reason))
+        elif outcome.prepared.status == "no_person":
+            self.no_person += 1
+        else:
+            self.ok += 1
+            self.persons += int(outcome.prepared.num_persons)
+
+
+# --- parts and workers ----------------------------------------------------------------------------
+
+
+def parse_part(text: str) -> tuple[int, int]:
+    """`--part i/n` (1-based, as SLURM array indices usually are: 1/4 .. 4/4) -> ShardWriter's
+    0-based (i-1, n)."""
+    try:
+        index, count = (int(value) for value in text.split("/"))
+    except ValueError:
+        raise EpamError(f"--part {text!r}: expected i/n with 1 <= i <= n, e.g. 1/4") from None
+    if not 1 <= index <= count:
+        raise EpamError(
+            f"--part {text!r}: expected i/n with 1 <= i <= n (1-based), e.g. 1/{max(count, 1)}"
+        )
+    return index - 1, count
+
+
+def select_part(
+    items: list[Any], part: tuple[int, int] | None, key: Callable[[Any], str]
+) -> list[Any]:
+    """Part (i, n) (0-based) of `items`: every n-th item from the i-th, in sorted order of `key`
+    (the sample id).
+
+    Deterministic for the same inputs on every machine, balanced to one sample, and the parts cover
+    every item exactly once. A sample that moves to another part when the input list changes is
+    still skipped there, because `done_ids` sees the finished shards of every part.
+    """
+    ordered = sorted(items, key=key)
+    return ordered if part is None else ordered[part[0] :: part[1]]
+
+
+_local = threading.local()  # per worker process, and per thread where a Dask worker runs several
+
+
+def _limit_threads() -> None:
+    """One compute thread per worker: the parallelism is one process per video (docs: blazepose
+    measurements)."""
+    if getattr(_local, "limited", False):
+        return
+    one_thread_per_process()
+    _local.limited = True
+
+
+def run_task(prepare: Prepare, task: Task) -> Outcome:
+    """`prepare(task)` that never raises: a failure becomes an Outcome with the reason, so one bad
+    sample cannot stop the run."""
+    times = StageTimes()
+    try:
+        prepared = prepare(task, times=times)
+    except EpamError as err:
+        return Outcome(task.sample, task.source, None, reason=str(err), times=times)
+    # a bug or a library error on one sample must not end the run
+    except Exception as err:  # noqa: BLE001
+        return Outcome(
+            task.sample, task.source, None, reason=f"{type(err).__name__}: {err}", times=times
+        )
+    return Outcome(task.sample, task.source, prepared, frames=prepared.num_frames, times=times)
+
+
+def _run_in_worker(prepare: Prepare, task: Task) -> Outcome:
+    """What joblib and Dask workers execute: `run_task` with one compute thread in the worker
+    process."""
+    _limit_threads()
+    return run_task(prepare, task)
+
+
+def _lost_outcome(task: Task, reason: str) -> Outcome:
+    """The failure of a sample whose worker process crashed or hung (epam_data.supervisor)."""
+    return Outcome(task.sample, task.source, None, reason=f"{task.source}: {reason}")
+
+
+def check_jobs(jobs: int) -> None:
+    """Refuse `--jobs` below 1 before any slow work starts (listing videos, loading a pickle)."""
+    if jobs < 1:
+        raise EpamError(f"--jobs must be at least 1, got {jobs}")
+
+
+def _ray_results(tasks: Sequence[Task], prepare: Prepare, address: str) -> Iterator[Outcome]:
+    """Outcomes from a Ray cluster ("auto", "ray://head:10001", or "local" for one started here), as
+    they complete.
+
+    Ray's own task API rather than its joblib backend: that backend cannot stream results (joblib
+    refuses return_as="generator" for it), so every prepared sample would sit in memory until the
+    last one finished. At most two tasks per cluster CPU are in flight, so the driver holds a
+    bounded number of results.
+    """
+    try:
+        import ray
+    except ImportError:
+        raise EpamError("--ray needs ray: pip install 'epam[ray]'") from None
+    try:
+        ray.init(
+            address=None if address == "local" else address,
+            include_dashboard=False,
+            log_to_driver=False,
+        )
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        raise EpamError(
+            f"--ray {address}: cannot connect to the cluster ({one_line(err, 300)})"
+        ) from None
+    try:
+        remote = ray.remote(num_cpus=1)(_run_in_worker)
+        in_flight = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+        pending: list[Any] = []
+        for task in tasks:
+            pending.append(remote.remote(prepare, task))
+            while len(pending) >= in_flight:
+                done, pending = ray.wait(pending, num_returns=1)
+                yield from ray.get(done)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            yield from ray.get(done)
+    finally:
+        ray.shutdown()
+
+
+def _results(
+    tasks: Sequence[Task],
+    prepare: Prepare,
+    jobs: int,
+    dask_address: str | None,
+    ray_address: str | None = None,
+    sample_timeout: float | None = None,
+) -> Iterator[Outcome]:
+    """Outcomes as the samples complete: in `jobs` supervised worker processes here (a sample whose
+    worker crashes or runs past `sample_timeout` seconds becomes a failure, `epam_data.supervisor`),
+    or on a Dask or a Ray cluster. Each worker receives one task at a time as it frees up, never the
+    whole list.
+    """
+    if dask_address is not None and ray_address is not None:
+        raise EpamError("--dask and --ray: choose one cluster")
+    if ray_address is not None:
+        yield from _ray_results(tasks, prepare, ray_address)
+        return
+    if dask_address is None:
+        yield from supervised_map(
+            functools.partial(_run_in_worker, prepare),
+            tasks,
+            workers=jobs,
+            timeout=sample_timeout,
+            on_lost=_lost_outcome,
+        )
+        return
+    from joblib import Parallel, delayed, parallel_config
+
+    calls = (delayed(_run_in_worker)(prepare, task) for task in tasks)
+    if dask_address is not None:
+        try:
+            from distributed import Client
+        except ImportError:
+            raise EpamError("--dask needs dask and distributed: pip install 'epam[dask]'") from None
+        try:
+            client = Client(dask_address, timeout="20s")
+        except (OSError, TimeoutError) as err:
+            raise EpamError(
+                f"--dask {dask_address}: cannot connect to the scheduler ({err})"
+            ) from None
+        try:
+            with parallel_config(backend="dask"):
+                yield from Parallel(n_jobs=-1, batch_size=1, return_as="generator_unordered")(calls)
+        finally:
+            client.close()
+        return
+
+
+def run_samples(
+    tasks: Sequence[TaskT],
+    prepare: Prepare,
+    out_dir: Path,
+    report: ExtractReport,
+    *,
+    jobs: int = 1,
+    part: tuple[int, int] | None = None,
+    samples_per_shard: int = 256,
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    dask_address: str | None = None,
+    ray_address: str | None = None,
+    sample_timeout: float | None = DEFAULT_SAMPLE_TIMEOUT,
+    on_start: Callable[[int], None] | None = None,
+    on_result: Callable[[Outcome], None] | None = None,
+) -> ExtractReport:
+    """The run loop of `extract` and `import-pyskl`: this part's tasks not yet in finished shards ->
+    `prepare` in workers -> the one ShardWriter (failures to failures.csv) -> `report`, which it
+    fills and returns.
+
+    `prepare(task, *, times)` is a module-level function of one task (so that joblib and Dask can
+    send it by name) that returns a PreparedSample or raises; the caller has written dataset.json
+    already. part: (i, n), 0-based.
+    """
+    check_jobs(jobs)
+    tasks = select_part(list(tasks), part, key=lambda task: task.sample.sample_id)
+    report.in_part = len(tasks)
+    done = done_ids(out_dir)
+    pending = [task for task in tasks if task.sample.sample_id not in done]
+    report.already_done = len(tasks) - len(pending)
+    if on_start is not None:
+        on_start(len(pending))
+    with ShardWriter(
+        out_dir, samples_per_shard=samples_per_shard, part=part, max_shard_bytes=max_shard_bytes
+    ) as writer:
+        outcomes = _results(pending, prepare, jobs, dask_address, ray_address, sample_timeout)
+        for outcome in outcomes:
+            if outcome.prepared is not None:
+                writer.write(outcome.prepared)
+            else:
+                writer.fail(outcome.sample, outcome.reason)
+            report.add(outcome)
+            if on_result is not None:
+                on_result(outcome)
+    report.shards = list(writer.shards_finished)
+    return report
+
+
+def write_rejected(out_dir: Path, rejected: Iterable[Rejected]) -> None:
+    """`<out>/rejected.csv`: the input names no sample came from, with why (rewritten by every
+    run)."""
+    rows = ((item.name, " ".join(item.reason.split())) for item in rejected)
+    write_csv_atomic(out_dir / "rejected.csv", ["name", "reason"], rows)
