@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, TypeVar
 
-__all__ = ["fsync_dir", "write_atomic", "write_csv_atomic", "write_text_atomic"]
+__all__ = ["fsync_dir", "safe_cell", "write_atomic", "write_csv_atomic", "write_text_atomic"]
 
 Result = TypeVar("Result")
 
@@ -60,15 +60,32 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     write_atomic(path, lambda stream: stream.write(text.encode("utf-8")))
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_cell(value: object) -> object:
+    """A text cell that a spreadsheet would run as a formula (`=HYPERLINK(...)`, `+cmd|...`, `@SUM`)
+    gets a leading apostrophe, as OWASP advises for CSV files; numbers (`-1`) and other text stay.
+    For free text (label names, reasons), never for ids and paths that programs read back."""
+    if not isinstance(value, str) or not value.startswith(FORMULA_START):
+        return value
+    try:
+        float(value)
+    except ValueError:
+        return "'" + value
+    return value
+
+
 def write_csv_atomic(
     path: str | Path, header: Sequence[str], rows: Iterable[Sequence[object]]
 ) -> None:
-    """A CSV (header, then rows; "\n" line ends) that readers see whole or not at all."""
+    """A CSV (header, then rows; "\n" line ends) that readers see whole or not at all; text cells
+    that would run as spreadsheet formulas are neutralised (`safe_cell`)."""
     import csv
     import io
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
-    writer.writerows(rows)
+    writer.writerows([safe_cell(cell) for cell in row] for row in rows)
     write_text_atomic(path, buffer.getvalue())

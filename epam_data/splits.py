@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from epam_data.atomic import write_text_atomic
+from epam_data.atomic import safe_cell, write_text_atomic
 from epam_data.datasets import Rejected, Sample, Scan, normalize_name, parse_sample_id
 from epam_data.datasets.pku_mmd import read_split_file
 from epam_data.errors import EpamError, NameParseError, ProtocolError
@@ -203,7 +203,10 @@ def build_manifests(
 
 
 def _write_csv_atomic(frame: pd.DataFrame, path: Path) -> None:
-    """Write next to the target and rename, so a reader never sees half a manifest."""
+    """Write next to the target and rename, so a reader never sees half a manifest; label names
+    that a spreadsheet would run as formulas are neutralised (`safe_cell`)."""
+    if "label_name" in frame.columns:
+        frame = frame.assign(label_name=frame["label_name"].map(safe_cell))
     write_text_atomic(path, frame.to_csv(index=False, lineterminator="\n"))
 
 

@@ -40,3 +40,20 @@ def test_usual_permissions(tmp_path: Path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0o600
+
+
+def test_csv_cells_that_spreadsheets_would_run_are_neutralised(tmp_path) -> None:
+    """Label names such as `=HYPERLINK(...)` reach CSV files as text, not formulas; numbers stay."""
+    import csv
+
+    from epam_data.atomic import safe_cell, write_csv_atomic
+
+    assert safe_cell("=1+2") == "'=1+2" and safe_cell("@SUM(A1)") == "'@SUM(A1)"
+    assert safe_cell("-1") == "-1" and safe_cell("wave") == "wave" and safe_cell(-3) == -3
+    path = tmp_path / "per_class.csv"
+    write_csv_atomic(
+        path, ["class_name", "accuracy"], [["+cmd|' /C calc'!A0", "0.5"], ["wave", "-1"]]
+    )
+    with open(path, newline="", encoding="utf-8") as stream:
+        rows = list(csv.reader(stream))
+    assert rows[1] == ["'+cmd|' /C calc'!A0", "0.5"] and rows[2] == ["wave", "-1"]

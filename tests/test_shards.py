@@ -991,3 +991,15 @@ def test_a_full_disk_is_one_line_and_keeps_the_finished_samples(tmp_path, monkey
     with ShardWriter(tmp_path) as writer:
         writer.write(prepared_sample(1))
     assert verify_dataset(tmp_path, deep=True) == []
+
+
+def test_runs_with_and_without_part_are_not_mixed(tmp_path):
+    """One writer with --part and one without on a folder would prepare every sample twice."""
+    with ShardWriter(tmp_path, part=(0, 2)):
+        with pytest.raises(ShardError, match="a run with --part is writing here"):
+            ShardWriter(tmp_path)
+        with ShardWriter(tmp_path, part=(1, 2)):  # another part is fine
+            pass
+    with ShardWriter(tmp_path):
+        with pytest.raises(ShardError, match="a run without --part is writing here"):
+            ShardWriter(tmp_path, part=(1, 2))

@@ -8,6 +8,7 @@ import csv
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import write_person_clip
 from worker_crashes import ABORT_ID, HANG_ID, SEGFAULT_ID, prepare_or_crash, square
@@ -75,3 +76,51 @@ def test_a_crashing_video_fails_alone_and_the_rerun_retries_it(
     assert again.already_done == 2 and again.ok == 3 and not again.failures
     with ShardReader(out) as reader:
         assert sorted(reader) == sorted(IDS)
+
+
+def test_fuzzed_videos_never_stop_extract(tmp_path: Path, pyav: object) -> None:
+    """Seeded mutations of a real H.264 clip (byte flips, truncations, an empty file) through the
+    real CLI: every video ends up in a shard or as one failures.csv row, the run completes, no
+    traceback."""
+    from typer.testing import CliRunner
+
+    from epam_data.cli import app
+
+    clip = write_person_clip(tmp_path / "clip.mp4", num_frames=8).read_bytes()
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    rng = np.random.default_rng(11)
+    names = [f"S001C001P{person:03d}R001A001" for person in range(1, 11)]
+    for position, name in enumerate(names):
+        data = bytearray(clip)
+        if position < 5:  # flips anywhere, headers included
+            for offset in rng.integers(0, len(data), 8):
+                data[offset] ^= int(rng.integers(1, 256))
+        elif position < 9:  # cut short at several places
+            data = data[: int(len(data) * (position - 4) / 5)]
+        else:
+            data = bytearray()
+        (videos / f"{name}_rgb.mp4").write_bytes(bytes(data))
+    out = tmp_path / "out"
+    arguments = [
+        "extract",
+        str(videos),
+        "-d",
+        "ntu60",
+        "-o",
+        str(out),
+        "--rgb-size",
+        "64",
+        "--sample-timeout",
+        "120",
+    ]
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code in (0, 1) and isinstance(result.exception, (SystemExit, type(None)))
+    assert "Traceback" not in result.output
+    with open(out / "failures.csv", newline="", encoding="utf-8") as stream:
+        failed = {row["sample_id"] for row in csv.DictReader(stream)}
+    with ShardReader(out) as reader:
+        written = set(reader)
+    print(f"{len(written)} written, {len(failed)} failed")
+    assert written | failed == set(names) and not written & failed
+    assert names[-1] in failed and written  # the empty file fails; flips in the picture data do not

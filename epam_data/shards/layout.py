@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from epam_data.atomic import safe_cell
 from epam_data.errors import one_line  # re-exported: writer and index use it from here
 
 __all__ = [
@@ -54,6 +55,9 @@ def sidecar(shard: Path) -> Path:
     return shard.with_suffix(".csv")
 
 
+FREE_TEXT = ("label_name", "reason")  # the columns whose text cells `safe_cell` neutralises
+
+
 def csv_text(
     rows: Sequence[Mapping[str, str]], columns: Sequence[str], *, header: bool = True
 ) -> str:
@@ -65,7 +69,10 @@ def csv_text(
     )
     if header:
         writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows(
+        {key: safe_cell(value) if key in FREE_TEXT else value for key, value in row.items()}
+        for row in rows
+    )
     return buffer.getvalue()
 
 

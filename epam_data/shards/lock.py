@@ -1,4 +1,4 @@
-"""An exclusive file lock that the kernel releases when its holder dies, even by kill -9.
+"""A file lock (exclusive or shared) that the kernel releases when its holder dies, even by kill -9.
 
 Two locks guard a prepared dataset folder (docs/shard-schema.md): one per writer part (a second
 writer of the same part is refused) and `.index.lock`, held while index.csv, failures.csv or
@@ -32,15 +32,17 @@ class FileLock:
         self.path = path
         self._stream: Any = None
 
-    def acquire(self, *, blocking: bool = True) -> bool:
-        """Take the lock; False only when `blocking` is off and another process holds it."""
+    def acquire(self, *, blocking: bool = True, shared: bool = False) -> bool:
+        """Take the lock (with `shared`, a lock many may hold while nobody holds it exclusively);
+        False only when `blocking` is off and another process holds it in a conflicting mode."""
         try:
             import fcntl
         except ImportError:  # Windows
             return True
         self._stream = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 (held until release)
         try:
-            fcntl.flock(self._stream.fileno(), fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+            fcntl.flock(self._stream.fileno(), mode | (0 if blocking else fcntl.LOCK_NB))
         except BlockingIOError:
             self._stream.close()
             self._stream = None

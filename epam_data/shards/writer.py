@@ -107,13 +107,25 @@ class ShardWriter:
         self._shards_dir = shards_dir(self.out_dir)
         self._shards_dir.mkdir(parents=True, exist_ok=True)
         self._lock = FileLock(self._shards_dir / f".{self.prefix}.lock")
+        self._no_part_guard: FileLock | None = None
         if not self._lock.acquire(blocking=False):
+            parts = self._part_writers() if part is None else ""
+            if parts:
+                raise ShardError(
+                    f"{self.out_dir}: a run with --part is writing here ({parts}); runs with and "
+                    "without --part on one folder would prepare the same samples twice"
+                )
             which = "the single writer" if part is None else f"part {part[0]}/{part[1]}"
             raise ShardError(
                 f"{self.out_dir}: another writer for {which} is running ({self._lock.holder()}); "
                 "wait for it to finish, or give this run another --part"
             )
         self._lock.note_holder()
+        try:
+            self._refuse_mixed_runs()
+        except BaseException:
+            self._release_locks()
+            raise
         self._file: h5py.File | None = None
         self._partial: Path | None = None
         self._rows: list[dict[str, str]] = []
@@ -123,8 +135,38 @@ class ShardWriter:
             self._done = done_shards(self.out_dir)
             _update_index(self.out_dir)  # publishes what a killed run of any part had finished
         except BaseException:
-            self._lock.release()
+            self._release_locks()
             raise
+
+    def _refuse_mixed_runs(self) -> None:
+        """A run with --part and one without on the same folder would both prepare every sample. A
+        part writer holds `.shard.lock` shared for its lifetime (parts do not exclude each other),
+        the writer without --part holds it exclusively (its own lock), so the two kinds exclude."""
+        if self.part is None:
+            return
+        self._no_part_guard = FileLock(self._shards_dir / ".shard.lock")
+        if not self._no_part_guard.acquire(blocking=False, shared=True):
+            raise ShardError(
+                f"{self.out_dir}: a run without --part is writing here "
+                f"({self._no_part_guard.holder()}); runs with and without --part on one folder "
+                "would prepare the same samples twice"
+            )
+
+    def _release_locks(self) -> None:
+        if self._no_part_guard is not None:
+            self._no_part_guard.release()
+        self._lock.release()
+
+    def _part_writers(self) -> str:
+        """'pid 12 on host, ...' of the --part writers running on this folder ('' when none)."""
+        holders = []
+        for path in self._shards_dir.glob(".shard-p*.lock"):
+            probe = FileLock(path)
+            if probe.acquire(blocking=False):
+                probe.release()
+            else:
+                holders.append(probe.holder())
+        return ", ".join(holders)
 
     def _own(self, name: str) -> re.Match[str] | None:
         return re.fullmatch(
@@ -279,7 +321,7 @@ class ShardWriter:
                 self._partial = None
             _update_index(self.out_dir)  # failures recorded since the last shard reach failures.csv
         finally:
-            self._lock.release()
+            self._release_locks()
 
     def __enter__(self) -> Self:
         return self
@@ -300,4 +342,4 @@ class ShardWriter:
                 stacklevel=2,
             )
         finally:
-            self._lock.release()
+            self._release_locks()
