@@ -6,10 +6,10 @@ The unit of work is `prepare_video(spec) -> PreparedSample`, a function of one s
 (`epam_data.video.iter_frames`), runs the pose backend over them with tracking carried across
 chunks, keeps the best M persons (`epam_data.persons`), cuts every kept frame to one square box
 around them (`epam_data.crops`) and optionally renders uint8 heatmap volumes on that crop
-(`epam_data.heatmaps`). It never touches the output folder, so it runs unchanged in this process, in
-joblib's worker processes (`--jobs`), on a Dask or Ray cluster (`--dask`, `--ray`) or in one `--part
-i/n` job of a cluster array. Only `extract_dataset`, in the main process, writes: results stream
-back as they complete (joblib's `return_as="generator_unordered"`, Ray's `wait`) into the single
+(`epam_data.heatmaps`). It never touches the output folder, so it runs unchanged in supervised
+worker processes (`--jobs`, `epam_data.supervisor`: a crashing decoder costs one sample), on a Dask
+or Ray cluster (`--dask`, `--ray`) or in one `--part i/n` job of a cluster array. Only
+`extract_dataset`, in the main process, writes: results stream back as they complete into the single
 `ShardWriter`, so memory holds a few samples, not the run. That loop, `run_samples`, takes the
 per-sample function as an argument: `epam-data import-pyskl` (`epam_data.pyskl`) runs its own
 per-sample function through it, with the same resume, `--part`, failure and progress rules, and uses

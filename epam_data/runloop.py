@@ -3,10 +3,10 @@ workers -> shards.
 
 A command hands `run_samples` its tasks (one per sample) and a module-level `prepare(task, *,
 times)` that makes a `PreparedSample` or raises. The loop keeps the tasks of this `--part` that no
-finished shard holds yet, runs `prepare` in this process, joblib's process pool (`--jobs`), a Dask
-or a Ray cluster, and streams the outcomes as they complete into the one `ShardWriter` of this
-process; failures go to failures.csv and never stop the run. Memory holds a few samples, not the run
-(docs/design.md).
+finished shard holds yet, runs `prepare` in supervised worker processes (`--jobs`,
+`epam_data.supervisor`), on a Dask or a Ray cluster, and streams the outcomes as they complete into
+the one `ShardWriter` of this process; failures go to failures.csv and never stop the run. Memory
+holds a few samples, not the run (docs/design.md).
 """
 
 from __future__ import annotations
@@ -181,8 +181,8 @@ def run_task(prepare: Prepare, task: Task) -> Outcome:
 
 
 def _run_in_worker(prepare: Prepare, task: Task) -> Outcome:
-    """What joblib and Dask workers execute: `run_task` with one compute thread in the worker
-    process."""
+    """What every worker executes (supervised, Dask, Ray): `run_task` with one compute thread in the
+    worker process."""
     _limit_threads()
     return run_task(prepare, task)
 
@@ -306,7 +306,7 @@ def run_samples(
     `prepare` in workers -> the one ShardWriter (failures to failures.csv) -> `report`, which it
     fills and returns.
 
-    `prepare(task, *, times)` is a module-level function of one task (so that joblib and Dask can
+    `prepare(task, *, times)` is a module-level function of one task (so that workers and Dask can
     send it by name) that returns a PreparedSample or raises; the caller has written dataset.json
     already. part: (i, n), 0-based.
     """

@@ -290,9 +290,11 @@ _extra_values = st.one_of(
     rgb=st.booleans(),
     heatmap_frames=st.none() | st.integers(1, 6),
     extra=st.dictionaries(
-        st.text(st.characters(blacklist_characters="/\x00"), min_size=1, max_size=10).filter(
-            lambda key: key not in RESERVED_ATTRS
-        ),
+        st.text(  # HDF5 stores names as UTF-8: no lone surrogates (the writer refuses those)
+            st.characters(blacklist_characters="/\x00", blacklist_categories=("Cs",)),
+            min_size=1,
+            max_size=10,
+        ).filter(lambda key: key not in RESERVED_ATTRS),
         _extra_values,
         max_size=4,
     ),
@@ -1003,3 +1005,31 @@ def test_runs_with_and_without_part_are_not_mixed(tmp_path):
     with ShardWriter(tmp_path):
         with pytest.raises(ShardError, match="a run without --part is writing here"):
             ShardWriter(tmp_path, part=(1, 2))
+
+
+def test_declared_sizes_must_be_backed_by_the_file(tmp_path, monkeypatch):
+    """A small shard whose keypoints declare 3e7 frames is refused before anything is allocated (it
+    took a training run from 1 GB to 5 GB); a size limit the user can raise bounds every dataset."""
+    sample = prepared_sample(2)
+    write_dataset_json(tmp_path, "ntu60", OPTIONS)
+    with ShardWriter(tmp_path) as writer:
+        writer.write(sample)
+    shard = tmp_path / "shards" / "shard-00000.h5"
+    with h5py.File(shard, "a") as h5file:
+        group = h5file[sample.sample_id]
+        del group["keypoints"]
+        group.create_dataset("keypoints", shape=(2, 30_000_000, 17, 2), dtype=np.float32)
+    assert shard.stat().st_size < 1 << 20
+    with ShardReader(tmp_path) as reader, pytest.raises(ShardError, match="but the file holds 0"):
+        reader.read(sample.sample_id)
+    assert any(sample.sample_id in line for line in verify_dataset(tmp_path, deep=True))
+
+    other = tmp_path / "other"
+    with ShardWriter(other) as writer:
+        writer.write(sample)
+    monkeypatch.setenv("EPAM_MAX_SAMPLE_BYTES", "1000")
+    with (
+        ShardReader(other) as reader,
+        pytest.raises(ShardError, match="above EPAM_MAX_SAMPLE_BYTES"),
+    ):
+        reader.read(sample.sample_id)

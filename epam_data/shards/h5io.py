@@ -9,6 +9,7 @@ without the large parts.
 from __future__ import annotations
 
 import dataclasses
+import os
 import zlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -34,12 +35,13 @@ from epam_data.shards.schema import (
 )
 
 POSE_DATASETS = tuple(spec for spec in DATASETS if spec.part == "pose")
-CRC_ATTR_BYTES = (
-    32 << 10
-)  # per-frame CRCs up to 8192 frames go in an attribute (HDF5 allows 64 KiB)
-WRITE_CHECKSUMS = (
-    True  # scripts/bench_checksums.py turns it off for its baseline; readers check what is there
-)
+# Per-frame JPEG CRCs up to 8192 frames go in an attribute (HDF5 allows 64 KiB).
+CRC_ATTR_BYTES = 32 << 10
+# scripts/bench_checksums.py turns this off for its baseline; readers check what is there.
+WRITE_CHECKSUMS = True
+# The largest dataset a read allocates (checked_dataset); the variable raises it for long clips.
+MAX_BYTES_ENV = "EPAM_MAX_SAMPLE_BYTES"
+DEFAULT_MAX_DATASET_BYTES = 8 << 30
 REPAIR_HINT = (
     "the file is damaged; `epam-data verify OUT --deep --repair` moves it aside for a re-run"
 )
@@ -165,9 +167,38 @@ def _damaged(group: h5py.Group, what: str) -> ShardError:
     return ShardError(f"{Path(group.file.filename).name}:{group.name}: {what}; {REPAIR_HINT}")
 
 
+def checked_dataset(group: h5py.Group, name: str) -> h5py.Dataset:
+    """A dataset whose declared size is backed by the file, before anything is allocated for it.
+
+    A small forged or damaged shard can declare 3e7 frames: reading it would allocate gigabytes of
+    fill values. An unfiltered dataset must hold exactly its declared bytes; any dataset must stay
+    under `EPAM_MAX_SAMPLE_BYTES` (default 8 GiB, raise it for very long clips).
+    """
+    dataset = group[name]
+    declared = dataset.size * dataset.dtype.itemsize
+    limit = int(os.environ.get(MAX_BYTES_ENV, DEFAULT_MAX_DATASET_BYTES))
+    if declared > limit:
+        raise _damaged(
+            group,
+            f"{name} declares {dataset.shape}, {declared >> 20} MB, above {MAX_BYTES_ENV}="
+            f"{limit >> 20} MB (set it higher if the clip is really that long)",
+        )
+    if (
+        h5py.check_vlen_dtype(dataset.dtype) is None
+        and not dataset.id.get_create_plist().get_nfilters()
+    ):
+        if dataset.id.get_storage_size() != declared:
+            raise _damaged(
+                group,
+                f"{name} declares {dataset.shape} ({declared} bytes) but the file holds "
+                f"{dataset.id.get_storage_size()} bytes of it",
+            )
+    return dataset
+
+
 def _pose_arrays(group: h5py.Group) -> dict[str, np.ndarray]:
     """The pose arrays, read whole once (they are small) and checked against the group's CRC-32."""
-    arrays = {spec.name: group[spec.name][()] for spec in POSE_DATASETS}
+    arrays = {spec.name: checked_dataset(group, spec.name)[()] for spec in POSE_DATASETS}
     expected = group.attrs.get(POSE_CRC_ATTR)
     if expected is not None and pose_crc32(arrays.values()) != int(expected):
         raise _damaged(group, "the pose arrays do not match their checksum")
@@ -205,7 +236,7 @@ def _read_checked(group: h5py.Group, frames: np.ndarray | None, parts: set[str])
     for spec in DATASETS:
         if spec.part not in parts or (not spec.required and spec.name not in group):
             continue
-        dataset = group[spec.name]  # a required one that is missing raises KeyError
+        dataset = checked_dataset(group, spec.name)  # a required one that is missing: KeyError
         if (
             frames is not None
             and not spec.one_per_kept_frame

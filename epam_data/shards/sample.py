@@ -268,6 +268,8 @@ def _check_extra(where: str, extra: Mapping[str, Any]) -> dict[str, Any]:
                 f"{where}: extra key {key!r} is not allowed (empty, has '/', or is one of the "
                 f"schema's own attributes: {', '.join(sorted(RESERVED_ATTRS))})"
             )
+        if not key.isprintable() and any(0xD800 <= ord(char) <= 0xDFFF for char in key):
+            raise ValueError(f"{where}: extra key {key!r} is not valid UTF-8 (a lone surrogate)")
         if isinstance(value, (list, tuple)):
             value = np.asarray(value)
         if isinstance(value, np.ndarray):
