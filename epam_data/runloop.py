@@ -222,19 +222,27 @@ def _ray_results(tasks: Sequence[Task], prepare: Prepare, address: str) -> Itera
             f"--ray {address}: cannot connect to the cluster ({one_line(err, 300)})"
         ) from None
     try:
-        remote = ray.remote(num_cpus=1)(_run_in_worker)
+        remote = ray.remote(num_cpus=1, max_retries=0)(_run_in_worker)
         in_flight = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
-        pending: list[Any] = []
+        task_of: dict[Any, Task] = {}
         for task in tasks:
-            pending.append(remote.remote(prepare, task))
-            while len(pending) >= in_flight:
-                done, pending = ray.wait(pending, num_returns=1)
-                yield from ray.get(done)
-        while pending:
-            done, pending = ray.wait(pending, num_returns=1)
-            yield from ray.get(done)
+            task_of[remote.remote(prepare, task)] = task
+            while len(task_of) >= in_flight:
+                yield _next_ray_outcome(ray, task_of)
+        while task_of:
+            yield _next_ray_outcome(ray, task_of)
     finally:
         ray.shutdown()
+
+
+def _next_ray_outcome(ray: Any, task_of: dict[Any, Task]) -> Outcome:
+    """The next finished Ray task's outcome; a worker that crashed costs its sample only."""
+    [done], _ = ray.wait(list(task_of), num_returns=1)
+    task = task_of.pop(done)
+    try:
+        return ray.get(done)
+    except ray.exceptions.RayError as err:  # the worker died (a decoder crash) or the task failed
+        return _lost_outcome(task, f"the Ray worker preparing it failed ({one_line(err, 200)})")
 
 
 def _results(
@@ -255,35 +263,36 @@ def _results(
     if ray_address is not None:
         yield from _ray_results(tasks, prepare, ray_address)
         return
-    if dask_address is None:
-        yield from supervised_map(
-            functools.partial(_run_in_worker, prepare),
-            tasks,
-            workers=jobs,
-            timeout=sample_timeout,
-            on_lost=_lost_outcome,
-        )
+    if dask_address is not None:
+        yield from _dask_results(tasks, prepare, dask_address)
         return
+    yield from supervised_map(
+        functools.partial(_run_in_worker, prepare),
+        tasks,
+        workers=jobs,
+        timeout=sample_timeout,
+        on_lost=_lost_outcome,
+    )
+
+
+def _dask_results(tasks: Sequence[Task], prepare: Prepare, address: str) -> Iterator[Outcome]:
+    """Outcomes from a Dask cluster through joblib's dask backend, streamed as they complete."""
     from joblib import Parallel, delayed, parallel_config
 
+    try:
+        from distributed import Client
+    except ImportError:
+        raise EpamError("--dask needs dask and distributed: pip install 'epam[dask]'") from None
+    try:
+        client = Client(address, timeout="20s")
+    except (OSError, TimeoutError) as err:
+        raise EpamError(f"--dask {address}: cannot connect to the scheduler ({err})") from None
     calls = (delayed(_run_in_worker)(prepare, task) for task in tasks)
-    if dask_address is not None:
-        try:
-            from distributed import Client
-        except ImportError:
-            raise EpamError("--dask needs dask and distributed: pip install 'epam[dask]'") from None
-        try:
-            client = Client(dask_address, timeout="20s")
-        except (OSError, TimeoutError) as err:
-            raise EpamError(
-                f"--dask {dask_address}: cannot connect to the scheduler ({err})"
-            ) from None
-        try:
-            with parallel_config(backend="dask"):
-                yield from Parallel(n_jobs=-1, batch_size=1, return_as="generator_unordered")(calls)
-        finally:
-            client.close()
-        return
+    try:
+        with parallel_config(backend="dask"):
+            yield from Parallel(n_jobs=-1, batch_size=1, return_as="generator_unordered")(calls)
+    finally:
+        client.close()
 
 
 def run_samples(
