@@ -98,11 +98,43 @@ def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
     return text.encode("latin1")
 
 
+# The most a pickle's own call may allocate: numpy writes `_reconstruct(ndarray, (0,), b"b")` and
+# `bytes()`, then fills the array from bytes that are in the file; a forged 1.4 KB file asked
+# `_reconstruct` for 12.7 GiB.
+MAX_CALL_BYTES = 1 << 20
+
+
+def _bounded(call: Any, size_of: Any) -> Any:
+    """`call`, refusing arguments that would allocate more than MAX_CALL_BYTES before any data."""
+
+    def bounded(*args: Any) -> Any:
+        size = size_of(*args)
+        if size > MAX_CALL_BYTES:
+            raise UnsafePickleError(
+                f"the pickle asks {getattr(call, '__name__', call)} for {size} bytes that are not "
+                "in the file; it is damaged or forged, and nothing was allocated"
+            )
+        return call(*args)
+
+    return bounded
+
+
+def _reconstruct_bytes(subtype: Any, shape: Any = (0,), dtype: Any = b"b", *_: Any) -> int:
+    try:
+        return int(np.prod(np.asarray(shape, dtype=np.float64))) * np.dtype("b").itemsize
+    except (TypeError, ValueError):
+        return MAX_CALL_BYTES + 1
+
+
+def _bytes_size(*args: Any) -> int:
+    return int(args[0]) if args and isinstance(args[0], int) else 0
+
+
 def _numpy_globals() -> dict[tuple[str, str], Any]:
     """The numpy callables that array, dtype and scalar pickles name, under the module names of
     numpy 1.x (`numpy.core`) and 2.x (`numpy._core`) alike, taken from numpy's own reductions so
     that no deprecated module is imported and either numpy reads either file."""
-    reconstruct = np.zeros(1).__reduce__()[0]  # numpy.(_)core.multiarray._reconstruct
+    reconstruct = _bounded(np.zeros(1).__reduce__()[0], _reconstruct_bytes)  # ._reconstruct
     frombuffer = np.zeros(1).__reduce_ex__(5)[
         0
     ]  # numpy.(_)core.numeric._frombuffer (protocol 5 arrays)
@@ -126,8 +158,9 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
         "_codecs",
         "encode",
     ): _latin1_encode,  # bytes in protocol 0-2 pickles (mmcv dumps with protocol 2)
-    ("builtins", "bytes"): bytes,  # empty bytes in protocol 0-2 pickles (an array with no element)
-    ("__builtin__", "bytes"): bytes,
+    # empty bytes in protocol 0-2 pickles (an array with no element); bytes(N) would allocate N
+    ("builtins", "bytes"): _bounded(bytes, _bytes_size),
+    ("__builtin__", "bytes"): _bounded(bytes, _bytes_size),
     ("collections", "OrderedDict"): collections.OrderedDict,
 }
 

@@ -654,3 +654,30 @@ def test_parts_cover_every_annotation_once(
     )  # the last part to finish lists every sample
     info = runner.invoke(app, ["info", str(out)], terminal_width=200)
     assert info.exit_code == 0 and "pyskl-import" in info.output and "xsub_train: 2" in info.output
+
+
+class _ForgedArray:
+    """Pickles as numpy's own `_reconstruct(ndarray, shape, b"b")` call, with a shape of 16 GiB."""
+
+    def __reduce__(self):
+        return (np.zeros(1).__reduce__()[0], (np.ndarray, (1 << 34,), b"b"))
+
+
+class _ForgedBytes:
+    """Pickles as `bytes(10**10)`: ten gigabytes of zeros asked for by a few bytes of pickle."""
+
+    def __reduce__(self):
+        return (bytes, (10**10,))
+
+
+@pytest.mark.parametrize("forged", [_ForgedArray(), _ForgedBytes()], ids=["array", "bytes"])
+def test_a_small_pickle_cannot_ask_for_gigabytes(tmp_path, forged) -> None:
+    """A pickle of a few hundred bytes asking numpy or bytes() for gigabytes is refused before
+    anything is allocated (one such file asked for 12.7 GiB)."""
+    path = tmp_path / "forged.pkl"
+    path.write_bytes(
+        pickle.dumps({"split": {}, "annotations": [{"frame_dir": forged}]}, protocol=2)
+    )
+    assert path.stat().st_size < 1000
+    with pytest.raises(UnsafePickleError, match="not in the file"):
+        load_pyskl(path)
