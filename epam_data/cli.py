@@ -21,7 +21,7 @@ from epam_data.splits import SplitReport, make_splits, read_names, scan_index
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from epam_data.extract import ExtractReport
+    from epam_data.runloop import ExtractReport
 
 __all__ = ["app"]
 
@@ -641,7 +641,8 @@ def extract(
 
     Exit code 1 when any sample failed (listed in OUT/failures.csv; a re-run retries them), else 0.
     """
-    from epam_data.extract import ExtractOptions, extract_dataset, parse_part
+    from epam_data.extract import ExtractOptions, extract_dataset
+    from epam_data.runloop import parse_part
 
     backend_options = _backend_options(
         det_config=det_config,
@@ -740,8 +741,9 @@ def import_pyskl(
     Safe to re-run. Exit code 1 when any sample failed (e.g. its video is missing; listed in
     OUT/failures.csv).
     """
-    from epam_data.extract import ExtractOptions, parse_part
+    from epam_data.extract import ExtractOptions
     from epam_data.pyskl import import_pyskl as run_import
+    from epam_data.runloop import parse_part
 
     try:
         options = ExtractOptions(
@@ -931,9 +933,8 @@ def verify(
         bool,
         typer.Option(
             "--repair",
-            help="Move damaged shards to OUT/damaged/ and rebuild index.csv; the next extract "
-            "re-creates "
-            "their samples. Implies --deep; run it while nothing writes to OUT.",
+            help="Move shards that fail the deep checks to OUT/damaged/ and rebuild index.csv; the "
+            "next extract re-creates their samples. Run it while nothing writes to OUT.",
         ),
     ] = False,
 ) -> None:
@@ -962,7 +963,7 @@ def verify(
             f"index.csv rebuilt: {report.samples} samples; re-run extract to prepare the rest",
             highlight=False,
         )
-    problems = verify_dataset(dataset_dir, deep=deep or repair)
+    problems = verify_dataset(dataset_dir, deep=deep)  # repair has just read every shard deeply
     for problem in problems:
         err_console.print(f"[red]problem:[/red] {escape(problem)}", soft_wrap=True, highlight=False)
     if problems:

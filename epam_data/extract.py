@@ -62,12 +62,9 @@ from epam_data.runloop import (
     ExtractReport,
     Outcome,
     StageTimes,
-    Task,
     check_jobs,
-    parse_part,
     run_samples,
     run_task,
-    select_part,
     write_rejected,
 )
 from epam_data.shards import DEFAULT_MAX_SHARD_BYTES, PreparedSample, write_dataset_json
@@ -75,7 +72,6 @@ from epam_data.splits import read_names
 from epam_data.video import iter_frames, probe_video
 
 __all__ = [
-    "HEATMAP_KINDS",
     "ExtractOptions",
     "VideoSpec",
     "crop_jpegs",
@@ -86,21 +82,8 @@ __all__ = [
     "prepare_video",
     "run_spec",
     "sample_box",
-    # the run loop's names, for callers that imported them from here before epam_data.runloop
-    # existed
-    "ExtractReport",
-    "Outcome",
-    "StageTimes",
-    "Task",
-    "check_jobs",
-    "parse_part",
-    "run_samples",
-    "run_task",
-    "select_part",
-    "write_rejected",
 ]
 
-HEATMAP_KINDS = VOLUME_KINDS  # the volumes extract can store
 CROP_THREADS = 2  # threads cutting and encoding the RGB crops in the main process (crop_jpegs)
 RUNTIME_BACKEND_OPTIONS = (
     "device",
@@ -146,7 +129,7 @@ class ExtractOptions:
     backend_options: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
-        unknown = [kind for kind in self.heatmaps if kind not in HEATMAP_KINDS]
+        unknown = [kind for kind in self.heatmaps if kind not in VOLUME_KINDS]
         if unknown:
             raise EpamError(
                 f"--heatmaps {','.join(self.heatmaps)}: unknown kind {unknown[0]!r}; use joint, "

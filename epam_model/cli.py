@@ -8,7 +8,6 @@ import dataclasses
 import inspect
 import os
 from collections.abc import Callable
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
@@ -131,9 +130,7 @@ def export(
         console.print(line, soft_wrap=True, highlight=False, markup=False)
 
 
-def _value(option: Optional[Enum | Path | str | int | float | bool]) -> object:
-    if isinstance(option, Enum):
-        return option.value
+def _value(option: Optional[Path | str | int | float | bool]) -> object:
     if isinstance(option, Path):
         return str(option)
     return option

@@ -89,7 +89,6 @@ HEATMAP_INPUTS: dict[str, tuple[str, ...]] = {
     "limb": ("limb",),
     "both": VOLUME_KINDS,
 }
-HEATMAP_KINDS = HEATMAP_INPUTS  # the name older code imports
 SPLIT_ORDER = ("train", "val", "test")
 TEST_SEED = 255  # PoseC3D's UniformSampleFrames reseeds numpy with 255 for every test sample
 ASPECT_RANGE = (3 / 4, 4 / 3)  # random resized crop aspect ratios (torchvision's, PoseC3D's)

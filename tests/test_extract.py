@@ -21,9 +21,10 @@ from typer.testing import CliRunner
 
 from epam_data.cli import app
 from epam_data.crops import crop_frame
-from epam_data.extract import ExtractOptions, extract_dataset, parse_part, select_part
+from epam_data.extract import ExtractOptions, extract_dataset
 from epam_data.heatmaps import render
 from epam_data.pose import PoseBackendError, load_backend
+from epam_data.runloop import parse_part, select_part
 from epam_data.shards import ShardReader, verify_dataset
 from epam_data.video import read_frames
 

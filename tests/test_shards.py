@@ -837,7 +837,8 @@ def test_the_byte_bound_reaches_the_writer_from_extract_and_its_cli():
     import inspect
 
     from epam_data.cli import extract
-    from epam_data.extract import extract_dataset, run_samples
+    from epam_data.extract import extract_dataset
+    from epam_data.runloop import run_samples
     from epam_data.shards import DEFAULT_MAX_SHARD_BYTES
 
     assert DEFAULT_MAX_SHARD_BYTES == 2 << 30

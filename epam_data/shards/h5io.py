@@ -43,7 +43,7 @@ WRITE_CHECKSUMS = True
 MAX_BYTES_ENV = "EPAM_MAX_SAMPLE_BYTES"
 DEFAULT_MAX_DATASET_BYTES = 8 << 30
 REPAIR_HINT = (
-    "the file is damaged; `epam-data verify OUT --deep --repair` moves it aside for a re-run"
+    "the file is damaged; `epam-data verify OUT --repair` moves it aside for a re-run"
 )
 
 __all__ = [

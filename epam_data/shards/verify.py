@@ -167,10 +167,15 @@ def _row_problems(index_path: Path, group: h5py.Group, row: Row) -> list[str]:
 
 
 def _shard_problems(
-    shard: Path, index_path: Path, index_rows: dict[str, Row], found: dict[str, str], deep: bool
+    shard: Path,
+    index_path: Path,
+    index_rows: dict[str, Row] | None,
+    found: dict[str, str],
+    deep: bool,
 ) -> list[str]:
     """Problems of one finished shard; records in `found` which shard holds each sample first.
-    Never raises: a shard too damaged to walk is one problem line."""
+    index_rows None checks the shard alone, not against index.csv. Never raises: a shard too
+    damaged to walk is one problem line."""
     try:
         h5file = open_h5(shard)
     except OSError as err:
@@ -197,11 +202,11 @@ def _sample_problems(
     sample_id: str,
     group: h5py.Group,
     index_path: Path,
-    index_rows: dict[str, Row],
+    index_rows: dict[str, Row] | None,
     found: dict[str, str],
     deep: bool,
 ) -> list[str]:
-    """Problems of one sample group of a shard, and of its index row."""
+    """Problems of one sample group of a shard, and of its index row (unless index_rows is None)."""
     if sample_id in found:
         return [
             f"{sample_id}: in both {found[sample_id]} and {shard.name} (overlapping parts?); "
@@ -212,6 +217,8 @@ def _sample_problems(
         problems = group_problems(group, deep=deep)
     except Exception as err:  # noqa: BLE001 (damaged metadata: verify reports, never raises)
         return [f"{shard.name}:/{sample_id}: cannot be checked ({one_line(err, 300)})"]
+    if index_rows is None:
+        return problems
     row = index_rows.get(sample_id)
     if row is None:
         problems.append(
@@ -226,8 +233,7 @@ def _sample_problems(
 def shard_damage(shard: Path, *, deep: bool = True) -> list[str]:
     """What is wrong inside one finished shard, without looking at the index (for `repair`): it does
     not open, cannot be walked, or a sample group fails its schema, checksums or value checks."""
-    problems = _shard_problems(shard, shard.with_suffix(".csv"), {}, {}, deep)
-    return [problem for problem in problems if "is not in index.csv" not in problem]
+    return _shard_problems(shard, shard.with_suffix(".csv"), None, {}, deep)
 
 
 def verify_dataset(out_dir: str | Path, *, deep: bool = False) -> list[str]:
