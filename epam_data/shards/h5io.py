@@ -42,9 +42,7 @@ WRITE_CHECKSUMS = True
 # The largest dataset a read allocates (checked_dataset); the variable raises it for long clips.
 MAX_BYTES_ENV = "EPAM_MAX_SAMPLE_BYTES"
 DEFAULT_MAX_DATASET_BYTES = 8 << 30
-REPAIR_HINT = (
-    "the file is damaged; `epam-data verify OUT --repair` moves it aside for a re-run"
-)
+REPAIR_HINT = "the file is damaged; `epam-data verify OUT --repair` moves it aside for a re-run"
 
 __all__ = [
     "jpeg_crc32",
