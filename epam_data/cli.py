@@ -119,6 +119,30 @@ def print_split_report(report: SplitReport, dataset: str) -> None:
     console.print(f"manifests written to {report.out_dir}", highlight=False)
 
 
+# `splits --by`: a split of your own (epam_data.custom_splits).
+ByOption = Annotated[
+    Optional[str],
+    typer.Option(
+        help="Make your own split instead: group by this index.csv column (subject, camera, "
+        "view, video, ...) or 'random'; no group lands in two splits."
+    ),
+]
+TestValuesOption = Annotated[
+    Optional[str], typer.Option(help="With --by: the values that form test, e.g. 3,7.")
+]
+TestFractionOption = Annotated[
+    float, typer.Option(help="With --by and no --test: share of the samples in test.")
+]
+ValFractionOption = Annotated[
+    float, typer.Option(help="With --by: share of the rest held out as val (0: none).")
+]
+SplitSeedOption = Annotated[int, typer.Option(help="With --by: seed of the group choice.")]
+SplitNameOption = Annotated[
+    Optional[str],
+    typer.Option(help="With --by: protocol name of the manifests.  [default: by_FIELD]"),
+]
+
+
 @app.command()
 def splits(
     dataset_dir: Annotated[
@@ -142,7 +166,10 @@ def splits(
         ),
     ] = None,
     labels: Annotated[
-        Optional[Path], typer.Option(help="PKU-MMD: folder of the label files 0002-L.txt.")
+        Optional[Path],
+        typer.Option(
+            help="PKU-MMD: folder of the label files 0002-L.txt; Penn Action: labels/ (0001.mat)."
+        ),
     ] = None,
     splits_dir: Annotated[
         Optional[Path],
@@ -166,8 +193,19 @@ def splits(
         Optional[Path],
         typer.Option(help="File of names to leave out, e.g. NTU's official missing-skeleton list."),
     ] = None,
+    by: ByOption = None,
+    test: TestValuesOption = None,
+    test_fraction: TestFractionOption = 0.2,
+    val_fraction: ValFractionOption = 0.1,
+    seed: SplitSeedOption = 0,
+    name: SplitNameOption = None,
 ) -> None:
-    """Write the official split manifests (CSV per protocol and split) and print their sizes."""
+    """Write the official split manifests (CSV per protocol and split) and print their sizes;
+    with --by, a split of your own for any dataset."""
+    if by is not None:
+        plan_args = dict(test=test, test_fraction=test_fraction, val_fraction=val_fraction)
+        _custom_splits(dataset_dir, out, by, seed=seed, name=name, **plan_args)
+        return
     try:
         if (dataset_dir is None) == (names is None):
             raise EpamError(
@@ -197,6 +235,41 @@ def splits(
         for message in report.protocol_errors:
             err_console.print(f"[red]error:[/red] {message}", soft_wrap=True, highlight=False)
         raise typer.Exit(code=1)
+
+
+def _custom_splits(
+    dataset_dir: Optional[Path],
+    out: Optional[Path],
+    by: str,
+    *,
+    test: Optional[str],
+    test_fraction: float,
+    val_fraction: float,
+    seed: int,
+    name: Optional[str],
+) -> None:
+    """`splits --by`: a grouped, class-stratified split of a prepared folder, and its balance."""
+    from epam_data.custom_splits import SplitPlan, class_balance, make_custom_splits
+
+    try:
+        if dataset_dir is None:
+            raise EpamError("--by splits a prepared DATASET_DIR (its index.csv)")
+        values = tuple(v.strip() for v in test.split(",") if v.strip()) if test else ()
+        plan = SplitPlan(by, values, test_fraction, val_fraction, seed, name or "")
+        report = make_custom_splits(dataset_dir, plan, out or dataset_dir)
+    except EpamError as err:
+        raise fail(str(err)) from None
+    except OSError as err:
+        raise fail(os_error_line(err)) from None
+    print_split_report(report, f"{dataset_dir.name} by {by}")
+    balance = class_balance(report)
+    table = Table(title="class balance (samples per class and split)")
+    table.add_column("class")
+    for split in balance.columns:
+        table.add_column(split, justify="right")
+    for class_name, row in balance.iterrows():
+        table.add_row(str(class_name), *(str(count) for count in row))
+    console.print(table)
 
 
 @app.command()
@@ -504,7 +577,10 @@ BackendOption = Annotated[
     ),
 ]
 LabelsOption = Annotated[
-    Optional[Path], typer.Option(help="PKU-MMD: folder of the label files 0002-L.txt.")
+    Optional[Path],
+    typer.Option(
+        help="PKU-MMD: folder of the label files 0002-L.txt; Penn Action: labels/ (0001.mat)."
+    ),
 ]
 ListOption = Annotated[
     Optional[Path],
@@ -694,6 +770,22 @@ def extract(
     except OSError as err:  # read-only or full OUT, OUT that is a file: one line, no traceback
         raise fail(os_error_line(err)) from None
     print_extract_report(report)
+    _exit_on_nothing_or_failures(report, input_dir, "no video file or frame folder")
+
+
+def _exit_on_nothing_or_failures(report: ExtractReport, source: object, nothing: str) -> None:
+    """Exit code 1 when a sample failed, or when the run had nothing to prepare (an empty folder,
+    every name left out): a run that did nothing must not look like a success to a script."""
+    if report.listed == 0:
+        why = (
+            f"all {len(report.rejected)} names found in {source} were left out (rejected.csv)"
+            if report.rejected
+            else f"{nothing} in {source}"
+        )
+        err_console.print(
+            f"[red]error:[/red] nothing to prepare: {why}", soft_wrap=True, highlight=False
+        )
+        raise typer.Exit(code=1)
     if report.failed:
         raise typer.Exit(code=1)
 
@@ -784,8 +876,75 @@ def import_pyskl(
         )
     for note in report.notes:
         console.print(f"[yellow]note:[/yellow] {note}", soft_wrap=True, highlight=False)
-    if report.failed:
-        raise typer.Exit(code=1)
+    _exit_on_nothing_or_failures(report, pkl, "no annotation")
+
+
+@app.command("import-penn-action")
+def import_penn_action(
+    root: Annotated[
+        Path, typer.Argument(help="Penn_Action/ (labels/ and frames/) or its labels/ folder.")
+    ],
+    out: OutOption,
+    frames: Annotated[
+        Optional[Path],
+        typer.Option(help="Folder of the frame folders NNNN/.  [default: frames/ beside labels/]"),
+    ] = None,
+    pose_only: Annotated[
+        bool, typer.Option(help="Ignore the frames: skeleton shards only (all --stream pose uses).")
+    ] = False,
+    jobs: Annotated[
+        int, typer.Option("--jobs", "-j", help="Samples prepared in parallel (processes).")
+    ] = 1,
+    part: PartOption = None,
+    rgb_size: Annotated[int, typer.Option(help="Side of the stored square RGB crops.")] = 256,
+    jpeg_quality: JpegQualityOption = 90,
+    heatmaps: HeatmapsOption = "",
+    heatmap_size: HeatmapSizeOption = 56,
+    samples_per_shard: SamplesPerShardOption = 256,
+    limit: Annotated[Optional[int], typer.Option(help="Only the first N clips (by id).")] = None,
+) -> None:
+    """Import Penn Action: the annotated joints (mapped to COCO-17) as skeletons, RGB crops from
+    its frames when they are there, and the official split flag (for `epam-data splits OUT`).
+
+    Safe to re-run. Exit code 1 when any clip failed (listed in OUT/failures.csv).
+    """
+    from epam_data.extract import ExtractOptions
+    from epam_data.penn_import import import_penn_action as run_import
+    from epam_data.runloop import parse_part
+
+    try:
+        options = ExtractOptions(
+            backend="penn-action",
+            max_persons=1,
+            rgb_size=rgb_size,
+            jpeg_quality=jpeg_quality,
+            heatmaps=_heatmap_kinds(heatmaps),
+            heatmap_size=heatmap_size,
+        )
+        part_index = parse_part(part) if part is not None else None
+        report = _with_progress(
+            "import-penn-action",
+            lambda **callbacks: run_import(
+                root,
+                out,
+                frames_dir=frames,
+                with_frames=not pose_only,
+                options=options,
+                jobs=jobs,
+                part=part_index,
+                samples_per_shard=samples_per_shard,
+                limit=limit,
+                info=_command_info(),
+                **callbacks,
+            ),
+        )
+    except (EpamError, ValueError) as err:
+        raise fail(str(err)) from None
+    except OSError as err:
+        raise fail(os_error_line(err)) from None
+    print_extract_report(report, "import-penn-action", listed="clips listed")
+    _exit_on_nothing_or_failures(report, root, "no readable label file")
+    console.print(f"next: epam-data splits {out}", highlight=False, markup=False)
 
 
 @app.command("export-pyskl")

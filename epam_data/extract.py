@@ -194,15 +194,41 @@ class VideoSpec:
 
 
 def find_videos(input_dir: Path) -> list[Path]:
-    """Video files under `input_dir` (recursively, by extension, case-insensitive; hidden files
-    skipped), sorted."""
-    return sorted(
-        path
-        for path in input_dir.rglob("*")
-        if path.is_file()
-        and not path.name.startswith(".")
-        and path.suffix.lower() in VIDEO_EXTENSIONS
-    )
+    """Video files and frame folders under `input_dir`, recursively, sorted together by path.
+
+    A video file is found by its extension (case-insensitive; hidden files skipped). A folder that
+    directly holds image files (`epam_data.frame_folder`: Penn Action's `frames/0001/000001.jpg`)
+    is one sample, like a video file: it is not searched further, and folders whose path has a
+    hidden part (`.cache/`, `.ipynb_checkpoints/`) are never taken as frame folders. A link to a
+    frame folder is a sample, as a link to a video file is; links to other folders are not
+    followed, as before.
+    """
+    from epam_data.frame_folder import is_frame_folder
+
+    found: list[Path] = []
+    for folder, subfolders, names in os.walk(input_dir):
+        here = Path(folder)
+        hidden = any(part.startswith(".") for part in here.relative_to(input_dir).parts)
+        if here != input_dir and not hidden and is_frame_folder(here):
+            found.append(here)
+            subfolders.clear()  # its images are its frames, not more samples
+            continue
+        if not hidden:
+            found.extend(
+                here / name
+                for name in subfolders
+                if not name.startswith(".")
+                and (here / name).is_symlink()
+                and is_frame_folder(here / name)
+            )
+        found.extend(
+            here / name
+            for name in names
+            if not name.startswith(".")
+            and Path(name).suffix.lower() in VIDEO_EXTENSIONS
+            and (here / name).is_file()
+        )
+    return sorted(found)
 
 
 def list_samples(

@@ -19,7 +19,7 @@ from epam_data.errors import ProtocolError
 
 __all__ = ["DATASETS", "Protocol", "class_names", "load_protocols", "protocol_names"]
 
-DATASETS = ("ntu60", "ntu120", "pku_mmd", "toyota")
+DATASETS = ("ntu60", "ntu120", "pku_mmd", "toyota", "penn_action")
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,9 @@ class Protocol:
     `classes` are the protocol's class names by label; a sample whose class is not among them is not
     part of it, nor is one whose key is in `unused` (ids a protocol leaves out on purpose, like
     Toyota CV1's cameras 3, 4, 6 and 7). Any other key value in no split is an error in the data and
-    is reported.
+    is reported. With `val_fraction` > 0 a `val` split is carved from `train`: that fraction of each
+    class's train samples, chosen by a hash of (`val_seed`, sample id) (Penn Action, whose release
+    has no validation split).
     """
 
     dataset: str
@@ -44,6 +46,8 @@ class Protocol:
     split_file: str | None = None
     fallback: Protocol | None = None
     unused: frozenset[Any] = frozenset()
+    val_fraction: float = 0.0
+    val_seed: int = 0
 
     def split_of(self, value: Any) -> str | None:
         """The split whose ids contain `value`, or None when no split does."""
@@ -103,6 +107,8 @@ def _build_protocol(
         split_file=spec.get("split_file"),
         fallback=_build_protocol(dataset, name, fallback, classes) if fallback else None,
         unused=frozenset(spec.get("unused", ())),
+        val_fraction=float(spec.get("val_fraction", 0.0)),
+        val_seed=int(spec.get("val_seed", 0)),
     )
 
 

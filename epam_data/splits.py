@@ -9,6 +9,7 @@ excluded names are all counted and listed.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,14 @@ from pathlib import Path
 import pandas as pd
 
 from epam_data.atomic import safe_cell, write_text_atomic
-from epam_data.datasets import Rejected, Sample, Scan, normalize_name, parse_sample_id
+from epam_data.datasets import (
+    ROW_METADATA_DATASETS,
+    Rejected,
+    Sample,
+    Scan,
+    normalize_name,
+    parse_sample_id,
+)
 from epam_data.datasets.pku_mmd import read_split_file
 from epam_data.errors import EpamError, NameParseError, ProtocolError
 from epam_data.protocols import Protocol, load_protocols
@@ -78,7 +86,8 @@ def scan_index(dataset_dir: Path, dataset: str | None = None) -> tuple[str, Scan
     ids.
 
     The dataset name comes from dataset.json unless given. A sample whose index label disagrees with
-    its name is rejected rather than trusted either way.
+    its name is rejected rather than trusted either way. Datasets whose ids carry no metadata
+    (`ROW_METADATA_DATASETS`: Penn Action) take it from the index row.
     """
     index_path = dataset_dir / "index.csv"
     if not index_path.is_file():
@@ -100,6 +109,9 @@ def scan_index(dataset_dir: Path, dataset: str | None = None) -> tuple[str, Scan
         index = index[index["status"].isin(["ok", ""])]
     scan = Scan()
     for row in index.to_dict("records"):
+        if dataset in ROW_METADATA_DATASETS:
+            _add_row_sample(scan, dataset, row)
+            continue
         try:
             sample = parse_sample_id(dataset, row["sample_id"])
         except NameParseError as err:
@@ -116,6 +128,43 @@ def scan_index(dataset_dir: Path, dataset: str | None = None) -> tuple[str, Scan
             continue
         scan.samples.append(sample)
     return dataset, scan
+
+
+def _add_row_sample(scan: Scan, dataset: str, row: dict[str, str]) -> None:
+    """A sample of a dataset whose ids carry no metadata, from its index.csv row."""
+    if not row.get("label", "").isdigit():
+        scan.rejected.append(Rejected(row["sample_id"], "index.csv gives it no label"))
+        return
+    scan.samples.append(
+        Sample(
+            sample_id=row["sample_id"],
+            dataset=dataset,
+            label=int(row["label"]),
+            label_name=row.get("label_name", ""),
+            video=row.get("video", ""),
+            view=row.get("view", ""),
+            split=row.get("split", ""),
+        )
+    )
+
+
+def _carve_val(frames: dict[str, pd.DataFrame], protocol: Protocol) -> None:
+    """Move `protocol.val_fraction` of each class's train rows (rounded, at least one of a class
+    with two or more) to a new `val` split. Rows are ranked by a hash of (val_seed, sample id), so
+    a sample's split does not depend on the other samples present."""
+    train = frames["train"]
+    rank = train["sample_id"].map(
+        lambda sample_id: hashlib.blake2b(
+            f"{protocol.val_seed}:{sample_id}".encode(), digest_size=8
+        ).hexdigest()
+    )
+    order = train.assign(_rank=rank).sort_values(["label", "_rank"])
+    position = order.groupby("label").cumcount()
+    size = order.groupby("label")["sample_id"].transform("size")
+    wanted = (size * protocol.val_fraction).round().clip(lower=(size >= 2).astype(int))
+    is_val = position < wanted
+    frames["val"] = train.loc[order.index[is_val]].sort_values("sample_id", ignore_index=True)
+    frames["train"] = train.loc[order.index[~is_val]].sort_values("sample_id", ignore_index=True)
 
 
 def _exclude(samples: list[Sample], names: list[str]) -> tuple[list[Sample], int, int]:
@@ -199,6 +248,9 @@ def build_manifests(
             if column in frame.columns:
                 frame[column] = frame[column].astype("Int64")
         frames[split] = frame
+    if protocol.val_fraction > 0 and "train" in frames:
+        _carve_val(frames, protocol)
+        frames = {split: frames[split] for split in SPLIT_ORDER if split in frames}
     return frames, outside, rejected
 
 
@@ -248,8 +300,8 @@ def make_splits(
     """
     if dataset == "generic":
         raise EpamError(
-            "generic datasets have no official protocols; write manifests/<protocol>_<split>.csv "
-            "yourself with the columns sample_id,label,label_name"
+            "generic datasets have no official protocol; make one with `epam-data splits OUT --by "
+            "random` (or --by subject, camera, video ...: no group in two splits)"
         )
     available = load_protocols(dataset)
     wanted = protocols or list(available)

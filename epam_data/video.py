@@ -1,6 +1,12 @@
 """Video decoding for the extract pipeline: frames as uint8 RGB arrays, or one clear error that
 names the file.
 
+A folder of numbered images (`frames/0001/000001.jpg, ...`: Penn Action, JHMDB and other
+frame-dumped datasets) is accepted wherever a video file is: each public function here hands a path
+that `epam_data.frame_folder.is_frame_folder` recognises to that module, which reads the images with
+Pillow in natural name order (`2.jpg` before `10.jpg`) and reports fps 0.0 (unknown). Everything
+below is about video files.
+
 Decoding goes through decord (`VideoReader` on the CPU, one decoding thread, frames fetched with
 `get_batch`), the library MMAction2 and PYSKL use. Broken videos are the most common reason a long
 extraction dies (docs/prior-art.md section 6, item 8: decord's "cannot find video stream" aborting
@@ -48,7 +54,7 @@ _DECORD_PREFIX = re.compile(r"\[\d\d:\d\d:\d\d\] \S+?\.(?:cc|h):\d+: ")
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What a video holds, as decord sees it.
+    """What a video holds, as decord sees it (or epam_data.frame_folder, for a folder of frames).
 
     `num_frames` is the number of frames decord lists (valid indices are 0..num_frames-1); `fps` is
     the average frame rate (0.0 when the container does not say); `frame_hw` is (height, width) in
@@ -176,7 +182,10 @@ def _check_file(path: Path, asked: str) -> int:
             f"{path}: no such file (asked for {asked}); check the path or the input folder"
         )
     if not path.is_file():
-        raise VideoDecodeError(f"{path}: not a file (asked for {asked}); pass a video file")
+        raise VideoDecodeError(
+            f"{path}: not a file, nor a folder of frame images (asked for {asked}); pass a video "
+            "file or a folder of numbered frames (.jpg, .jpeg, .png, .bmp)"
+        )
     size = path.stat().st_size
     if size == 0:
         raise VideoDecodeError(
@@ -240,9 +249,9 @@ def _open(path: str | Path, asked: str) -> tuple[Any, VideoInfo]:
     return reader, info
 
 
-def _frames_found(info: VideoInfo) -> str:
+def _frames_found(info: VideoInfo, holder: str = "the video has") -> str:
     """'the video has 60 frames (0-59)', plus the truncation hint when the header declares more."""
-    text = f"the video has {info.num_frames} frames (0-{info.num_frames - 1})"
+    text = f"{holder} {info.num_frames} frames (0-{info.num_frames - 1})"
     if info.declared_frames is not None and info.declared_frames > info.num_frames:
         text += (
             f", although its header declares {info.declared_frames}: the file looks truncated; "
@@ -331,12 +340,27 @@ def _get_batch(reader: Any, info: VideoInfo, indices: np.ndarray, asked: str) ->
         ) from err
 
 
+def _is_frame_folder(path: str | Path) -> bool:
+    """Whether `path` is a folder of frame images, read by epam_data.frame_folder instead of decord.
+
+    Imported here, not at the top: frame_folder imports VideoInfo from this module.
+    """
+    from epam_data.frame_folder import is_frame_folder
+
+    return is_frame_folder(path)
+
+
 def probe_video(path: str | Path) -> VideoInfo:
     """Frame count, frame rate and size of a video, without decoding it all.
 
     Opening decodes the first frame only, so a file whose tail is damaged can still probe fine; its
-    frames fail in `read_frames` with a message that says which one.
+    frames fail in `read_frames` with a message that says which one. A frame folder is probed from
+    its listing and its first image's header (fps 0.0).
     """
+    if _is_frame_folder(path):
+        from epam_data.frame_folder import probe_frames
+
+        return probe_frames(path)
     return _open(path, "its frame count and size")[1]
 
 
@@ -346,6 +370,10 @@ def read_frames(path: str | Path, indices: Sequence[int] | np.ndarray | None = N
     Returns uint8 [T, H, W, 3] RGB in the order asked. A whole long video does not fit in memory at
     1080p (6 MB a frame): use `iter_frames` for those. Raises VideoDecodeError.
     """
+    if _is_frame_folder(path):
+        from epam_data.frame_folder import read_frame_images
+
+        return read_frame_images(path, indices)
     asked = _describe_request(None if indices is None else np.asarray(indices))
     reader, info = _open(path, asked)
     wanted = _check_indices(info, indices, asked)
@@ -368,6 +396,16 @@ def read_frame_range(path: str | Path, start: int, end: int, *, stride: int = 1)
             f"{path}: asked for {asked}, which is not a valid range (start must be >= 0 and "
             "end >= start); check the label file"
         )
+    if _is_frame_folder(path):
+        from epam_data.frame_folder import probe_frames, read_frame_images
+
+        info = probe_frames(path)
+        if end >= info.num_frames:
+            raise VideoDecodeError(
+                f"{path}: asked for {asked} but {_frames_found(info, 'the folder holds')}; check "
+                "the label file against the frames"
+            )
+        return read_frame_images(path, np.arange(start, end + 1, stride, dtype=np.int64))
     reader, info = _open(path, asked)
     if end >= info.num_frames:
         raise VideoDecodeError(
@@ -388,6 +426,11 @@ def iter_frames(
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+    if _is_frame_folder(path):
+        from epam_data.frame_folder import iter_frame_images
+
+        yield from iter_frame_images(path, indices, chunk_size=chunk_size)
+        return
     asked = _describe_request(None if indices is None else np.asarray(indices))
     reader, info = _open(path, asked)
     wanted = _check_indices(info, indices, asked)

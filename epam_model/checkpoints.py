@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from epam_data.atomic import write_atomic
-from epam_model.epamnet import CheckpointError, build_model, load_torch_file
+from epam_model.epamnet import CheckpointError, build_model, load_torch_file, load_weights
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -92,6 +92,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"{path}: checkpoint version {payload.get('version')!r} without {missing}; this epam "
             f"reads version {CHECKPOINT_VERSION}"
         )
+    _check_model_args(payload["model_args"], str(path))
     return payload
 
 
@@ -111,9 +112,38 @@ def find_checkpoint(source: str | Path) -> Path:
     return source
 
 
+MODEL_ARGS = {"stream": str, "num_classes": int, "pose_channels": int, "dropout": float}
+
+
+def _bad_model_args(args: Any) -> list[str]:
+    """The builder arguments that are not `MODEL_ARGS` of their type (all of them when `args` is
+    not a mapping with a stream)."""
+    if not isinstance(args, Mapping) or "stream" not in args:
+        return [f"model_args={args!r}"]
+    bad = []
+    for key, value in args.items():
+        kind = MODEL_ARGS.get(key)
+        allowed = (float, int) if kind is float else kind
+        if kind is None or isinstance(value, bool) or not isinstance(value, allowed):
+            bad.append(f"{key}={value!r}")
+    return bad
+
+
+def _check_model_args(args: Any, where: str) -> None:
+    bad = _bad_model_args(args)
+    if bad:
+        raise CheckpointError(
+            f"{where} cannot build a network ({', '.join(bad)}; expected "
+            f"{', '.join(MODEL_ARGS)}): is the file damaged or edited?"
+        )
+
+
 def build_from_checkpoint(payload: Mapping[str, Any]) -> nn.Module:
     """The network a checkpoint was trained as, with its weights (the builder arguments travel in
-    the file)."""
-    model = build_model(**payload["model_args"])
-    model.load_state_dict(payload["model"])
+    the file). A damaged or edited file raises CheckpointError in one line: builder arguments of
+    the wrong name or type, or weights that do not fit the network they describe."""
+    args = payload["model_args"]
+    _check_model_args(args, "the checkpoint")
+    model = build_model(**args)
+    load_weights(model, payload["model"], target=args["stream"], strict=True)
     return model

@@ -242,6 +242,40 @@ def train(
         )
 
 
+@app.command()
+def convert(
+    checkpoint: Annotated[
+        Path, typer.Argument(help="The authors' EPAM-Net file (fused, or one stage-1 stream).")
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", dir_okay=False, help="epam-train checkpoint to write.")
+    ],
+    classes: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Class names: a classes CSV (label,name) or their number.  [default: the labels]"
+        ),
+    ] = None,
+) -> None:
+    """Convert the authors' EPAM-Net checkpoint into an epam-train checkpoint (for eval, --init-*,
+    export); every tensor must find its place, or nothing is written."""
+    from epam_model.authors import convert_checkpoint
+
+    try:
+        converted = convert_checkpoint(checkpoint, out, classes)
+    except EpamError as err:
+        raise fail(str(err)) from None
+    except OSError as err:
+        raise fail(f"{out}: cannot write ({err.strerror or err})") from None
+    console.print(
+        f"{converted.path}: {converted.stream}, {converted.num_classes} classes, "
+        f"{converted.tensors} tensors from {checkpoint}",
+        soft_wrap=True,
+        highlight=False,
+        markup=False,
+    )
+
+
 @app.command("eval")
 def eval_command(
     checkpoint: Annotated[

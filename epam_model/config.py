@@ -3,6 +3,7 @@ and the command line, checked before any data is read, and stored in every check
 dict."""
 
 import dataclasses
+import math
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ RUN_ONLY_FIELDS = frozenset(
         "progress",
         "init_rgb",
         "init_pose",
+        "init_partial",
         "eval_batch_size",
         "deterministic",
     }
@@ -82,11 +84,15 @@ class TrainConfig:
     Stored in each checkpoint, read from YAML (`--config`), and the single source of `epam-train
     train`'s options: name, type, default and help of each come from its field here.
 
-    batch_size is per process (the authors ran 2 GPUs x 12); lr None means 0.001 x batch_size x
-    world size / 16. render "auto" renders heatmaps on the GPU when training on one, in the loader
-    workers otherwise. select_metric "auto" keeps the best checkpoint by mean class accuracy on
-    Toyota Smarthome (dataset.json says "toyota"), by top-1 elsewhere; the fused logits decide for
-    EPAM-Net.
+    batch_size is per process (the authors ran 2 GPUs x 12). lr and warmup_epochs None follow the
+    recipe (`recipe`): a run that starts from random weights (stage 1, or EPAM-Net without --init-*)
+    takes PYSKL's from-scratch rate for PoseC3D, 0.4 at 256 clips, scaled by the square root of the
+    total batch (chosen on Penn Action's val, docs/training.md), with a linear warm-up over 5 % of
+    the epochs; a run initialised from stage-1 checkpoints takes the authors' fine-tuning rate,
+    0.001 per 16 clips, without warm-up (docs/training.md). render "auto" renders heatmaps on the
+    GPU when training on one, in the loader workers otherwise. select_metric "auto" keeps the best
+    checkpoint by mean class accuracy on Toyota Smarthome (dataset.json says "toyota"), by top-1
+    elsewhere; the fused logits decide for EPAM-Net.
     """
 
     dataset_dir: str = option(None, "Prepared dataset folder.", path="dir")
@@ -105,7 +111,18 @@ class TrainConfig:
     )
     epochs: int = option(10, "Epochs (length of the cosine schedule).", min=1)
     batch_size: int = option(12, "Clips per process and step.", min=1)
-    lr: float | None = option(None, "Learning rate.", default_text="0.001 x total batch / 16")
+    lr: float | None = option(
+        None,
+        "Learning rate.",
+        default_text="from scratch 0.4 x sqrt(total batch / 256); with --init-* 0.001 x total "
+        "batch / 16",
+    )
+    warmup_epochs: float | None = option(
+        None,
+        "Epochs of linear lr warm-up before the cosine decay.",
+        min=0,
+        default_text="from scratch 5 % of --epochs; with --init-* 0",
+    )
     momentum: float = option(0.9, "SGD momentum.", min=0)
     weight_decay: float = option(3e-4, "SGD weight decay.", min=0)
     clip_grad: float = option(40.0, "Largest gradient norm (clipped above).", min=0)
@@ -134,6 +151,11 @@ class TrainConfig:
     )
     init_rgb: str | None = option(None, "Stage-1 RGB checkpoint to start from.", path="file")
     init_pose: str | None = option(None, "Stage-1 pose checkpoint to start from.", path="file")
+    init_partial: bool = option(
+        False,
+        "Train even when --init-rgb / --init-pose leaves part of the stream's backbone at its "
+        "initial values (refused by default).",
+    )
     sync_bn: bool = option(False, "SyncBatchNorm across GPUs (DDP on CUDA).")
     channels_last: bool = option(True, "channels_last memory format (faster on CPU and GPU).")
     select_metric: str = option(
@@ -184,8 +206,10 @@ class TrainConfig:
                 f"threads={self.threads}: must be at least 1 (leave it unset for the usable cores)"
             )
         if self.lr is not None and self.lr <= 0:
+            raise EpamError(f"lr={self.lr}: must be positive (leave it unset for the recipe's)")
+        if self.warmup_epochs is not None and not 0 <= self.warmup_epochs <= self.epochs:
             raise EpamError(
-                f"lr={self.lr}: must be positive (leave it unset for 0.001 x total batch / 16)"
+                f"warmup_epochs={self.warmup_epochs}: must be in 0..epochs ({self.epochs})"
             )
         if self.stream == "epam":
             if self.pose_frames % self.rgb_every:
@@ -206,6 +230,25 @@ class TrainConfig:
                 f"--init-{'rgb' if self.stream == 'pose' else 'pose'} does not fit a {self.stream} "
                 f"model; give --init-{self.stream} (or train --stream epam)"
             )
+
+    @property
+    def recipe(self) -> str:
+        """ "scratch" when no weights are loaded (--init-rgb / --init-pose), else "finetune"."""
+        return "finetune" if self.init_rgb or self.init_pose else "scratch"
+
+    def base_lr(self, world_size: int) -> float:
+        """The lr of the run: --lr, else the recipe's rate times the total batch."""
+        if self.lr is not None:
+            return self.lr
+        total = self.batch_size * world_size
+        return 0.4 * math.sqrt(total / 256) if self.recipe == "scratch" else 0.001 * total / 16
+
+    def warmup(self) -> float:
+        """Epochs of linear warm-up: --warmup-epochs, else 5 % of the epochs from scratch, 0 when
+        fine-tuning."""
+        if self.warmup_epochs is not None:
+            return self.warmup_epochs
+        return 0.05 * self.epochs if self.recipe == "scratch" else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

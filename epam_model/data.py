@@ -505,6 +505,21 @@ def _persons(array: np.ndarray, count: int) -> np.ndarray:
 # --- the dataset ----------------------------------------------------------------------------------
 
 
+def _frame_counts(rows: Sequence[dict[str, str]], index_path: Path) -> dict[str, int]:
+    """Kept frames per sample id from index.csv rows; a cell that is not a count is one error
+    line naming the sample, not a ValueError from deep inside a DataLoader."""
+    counts = {}
+    for row in rows:
+        text = row.get("frames") or "0"
+        if not text.isdigit():
+            raise EpamError(
+                f"{index_path}: {row['sample_id']} has frames {text!r}, not a count; the index is "
+                "damaged: `epam-data verify DATA --repair` rebuilds it from the shards"
+            )
+        counts[row["sample_id"]] = int(text)
+    return counts
+
+
 class ClipDataset(torch.utils.data.Dataset):
     """Clips of the samples a manifest lists (module docstring), as dicts of tensors.
 
@@ -572,7 +587,7 @@ class ClipDataset(torch.utils.data.Dataset):
             )
         self.reader = ShardReader(self.dataset_dir)
         self._shard_of = {row["sample_id"]: row.get("shard", "") for row in self.reader.rows}
-        self._frames_of = {row["sample_id"]: int(row["frames"] or 0) for row in self.reader.rows}
+        self._frames_of = _frame_counts(self.reader.rows, self.dataset_dir / "index.csv")
         missing = [
             position
             for position, sample_id in enumerate(self.sample_ids)

@@ -7,9 +7,11 @@ scores a split (optionally several clips per video and flipped inputs) and write
 per-class CSV, a confusion-matrix PNG and the raw logits for later fusion.
 
 The recipe follows the authors' joint fine-tuning (docs/architecture.md 10): SGD, momentum 0.9,
-weight decay 3e-4 on every parameter, lr = 0.001 x total batch / 16, CosineAnnealingLR stepped every
-iteration to 0, no warm-up, clip-grad 40, loss = CE(rgb logits) + CE(pose logits). Two things differ
-on purpose:
+weight decay 3e-4 on every parameter, lr = 0.001 x total batch / 16, a cosine stepped every
+iteration to 0, no warm-up, clip-grad 40, loss = CE(rgb logits) + CE(pose logits). A run from random
+weights (stage 1) takes PYSKL's from-scratch rate instead, 0.4 x sqrt(total batch / 256), after a
+linear warm-up over 5 % of the epochs (`TrainConfig.recipe`, docs/training.md). Two things differ on
+purpose:
 - validation under DDP scores every sample exactly once (the authors' DistributedSampler pads the
   test set and averages per batch, so some samples count twice): rank r takes indices r::world,
   results are gathered, and the merge checks that each index arrived once;
@@ -24,6 +26,8 @@ Only rank 0 writes files.
 
 import contextlib
 import csv
+import dataclasses
+import functools
 import io
 import json
 import math
@@ -44,6 +48,7 @@ from epam_data.atomic import write_atomic, write_csv_atomic, write_text_atomic
 from epam_data.errors import EpamError
 from epam_data.heatmaps import COCO17_FLIP_PERM, COCO_LIMBS, flip_heatmaps
 from epam_data.shards import read_dataset_json
+from epam_model.authors import authors_payload, is_authors_state_dict, stream_state_dict
 from epam_model.checkpoints import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
@@ -64,7 +69,13 @@ from epam_model.distributed import (
     set_cpu_threads,
     unwrap,
 )
-from epam_model.epamnet import build_model, load_stream_weights, load_weights
+from epam_model.epamnet import (
+    CheckpointError,
+    build_model,
+    load_stream_weights,
+    load_weights,
+    read_state_dict,
+)
 from epam_model.metrics import confusion_matrix, per_class_table, summarize
 
 __all__ = [
@@ -347,11 +358,18 @@ def _select_metric(config: TrainConfig) -> str:
     return "mean_class_acc" if str(meta.get("dataset", "")).lower().startswith("toyota") else "top1"
 
 
-def _check_resume(saved: Mapping[str, Any], config: TrainConfig, path: Path) -> None:
+def _check_resume(checkpoint: Mapping[str, Any], config: TrainConfig, path: Path) -> None:
+    """Options given again must match the checkpoint's, except how the run is executed and
+    `--epochs`, which may grow (the run is extended) but not fall below the epochs done."""
+    saved, done = checkpoint["config"], int(checkpoint["epoch"])
+    if config.epochs < done:
+        raise EpamError(
+            f"{path}: --epochs {config.epochs} but {done} epochs are done; give at least {done}"
+        )
     differ = [
         f"{key}: {saved.get(key)!r} in the checkpoint, {value!r} now"
         for key, value in config.to_dict().items()
-        if key not in RUN_ONLY_FIELDS and saved.get(key) != value
+        if key not in RUN_ONLY_FIELDS and key != "epochs" and saved.get(key) != value
     ]
     if differ:
         raise EpamError(
@@ -403,13 +421,38 @@ def _build_training_model(
         if not path or not init:
             continue
         report = (
-            load_stream_weights(model, half, path)
+            load_stream_weights(model, half, stream_state_dict(path, half), warn=False)
             if config.stream == "epam"
-            else load_weights(model, path, target=half)
+            else load_weights(model, stream_state_dict(path, half), target=half, warn=False)
         )
-        for line in report.lines():
-            log.print(line, style=None if report.clean else "yellow")
+        report = dataclasses.replace(report, source=str(path))
+        _check_init(report, half, config, log)
     return model, model_args
+
+
+def _key_prefixes(keys: Sequence[str], limit: int = 4) -> str:
+    """'stem.conv, stages.0, ...': the first two dotted parts of the keys, for one-line messages."""
+    prefixes = sorted({".".join(key.split(".")[:2]) for key in keys})
+    return ", ".join(prefixes[:limit]) + (", ..." if len(prefixes) > limit else "")
+
+
+def _check_init(report: Any, half: str, config: TrainConfig, log: _Log) -> None:
+    """Write the whole load report to RUN/init_<half>.txt, print its first line, and refuse a start
+    that leaves part of the backbone at its initial values unless --init-partial: a silent partial
+    load trains from random weights while the user believes otherwise."""
+    path = Path(config.out) / f"init_{half}.txt"
+    if log.env.is_main:
+        path.write_text("\n".join(report.lines()) + "\n", encoding="utf-8")
+    gaps = report.backbone_gaps
+    log.print(report.lines()[0] + f" (full report: {path})", style=None if not gaps else "yellow")
+    if gaps and not config.init_partial:
+        raise EpamError(
+            f"--init-{half} {report.source}: {len(gaps)} tensors of the {half} stream's backbone "
+            f"would keep their initial values (under {_key_prefixes(gaps)}); the file's own keys "
+            f"start with {_key_prefixes(report.unexpected) or 'nothing else'}. Is it a "
+            f"{half}-stream or EPAM-Net checkpoint of epam-train? Full list: {path}. Pass "
+            "--init-partial to train from this partial start anyway"
+        )
 
 
 def _loader_wait(iterator: Iterator[Any]) -> tuple[Any, float]:
@@ -616,8 +659,9 @@ def _train(
     log.print(
         f"{config.stream} on {config.protocol}: {len(run.train_set)} train / {len(run.val_set)} "
         f"val clips, {run.train_set.num_classes} classes, {env.world_size} x batch "
-        f"{config.batch_size} on {device}, lr {run.optimizer.param_groups[0]['initial_lr']:g}, "
-        f"best by val {run.best['metric']}"
+        f"{config.batch_size} on {device}, lr {run.optimizer.param_groups[0]['initial_lr']:g} "
+        f"({config.recipe} recipe, {config.warmup():g} warm-up epochs), best by val "
+        f"{run.best['metric']}"
     )
     row: dict[str, float] = {}
     end_epoch = (
@@ -643,7 +687,7 @@ def _open_run_dir(
         if not last_path.is_file():
             raise EpamError(f"{last_path}: nothing to resume; drop --resume to start this run")
         saved = load_checkpoint(last_path)
-        _check_resume(saved["config"], config, last_path)
+        _check_resume(saved, config, last_path)
     elif last_path.exists():
         raise EpamError(
             f"{run_dir}: already holds a run (last.pt); pass --resume to continue it or choose "
@@ -736,12 +780,16 @@ def _build_run(
         drop_last=False,
         persistent_workers=config.workers > 0,
     )
-    lr = config.lr if config.lr is not None else 0.001 * config.batch_size * env.world_size / 16
     optimizer = torch.optim.SGD(
-        model.parameters(), lr=lr, momentum=config.momentum, weight_decay=config.weight_decay
+        model.parameters(),
+        lr=config.base_lr(env.world_size),
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
     )
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=len(loader) * config.epochs, eta_min=0
+    steps = len(loader) * config.epochs
+    warmup = round(len(loader) * config.warmup())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, functools.partial(warmup_cosine, steps=steps, warmup=warmup)
     )
     _, use_scaler, _ = autocast_context(config.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
@@ -766,6 +814,14 @@ def _build_run(
     )
 
 
+def warmup_cosine(step: int, *, steps: int, warmup: int) -> float:
+    """The lr factor at iteration `step`: linear from 1/warmup to 1 over `warmup` iterations, then
+    cosine to 0 at `steps` (CosineAnnealingLR's curve, in closed form; docs/training.md)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * min(step - warmup, steps) / max(steps - warmup, 1)))
+
+
 def _restore_or_seed(run: _Run, saved: dict[str, Any] | None) -> int:
     """The epoch to start from: optimiser, schedule, scaler, best and RNG states of a resumed run,
     else 0 with each rank seeded for its own dropout stream."""
@@ -774,7 +830,7 @@ def _restore_or_seed(run: _Run, saved: dict[str, Any] | None) -> int:
         _seed_everything(config.seed + env.rank)
         return 0
     run.optimizer.load_state_dict(saved["optimizer"])
-    run.scheduler.load_state_dict(saved["scheduler"])
+    _restore_schedule(run.scheduler, saved["scheduler"])
     if saved["scaler"]:
         run.scaler.load_state_dict(saved["scaler"])
     start_epoch, run.best = int(saved["epoch"]), dict(saved["best"])
@@ -790,7 +846,31 @@ def _restore_or_seed(run: _Run, saved: dict[str, Any] | None) -> int:
         )
     run.log.truncate_metrics(start_epoch)
     run.log.print(f"resumed {run.run_dir / 'last.pt'} after epoch {start_epoch}")
+    planned = int(saved["config"]["epochs"])
+    if config.epochs != planned:
+        run.log.print(
+            f"extended from {planned} to {config.epochs} epochs: from here on each iteration takes "
+            f"the lr of a run planned for {config.epochs} epochs"
+        )
     return start_epoch
+
+
+def _restore_schedule(scheduler: Any, state: Mapping[str, Any]) -> None:
+    """Put the schedule at the saved iteration and set each group's lr from this run's plan.
+
+    Only the iteration count is taken from the checkpoint: the curve is the one this run builds
+    (`warmup_cosine` over its own --epochs), so `--resume --epochs N` re-plans the rest of a run
+    over N epochs, and checkpoints written with CosineAnnealingLR resume on the same curve.
+    """
+    scheduler.last_epoch = int(state["last_epoch"])
+    scheduler._step_count = scheduler.last_epoch + 1
+    rates = [
+        base * rule(scheduler.last_epoch)
+        for base, rule in zip(scheduler.base_lrs, scheduler.lr_lambdas)
+    ]
+    for group, rate in zip(scheduler.optimizer.param_groups, rates):
+        group["lr"] = rate
+    scheduler._last_lr = rates
 
 
 def _run_epoch(run: _Run, epoch: int) -> dict[str, float]:
@@ -1001,7 +1081,7 @@ def evaluate(
     if clips < 1:
         raise EpamError(f"--clips {clips}: need at least 1 clip per video")
     checkpoint = find_checkpoint(source)
-    payload = load_checkpoint(checkpoint)
+    payload = _eval_payload(checkpoint)
     saved = payload["config"]
     stream = payload["model_args"]["stream"]
     env, torch_device = init_distributed(device)
@@ -1057,6 +1137,17 @@ def evaluate(
     }
     files = _write_eval_files(scores, out, main_head(stream), meta) if env.is_main else {}
     return EvalResult(scores.metrics(), out, files, len(scores.labels), checkpoint)
+
+
+def _eval_payload(checkpoint: Path) -> dict[str, Any]:
+    """An epam-train checkpoint, or one of the authors' files converted in memory (class names are
+    then the labels)."""
+    try:
+        return load_checkpoint(checkpoint)
+    except CheckpointError:
+        if not is_authors_state_dict(read_state_dict(checkpoint)):
+            raise
+        return authors_payload(checkpoint)
 
 
 def _eval_dataset(

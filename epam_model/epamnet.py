@@ -85,6 +85,14 @@ class LoadReport:
     def clean(self) -> bool:
         return not (self.missing or self.unexpected or self.mismatched)
 
+    @property
+    def backbone_gaps(self) -> tuple[str, ...]:
+        """Keys outside the classifier head (`head.`) that kept their init: missing ones and those
+        of another shape. Any of them makes a start partial; a head of another size does not (a new
+        class count)."""
+        keys = (*self.missing, *(entry.split(":", 1)[0] for entry in self.mismatched))
+        return tuple(key for key in keys if not key.startswith("head."))
+
     def lines(self) -> list[str]:
         """One line for the load, then one per problem key, for the CLI or a log."""
         out = [
@@ -193,13 +201,14 @@ def load_torch_file(path: str | Path) -> object:
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """Read a state dict saved with `torch.save`, safely (`weights_only=True`).
 
-    Accepts a bare state dict or a training checkpoint holding it under "model" or "state_dict";
+    Accepts a bare state dict or a training checkpoint holding it under "model", "state_dict" or
+    "model_state_dict" (the authors' fused files);
     removes the "module." (DDP) and "_orig_mod." (torch.compile) prefixes when every key carries
     them.
     """
     path = Path(path)
     payload = load_torch_file(path)
-    for wrapper in ("model", "state_dict"):
+    for wrapper in ("model", "state_dict", "model_state_dict"):
         if isinstance(payload, Mapping) and isinstance(payload.get(wrapper), Mapping):
             payload = payload[wrapper]
             break
@@ -217,14 +226,15 @@ def load_weights(
     *,
     target: str = "model",
     strict: bool = False,
+    warn: bool = True,
 ) -> LoadReport:
     """Load a state dict into `module` and report exactly what did not fit.
 
     Conv weights saved in the other layout ([O, I, 1, k, k] vs [O, I, k, k]) are reshaped
     (`adapt_conv_weights`). Tensors whose shape differs (e.g. a 120-class head into a 60-class
     model, as when the authors fine-tuned Toyota from NTU120) are not loaded and are listed.
-    Anything not clean is logged as a warning; with `strict=True` it raises `CheckpointError`
-    instead and nothing is loaded.
+    A load that is not clean logs one warning line (`warn`; the keys are in `report.lines()`); with
+    `strict=True` it raises `CheckpointError` instead and nothing is loaded.
     """
     source_name = str(source) if isinstance(source, (str, Path)) else "<state_dict>"
     state_dict = read_state_dict(source) if isinstance(source, (str, Path)) else dict(source)
@@ -252,14 +262,18 @@ def load_weights(
     module.load_state_dict(
         {k: v for k, v in state_dict.items() if k in own and k not in mismatched}, strict=False
     )
-    if not report.clean:
-        for line in report.lines():
-            logger.warning(line)
+    if warn and not report.clean:
+        logger.warning("%s (the keys: LoadReport.lines())", report.lines()[0])
     return report
 
 
 def load_stream_weights(
-    model: EpamNet, stream: str, source: str | Path | Mapping[str, Tensor], *, strict: bool = False
+    model: EpamNet,
+    stream: str,
+    source: str | Path | Mapping[str, Tensor],
+    *,
+    strict: bool = False,
+    warn: bool = True,
 ) -> LoadReport:
     """Load a single-stream checkpoint (from `build_model("rgb" | "pose", ...)`) into that half of
     EPAM-Net.
@@ -272,4 +286,6 @@ def load_stream_weights(
         raise ModelConfigError(
             f"unknown stream {stream!r}; a single-stream checkpoint is 'rgb' or 'pose'"
         )
-    return load_weights(getattr(model, stream), source, target=f"epam.{stream}", strict=strict)
+    return load_weights(
+        getattr(model, stream), source, target=f"epam.{stream}", strict=strict, warn=warn
+    )

@@ -127,3 +127,36 @@ def test_out_that_is_a_file_is_one_line(tmp_path) -> None:
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
     assert "Traceback" not in result.output and str(out) in result.output
     assert len([line for line in result.output.splitlines() if line.startswith("error:")]) == 1
+
+
+def test_a_run_with_nothing_to_prepare_exits_1_and_says_why(tmp_path):
+    """An empty folder, or one whose every name is left out, is an error for a script, not a
+    success with a table of zeros."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = runner.invoke(
+        data_app, ["extract", str(empty), "-d", "ntu60", "-o", str(tmp_path / "a")]
+    )
+    assert result.exit_code == 1
+    assert f"nothing to prepare: no video file or frame folder in {empty}" in result.output
+    named = tmp_path / "named"
+    named.mkdir()
+    (named / "holiday.mp4").write_bytes(b"")
+    result = runner.invoke(
+        data_app, ["extract", str(named), "-d", "ntu60", "-o", str(tmp_path / "b")]
+    )
+    assert result.exit_code == 1
+    assert "all 1 names found in" in result.output and "left out (rejected.csv)" in result.output
+    assert (tmp_path / "b" / "rejected.csv").is_file()
+
+
+@pytest.mark.parametrize("options", [[1, 2], "fast", 3])
+def test_info_on_a_dataset_json_whose_options_are_not_a_mapping(tmp_path, options):
+    from epam_data.shards import write_dataset_json
+
+    write_dataset_json(tmp_path, "ntu60", {"pose_backend": "blazepose"})
+    meta = json.loads((tmp_path / "dataset.json").read_text())
+    (tmp_path / "dataset.json").write_text(json.dumps({**meta, "options": options}))
+    result = invoke(data_app, ["info", tmp_path])
+    assert result.exit_code == 1 and "'options' is a" in result.output
+    assert "Traceback" not in result.output

@@ -446,6 +446,16 @@ def test_missing_sample_raises_or_is_replaced(synth, tmp_path):
     )  # the next one, its label
 
 
+def test_a_damaged_frame_count_in_the_index_is_one_error_line(synth, tmp_path):
+    folder = tmp_path / "d"
+    shutil.copytree(synth, folder)
+    index = pd.read_csv(folder / "index.csv", dtype=str, keep_default_na=False)
+    index.loc[1, "frames"] = "abc"
+    index.to_csv(folder / "index.csv", index=False)
+    with pytest.raises(EpamError, match=r"has frames 'abc', not a count.*verify DATA --repair"):
+        ClipDataset(folder, "synth", "train", stream="pose")
+
+
 def test_unreadable_sample_raises_or_is_replaced(synth, tmp_path):
     folder = tmp_path / "d"
     shutil.copytree(synth, folder)

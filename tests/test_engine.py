@@ -26,7 +26,7 @@ from epam_model.checkpoints import build_from_checkpoint, load_checkpoint
 from epam_model.cli import app
 from epam_model.config import TrainConfig, resolve_train_config
 from epam_model.engine import METRICS_COLUMNS, evaluate, train
-from epam_model.epamnet import CheckpointError, read_state_dict
+from epam_model.epamnet import CheckpointError, build_model, read_state_dict
 
 runner = CliRunner()
 SMALL = dict(
@@ -379,6 +379,91 @@ def test_joint_model_starts_from_stream_checkpoints(pose_run, synth_dir, tmp_pat
     assert (
         "epam.pose <- " in result.output
         and "0 missing, 0 unexpected, 0 with another shape" in result.output
+    )
+
+
+def train_args(synth_dir: Path, out: Path, *more: str) -> list[str]:
+    return ["train", str(synth_dir), "--protocol", "small", "--out", str(out), "--no-progress"] + [
+        *SMALL_ARGS,
+        *more,
+    ]
+
+
+def test_an_init_that_leaves_the_backbone_unloaded_is_refused(pose_run, synth_dir, tmp_path):
+    """A checkpoint under other key names (the authors' `pose_backbone.*`) would load nothing:
+    one line says so, the full list goes to RUN/init_pose.txt, and --init-partial overrides."""
+    state = read_state_dict(pose_run / "best.pt")
+    foreign = tmp_path / "authors_like.pth"
+    torch.save({"state_dict": {f"pose_backbone.{k}": v for k, v in state.items()}}, foreign)
+    out = tmp_path / "refused"
+    args = ["--stream", "pose", "--init-pose", str(foreign), "--epochs", "1"]
+    result = runner.invoke(app, train_args(synth_dir, out, *args))
+    assert result.exit_code == 1
+    assert "backbone would keep their initial values" in result.output
+    assert "pose_backbone.conv5" in result.output and "--init-partial" in result.output
+    assert len(result.output.strip().splitlines()) <= 6  # not one line per key
+    listed = (out / "init_pose.txt").read_text().splitlines()
+    assert listed[0].startswith("pose <- ") and len(listed) > len(state)
+    assert not (out / "last.pt").exists()
+    result = runner.invoke(app, train_args(synth_dir, out, *args, "--init-partial"))
+    assert result.exit_code == 0, result.output
+    assert (out / "last.pt").is_file()
+
+
+def test_an_epam_checkpoint_initialises_one_stream(pose_run, synth_dir, tmp_path):
+    """--init-pose accepts EPAM-Net's own checkpoints too: their pose.* part is loaded."""
+    joint = build_model("epam", 4)
+    joint.pose.load_state_dict(read_state_dict(pose_run / "best.pt"))
+    torch.save({"model": joint.state_dict()}, tmp_path / "joint.pt")
+    out = tmp_path / "from_joint"
+    args = ["--stream", "pose", "--init-pose", str(tmp_path / "joint.pt"), "--epochs", "1"]
+    result = runner.invoke(app, train_args(synth_dir, out, *args))
+    assert result.exit_code == 0, result.output
+    assert "0 missing, 0 unexpected, 0 with another shape" in result.output
+
+
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        ({"model_args": {"stream": "pose", "num_classes": "four"}}, "num_classes='four'"),
+        ({"model_args": {"stream": "pose", "bogus": 1}}, "bogus=1"),
+        ({"model_args": ["pose"]}, "model_args=['pose']"),
+        ({"drop": "head.fc.bias"}, "1 missing"),
+    ],
+)
+def test_eval_on_a_damaged_checkpoint_is_one_line(pose_run, synth_dir, tmp_path, edit, message):
+    payload = load_checkpoint(pose_run / "best.pt")
+    if "drop" in edit:
+        payload["model"].pop(edit["drop"])
+    else:
+        payload.update(edit)
+    torch.save(payload, tmp_path / "edited.pt")
+    args = ["eval", str(tmp_path / "edited.pt"), str(synth_dir), "--protocol", "synth"]
+    result = runner.invoke(app, [*args, "--workers", "0"])
+    assert result.exit_code == 1 and message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_resume_with_more_epochs_replans_the_schedule(synth_dir, tmp_path):
+    """A 2-epoch run resumed with --epochs 3 takes, in epoch 3, the lr of a run planned for 3
+    epochs from the start; fewer epochs than done is refused."""
+    pose = dict(stream="pose", protocol="synth")
+    planned = tmp_path / "planned"
+    train(small_config(synth_dir, planned, epochs=3, **pose))
+    extended = tmp_path / "extended"
+    train(small_config(synth_dir, extended, epochs=2, **pose))
+    with pytest.raises(EpamError, match="--epochs 1 but 2 epochs are done"):
+        train(small_config(synth_dir, extended, epochs=1, **pose), resume=True)
+    train(small_config(synth_dir, extended, epochs=3, **pose), resume=True)
+    rows_planned, rows_extended = read_metrics(planned), read_metrics(extended)
+    assert [row["epoch"] for row in rows_extended] == ["1", "2", "3"]
+    assert float(rows_extended[2]["lr"]) == pytest.approx(float(rows_planned[2]["lr"]), rel=1e-9)
+    assert float(rows_extended[1]["lr"]) != pytest.approx(float(rows_planned[1]["lr"]), rel=1e-3)
+    saved = load_checkpoint(extended / "last.pt")
+    assert saved["config"]["epochs"] == 3
+    assert (
+        saved["scheduler"]["last_epoch"]
+        == load_checkpoint(planned / "last.pt")["scheduler"]["last_epoch"]
     )
 
 

@@ -423,6 +423,7 @@ def test_shards_roll_over_and_the_index_lists_only_finished_ones(tmp_path):
         "total_frames": "25",
         "video": "S001C001P001R001A001",
         "source": "nturgb+d_rgb/S001C001P001R001A001_rgb.avi",
+        "split": "",
     }
     assert first.sample_id == rows[0]["sample_id"]
 
@@ -1034,3 +1035,26 @@ def test_declared_sizes_must_be_backed_by_the_file(tmp_path, monkeypatch):
         pytest.raises(ShardError, match="above EPAM_MAX_SAMPLE_BYTES"),
     ):
         reader.read(sample.sample_id)
+
+
+def test_an_index_written_before_the_split_column_still_verifies_and_is_upgraded(tmp_path):
+    """index.csv and sidecars from before `split` existed: verify finds nothing wrong, and the next
+    shard written brings every row's split column back."""
+    write_dataset_json(tmp_path, "ntu60", OPTIONS)
+    with ShardWriter(tmp_path, samples_per_shard=2) as writer:
+        for i in range(2):
+            writer.write(prepared_sample(i))
+    old_csvs = [tmp_path / "index.csv", *(tmp_path / "shards").glob("*.csv")]
+    for path in old_csvs:
+        with open(path, newline="") as stream:
+            rows = list(csv.DictReader(stream))
+        with open(path, "w", newline="") as stream:
+            writer_csv = csv.DictWriter(stream, [c for c in rows[0] if c != "split"])
+            writer_csv.writeheader()
+            writer_csv.writerows({k: v for k, v in row.items() if k != "split"} for row in rows)
+    assert "split" not in (tmp_path / "index.csv").read_text().splitlines()[0]
+    assert verify_dataset(tmp_path, deep=True) == []
+    with ShardWriter(tmp_path) as writer:
+        writer.write(prepared_sample(5))
+    rows = index_rows(tmp_path)
+    assert len(rows) == 3 and all(row["split"] == "" for row in rows)

@@ -11,12 +11,14 @@ from pathlib import Path
 from epam_data.datasets.base import Rejected, Sample, Scan, strip_video_extension
 from epam_data.datasets.generic import scan_generic_csv, scan_generic_folders
 from epam_data.datasets.ntu import parse_ntu_name, scan_ntu_names
+from epam_data.datasets.penn_action import scan_penn
 from epam_data.datasets.pku_mmd import parse_pku_sample_id, scan_pku
 from epam_data.datasets.toyota import parse_toyota_name, scan_toyota_names
 from epam_data.errors import EpamError, NameParseError
 
 __all__ = [
     "DATASET_NAMES",
+    "ROW_METADATA_DATASETS",
     "Rejected",
     "Sample",
     "Scan",
@@ -26,7 +28,10 @@ __all__ = [
     "scan_names",
 ]
 
-DATASET_NAMES = ("ntu60", "ntu120", "pku_mmd", "toyota", "generic")
+DATASET_NAMES = ("ntu60", "ntu120", "pku_mmd", "toyota", "penn_action", "generic")
+# Datasets whose sample ids carry no metadata: label, view and split come from their label files
+# when a sample is listed, and from index.csv afterwards.
+ROW_METADATA_DATASETS = ("penn_action", "generic")
 
 
 def _check(dataset: str) -> None:
@@ -35,8 +40,8 @@ def _check(dataset: str) -> None:
 
 
 def scan_names(dataset: str, names: list[str], *, labels_dir: Path | None = None) -> Scan:
-    """Samples for a list of video (or sample) names; PKU-MMD names are video ids read with their
-    label files."""
+    """Samples for a list of video (or sample) names; PKU-MMD names are video ids and Penn Action
+    names clip numbers, read with their label files."""
     _check(dataset)
     if dataset in ("ntu60", "ntu120"):
         return scan_ntu_names(names, dataset)
@@ -51,6 +56,13 @@ def scan_names(dataset: str, names: list[str], *, labels_dir: Path | None = None
         if not labels_dir.is_dir():
             raise EpamError(f"--labels {labels_dir}: not a folder")
         return scan_pku(names, labels_dir)
+    if dataset == "penn_action":
+        if labels_dir is None or not labels_dir.is_dir():
+            raise EpamError(
+                "Penn Action clips are named by number (0001); pass --labels DIR, the release's "
+                "labels/ folder of 0001.mat ..."
+            )
+        return scan_penn(names, labels_dir)
     raise EpamError(
         "generic datasets are listed by a CSV (path,label) or a folder per class, not by names"
     )
@@ -72,7 +84,7 @@ def parse_sample_id(dataset: str, sample_id: str) -> Sample:
         "toyota": parse_toyota_name,
     }
     if dataset not in parsers:
-        raise NameParseError(f"{sample_id!r}: generic sample ids carry no metadata")
+        raise NameParseError(f"{sample_id!r}: {dataset} sample ids carry no metadata")
     return parsers[dataset](sample_id)
 
 

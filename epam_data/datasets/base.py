@@ -37,7 +37,9 @@ class Sample:
     agree. `start_frame` / `end_frame` are 0-based and inclusive, set only for clips cut from
     untrimmed videos (PKU-MMD); None means the whole video. Ids (subject, camera, setup,
     replication) are the integers in the name; `view` is a dataset's view letter or name where it
-    has one.
+    has one. `split` is the split the dataset's own annotation assigns to this clip, for datasets
+    whose official split is a per-clip flag rather than a rule on the ids (Penn Action's `train`);
+    "" elsewhere.
     """
 
     sample_id: str
@@ -53,6 +55,7 @@ class Sample:
     start_frame: int | None = None
     end_frame: int | None = None
     path: str = ""
+    split: str = ""
 
     def as_row(self) -> dict[str, object]:
         return dataclasses.asdict(self)

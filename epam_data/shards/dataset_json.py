@@ -37,8 +37,13 @@ def read_dataset_json(out_dir: str | Path) -> dict[str, Any] | None:
         raise ShardError(
             f"{path}: not valid JSON ({err}); restore it or remove it to start over"
         ) from err
-    if not isinstance(meta, dict) or "dataset" not in meta:
+    if not isinstance(meta, dict) or not isinstance(meta.get("dataset"), str):
         raise ShardError(f"{path}: no dataset name in it; restore it or remove it to start over")
+    if not isinstance(meta.get("options", {}), dict):
+        raise ShardError(
+            f"{path}: 'options' is a {type(meta['options']).__name__}, not a mapping of option "
+            "names to values; restore the file or remove it to start over"
+        )
     return meta
 
 

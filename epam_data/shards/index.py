@@ -34,6 +34,7 @@ from epam_data.shards.layout import (
 from epam_data.shards.lock import FileLock
 
 __all__ = [
+    "ADDED_INDEX_COLUMNS",
     "FAILURE_COLUMNS",
     "INDEX_COLUMNS",
     "done_ids",
@@ -46,7 +47,8 @@ __all__ = [
 # index.csv: the sample's identity and labels, then `persons` (M kept, for `epam-data info` and
 # filtering), `total_frames` (frames in the source video, against `frames` kept), `video` (clips cut
 # from one PKU-MMD video share it; `splits --exclude` matches on it) and `source` (the input file,
-# to trace a sample back).
+# to trace a sample back), then `split` (the dataset's own split flag where it has one: Penn
+# Action).
 INDEX_COLUMNS = (
     "sample_id",
     "shard",
@@ -63,7 +65,11 @@ INDEX_COLUMNS = (
     "total_frames",
     "video",
     "source",
+    "split",
 )
+# Columns added after index.csv was first released: an index written before lacks them, and is
+# still whole (the next shard written rewrites it with them).
+ADDED_INDEX_COLUMNS = ("split",)
 FAILURE_COLUMNS = ("sample_id", "source", "reason", "time")
 
 Row = dict[str, str]

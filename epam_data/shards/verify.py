@@ -16,7 +16,7 @@ import numpy as np
 from epam_data.errors import ShardError, one_line
 from epam_data.shards.dataset_json import read_dataset_json
 from epam_data.shards.h5io import open_h5, plain, read_group
-from epam_data.shards.index import INDEX_COLUMNS
+from epam_data.shards.index import ADDED_INDEX_COLUMNS, INDEX_COLUMNS
 from epam_data.shards.layout import finished_shards, read_csv
 from epam_data.shards.sample import PreparedSample
 from epam_data.shards.schema import (
@@ -139,7 +139,7 @@ def _read_index(index_path: Path, problems: list[str]) -> dict[str, Row]:
         )
         return index_rows
     header, rows = read_csv(index_path)
-    absent = [column for column in INDEX_COLUMNS if column not in header]
+    absent = [c for c in INDEX_COLUMNS if c not in header and c not in ADDED_INDEX_COLUMNS]
     if absent:
         problems.append(f"{index_path}: missing columns {', '.join(absent)}")
     for row in rows:
