@@ -1,6 +1,6 @@
-"""The authors' checkpoints: key names and shapes as their code produces them (the list in
-../shared/research/authors-state-dict.md, read from their model at commit 32267f1), stored as
-they store them (DDP's `module.`, `model_state_dict` / `state_dict` wrappers, Conv3d kernels).
+"""The authors' checkpoints: key names and shapes as their code produces them (written out below
+from the structure of their model at commit 32267f1), stored as they store them (DDP's `module.`,
+`model_state_dict` / `state_dict` wrappers, Conv3d kernels).
 
 State dicts are built with those names and random values; the converter must place every tensor
 (value for value), the result must load strictly into EPAM-Net, `epam-train convert` must write a
@@ -9,11 +9,8 @@ checkpoint that `eval` and `--init-*` take, and foreign files must be refused.
 
 from __future__ import annotations
 
-import re
-
 import pytest
 import torch
-from conftest import SHARED
 from typer.testing import CliRunner
 
 from epam_model.authors import convert_authors_state_dict, stream_state_dict
@@ -21,24 +18,67 @@ from epam_model.checkpoints import build_from_checkpoint, load_checkpoint
 from epam_model.cli import app
 from epam_model.epamnet import CheckpointError, build_model, load_weights
 
-LISTING = SHARED / "research" / "authors-state-dict.md"
-KEY_LINE = re.compile(
-    r"^((?:rgb|pose)_(?:backbone|cls_head)\S*|attention_module\S*)\s+\[([\d, ]*)\]"
-)
 runner = CliRunner()
+
+# The authors' X-ShiftNet stages as their code builds them: (blocks, Cout, inner width P, SE width).
+AUTHORS_LAYERS = {
+    "rgb": ((3, 24, 54, 8), (5, 48, 108, 8), (11, 96, 216, 16), (7, 192, 432, 32)),
+    "pose": ((5, 24, 54, 8), (11, 48, 108, 8), (7, 96, 216, 16)),
+}
+BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+
+
+def conv_module(name: str, shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    """An mmcv ConvModule: a bias-free Conv3d and its BN."""
+    out = shape[0]
+    return {f"{name}.conv.weight": shape} | {
+        f"{name}.bn.{leaf}": (() if leaf == "num_batches_tracked" else (out,)) for leaf in BN
+    }
+
+
+def authors_block(name: str, index: int, cin: int, cout: int, inner: int, se: int) -> dict:
+    """Block `index` of a layer, in the authors' key order: downsample (block 0 only), conv1,
+    conv2 (depthwise), conv3, and SE in even blocks (1x1x1 Conv3d with bias)."""
+    keys = conv_module(f"{name}.downsample", (cout, cin, 1, 1, 1)) if index == 0 else {}
+    keys |= conv_module(f"{name}.conv1", (inner, cin if index == 0 else cout, 1, 1, 1))
+    keys |= conv_module(f"{name}.conv2", (inner, 1, 1, 3, 3))
+    keys |= conv_module(f"{name}.conv3", (cout, inner, 1, 1, 1))
+    if index % 2 == 0:
+        keys |= {
+            f"{name}.se_module.fc1.weight": (se, inner, 1, 1, 1),
+            f"{name}.se_module.fc1.bias": (se,),
+            f"{name}.se_module.fc2.weight": (inner, se, 1, 1, 1),
+            f"{name}.se_module.fc2.bias": (inner,),
+        }
+    return keys
+
+
+def authors_shapes_of(num_classes: int = 60) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of the authors' fused model (RGBPoseAttentionActionRecognizer), written out from
+    the structure of their code (https://github.com/ahmed-nady/Multimodal-Action-Recognition)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for stream, in_channels in (("rgb", 3), ("pose", 17)):
+        backbone = f"{stream}_backbone"
+        shapes |= conv_module(f"{backbone}.conv1_s", (24, in_channels, 1, 3, 3))
+        cin = 24
+        for layer, (blocks, cout, inner, se) in enumerate(AUTHORS_LAYERS[stream], start=1):
+            for index in range(blocks):
+                shapes |= authors_block(
+                    f"{backbone}.layer{layer}.{index}", index, cin, cout, inner, se
+                )
+            cin = cout
+        width = AUTHORS_LAYERS[stream][-1][2]
+        shapes |= conv_module(f"{backbone}.conv5", (width, cin, 1, 1, 1))
+        shapes[f"{stream}_cls_head.fc_cls.weight"] = (num_classes, width)
+        shapes[f"{stream}_cls_head.fc_cls.bias"] = (num_classes,)
+    shapes |= conv_module("attention_module.spatial", (1, 2, 1, 7, 7))
+    shapes["attention_module.conv_temporal_attention.weight"] = (1, 1, 7)
+    return shapes
 
 
 @pytest.fixture(scope="module")
 def authors_shapes() -> dict[str, tuple[int, ...]]:
-    """Key -> shape of the authors' fused model at 60 classes, from the listing."""
-    if not LISTING.is_file():
-        pytest.skip(f"{LISTING} not found: the authors' key list lives in ../shared")
-    shapes = {}
-    for line in LISTING.read_text(encoding="utf-8").splitlines():
-        match = KEY_LINE.match(line.strip())
-        if match:
-            dims = match.group(2).replace(" ", "")
-            shapes[match.group(1)] = tuple(int(d) for d in dims.split(",")) if dims else ()
+    shapes = authors_shapes_of(60)
     assert len(shapes) == 1071
     return shapes
 

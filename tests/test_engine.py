@@ -390,17 +390,18 @@ def train_args(synth_dir: Path, out: Path, *more: str) -> list[str]:
 
 
 def test_an_init_that_leaves_the_backbone_unloaded_is_refused(pose_run, synth_dir, tmp_path):
-    """A checkpoint under other key names (the authors' `pose_backbone.*`) would load nothing:
-    one line says so, the full list goes to RUN/init_pose.txt, and --init-partial overrides."""
+    """A checkpoint under other key names (here `encoder.*`, as another codebase might save it)
+    would load nothing: one line says so, the full list goes to RUN/init_pose.txt, and
+    --init-partial overrides. (The authors' own names are converted: tests/test_authors.py.)"""
     state = read_state_dict(pose_run / "best.pt")
-    foreign = tmp_path / "authors_like.pth"
-    torch.save({"state_dict": {f"pose_backbone.{k}": v for k, v in state.items()}}, foreign)
+    foreign = tmp_path / "other_codebase.pth"
+    torch.save({"state_dict": {f"encoder.{k}": v for k, v in state.items()}}, foreign)
     out = tmp_path / "refused"
     args = ["--stream", "pose", "--init-pose", str(foreign), "--epochs", "1"]
     result = runner.invoke(app, train_args(synth_dir, out, *args))
     assert result.exit_code == 1
     assert "backbone would keep their initial values" in result.output
-    assert "pose_backbone.conv5" in result.output and "--init-partial" in result.output
+    assert "encoder.conv5" in result.output and "--init-partial" in result.output
     assert len(result.output.strip().splitlines()) <= 6  # not one line per key
     listed = (out / "init_pose.txt").read_text().splitlines()
     assert listed[0].startswith("pose <- ") and len(listed) > len(state)
