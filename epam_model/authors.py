@@ -20,7 +20,12 @@ from pathlib import Path
 
 from torch import Tensor
 
-from epam_model.checkpoints import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, save_checkpoint
+from epam_model.checkpoints import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    load_checkpoint,
+    save_checkpoint,
+)
 from epam_model.config import TrainConfig
 from epam_model.epamnet import CheckpointError, build_model, load_weights, read_state_dict
 
@@ -31,6 +36,7 @@ __all__ = [
     "convert_checkpoint",
     "convert_authors_state_dict",
     "is_authors_state_dict",
+    "load_any_checkpoint",
     "stream_state_dict",
 ]
 
@@ -224,3 +230,14 @@ def convert_checkpoint(
     save_checkpoint(out, payload)
     args = payload["model_args"]
     return Converted(Path(out), args["stream"], args["num_classes"], len(payload["model"]))
+
+
+def load_any_checkpoint(path: str | Path) -> dict:
+    """An epam-train checkpoint, or one of the authors' files converted in memory (classes named by
+    their labels): what `eval` and `predict` read."""
+    try:
+        return load_checkpoint(path)
+    except CheckpointError:
+        if not is_authors_state_dict(read_state_dict(path)):
+            raise
+        return authors_payload(path)

@@ -243,6 +243,91 @@ def train(
 
 
 @app.command()
+def predict(
+    checkpoint: Annotated[
+        Path, typer.Argument(help="Run folder (best.pt, else last.pt) or checkpoint file.")
+    ],
+    videos: Annotated[list[Path], typer.Argument(help="Video files or folders of frames.")],
+    top: Annotated[int, typer.Option(min=1, help="Classes shown per head.")] = 5,
+    clips: Annotated[int, typer.Option(min=1, help="Test clips per segment, logits averaged.")] = 1,
+    window: Annotated[
+        Optional[int],
+        typer.Option(min=1, help="One prediction per WINDOW kept frames.  [default: whole video]"),
+    ] = None,
+    stride: Annotated[
+        Optional[int], typer.Option(min=1, help="Frames between windows.  [default: --window]")
+    ] = None,
+    max_persons: Annotated[int, typer.Option(min=1, help="Persons kept per video.")] = 2,
+    json_out: Annotated[
+        Optional[Path], typer.Option("--json", dir_okay=False, help="Also write the results here.")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+) -> None:
+    """What action is in these videos: extract's preparation in memory, then the checkpoint's
+    network; top classes with probabilities per head (rgb, pose, fused)."""
+    from epam_model.predict import predict_videos
+
+    try:
+        results = predict_videos(
+            checkpoint,
+            videos,
+            top=top,
+            clips=clips,
+            window=window,
+            stride=stride,
+            device=device,
+            max_persons=max_persons,
+        )
+    except EpamError as err:
+        raise fail(str(err)) from None
+    for result in results:
+        _print_prediction(result)
+    if json_out is not None:
+        import json
+
+        from epam_data.atomic import write_text_atomic
+
+        write_text_atomic(json_out, json.dumps(results, indent=2) + "\n")
+    if any(result["status"] == "failed" for result in results):
+        raise typer.Exit(code=1)
+
+
+def _print_prediction(result: dict) -> None:
+    """One table per segment: rank, then class and probability per head."""
+    from rich.table import Table
+
+    if "message" in result:
+        style = "red" if result["status"] == "failed" else "yellow"
+        console.print(
+            f"[{style}]{escape(result['video'])}:[/{style}] {escape(result['message'])}",
+            soft_wrap=True,
+            highlight=False,
+        )
+    for segment in result["segments"]:
+        when = f" ({segment['start_s']:.1f} s)" if segment["start_s"] is not None else ""
+        console.print(
+            f"{result['video']}: frames {segment['start_frame']}-{segment['end_frame']}{when}",
+            soft_wrap=True,
+            highlight=False,
+            markup=False,
+        )
+        table = Table()
+        table.add_column("#", justify="right")
+        for head in segment["heads"]:
+            table.add_column(head)
+        ranks = max(len(top) for top in segment["heads"].values())
+        for rank in range(ranks):
+            table.add_row(
+                str(rank + 1),
+                *(
+                    f"{top[rank]['name']} {100 * top[rank]['probability']:.1f} %"
+                    for top in segment["heads"].values()
+                ),
+            )
+        console.print(table)
+
+
+@app.command()
 def convert(
     checkpoint: Annotated[
         Path, typer.Argument(help="The authors' EPAM-Net file (fused, or one stage-1 stream).")

@@ -50,6 +50,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,6 +68,7 @@ __all__ = [
     "DataConfigError",
     "ClipConfig",
     "ClipDataset",
+    "clip_tensors",
     "manifest_path",
     "available_splits",
     "read_class_names",
@@ -690,44 +692,15 @@ class ClipDataset(torch.utils.data.Dataset):
         pose = self.reader.read(
             sample_id, frames=indices, rgb=want_rgb, heatmaps=stored and want_pose
         )
-        keypoints = _persons(pose.keypoints, config.max_persons)  # [M, T, 17, 2]
-        scores = _persons(pose.scores, config.max_persons).astype(np.float32)  # [M, T, 17]
-        if stored:
-            if pose.crop_box is None:
-                raise EpamError(
-                    "has no crop_box attribute, which stored heatmaps are rendered over"
-                )
-            region = pose.crop_box
-        else:
-            region = pose_box(keypoints, scores, pose.original_hw, padding=config.padding)
-        flip = False
-        if self.train:
-            region = random_resized_region(region, rng, scale_range=config.scale_range)
-            flip = bool(rng.random() < config.flip_prob)
         item = {
             "label": torch.tensor(int(self.labels[position]), dtype=torch.int64),
             "index": torch.tensor(position, dtype=torch.int64),
         }
-        if want_rgb:
-            if pose.rgb is None or pose.crop_box is None:
-                raise EpamError("has no RGB frames (extracted with --no-rgb?); use stream 'pose'")
-            jpegs = pose.rgb[:: config.rgb_every]  # RGB = pose frames [::3]
-            frames = np.empty((len(jpegs), config.rgb_size, config.rgb_size, 3), np.uint8)
-            for k, jpeg in enumerate(jpegs):
-                frames[k] = _cut_rgb(jpeg, pose.crop_box, region, config.rgb_size, flip)
-            item["rgb"] = torch.from_numpy(_normalise(frames))  # [3, T, H, W]
-        if want_pose:
-            if stored:
-                item["pose"] = torch.from_numpy(self._stored_volume(pose))
-            else:
-                canvas, canvas_scores = _canvas_keypoints(
-                    keypoints, scores, region, config.heatmap_size, flip
-                )
-                if self.render == "device":
-                    item["keypoints"] = torch.from_numpy(canvas)
-                    item["scores"] = torch.from_numpy(canvas_scores)
-                else:
-                    item["pose"] = torch.from_numpy(_render_volume(canvas, canvas_scores, config))
+        if stored and want_pose:
+            item["pose"] = torch.from_numpy(self._stored_volume(pose))
+        item.update(
+            clip_tensors(pose, config, self.stream, rng=rng, render=self.render, stored=stored)
+        )
         return item
 
     def _stored_volume(self, pose) -> np.ndarray:
@@ -750,6 +723,54 @@ class ClipDataset(torch.utils.data.Dataset):
         return np.ascontiguousarray(volume.transpose(1, 0, 2, 3), dtype=np.float32) / np.float32(
             255
         )
+
+
+def clip_tensors(
+    pose: Any,
+    config: ClipConfig,
+    stream: str,
+    *,
+    rng: np.random.Generator | None = None,
+    render: str = "loader",
+    stored: bool = False,
+) -> dict[str, torch.Tensor]:
+    """The model inputs of one clip from its sampled frames (a PreparedSample holding only them, as
+    `ShardReader.read(frames=...)` returns and `epam_model.predict` builds in memory): "rgb" and
+    "pose" (or canvas "keypoints" and "scores" for render "device"), as the module docstring says.
+    rng draws the training crop and flip; None is evaluation. With `stored`, the caller supplies
+    "pose" from the stored volumes and the region is the sample's crop_box."""
+    want_pose, want_rgb = stream in ("epam", "pose"), stream in ("epam", "rgb")
+    keypoints = _persons(pose.keypoints, config.max_persons)  # [M, T, 17, 2]
+    scores = _persons(pose.scores, config.max_persons).astype(np.float32)  # [M, T, 17]
+    if stored:
+        if pose.crop_box is None:
+            raise EpamError("has no crop_box attribute, which stored heatmaps are rendered over")
+        region = pose.crop_box
+    else:
+        region = pose_box(keypoints, scores, pose.original_hw, padding=config.padding)
+    flip = False
+    if rng is not None:
+        region = random_resized_region(region, rng, scale_range=config.scale_range)
+        flip = bool(rng.random() < config.flip_prob)
+    item: dict[str, torch.Tensor] = {}
+    if want_rgb:
+        if pose.rgb is None or pose.crop_box is None:
+            raise EpamError("has no RGB frames (extracted with --no-rgb?); use stream 'pose'")
+        jpegs = pose.rgb[:: config.rgb_every]  # RGB = pose frames [::3]
+        frames = np.empty((len(jpegs), config.rgb_size, config.rgb_size, 3), np.uint8)
+        for k, jpeg in enumerate(jpegs):
+            frames[k] = _cut_rgb(jpeg, pose.crop_box, region, config.rgb_size, flip)
+        item["rgb"] = torch.from_numpy(_normalise(frames))  # [3, T, H, W]
+    if want_pose and not stored:
+        canvas, canvas_scores = _canvas_keypoints(
+            keypoints, scores, region, config.heatmap_size, flip
+        )
+        if render == "device":
+            item["keypoints"] = torch.from_numpy(canvas)
+            item["scores"] = torch.from_numpy(canvas_scores)
+        else:
+            item["pose"] = torch.from_numpy(_render_volume(canvas, canvas_scores, config))
+    return item
 
 
 # --- the training step's side ---------------------------------------------------------------------

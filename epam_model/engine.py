@@ -48,7 +48,7 @@ from epam_data.atomic import write_atomic, write_csv_atomic, write_text_atomic
 from epam_data.errors import EpamError
 from epam_data.heatmaps import COCO17_FLIP_PERM, COCO_LIMBS, flip_heatmaps
 from epam_data.shards import read_dataset_json
-from epam_model.authors import authors_payload, is_authors_state_dict, stream_state_dict
+from epam_model.authors import load_any_checkpoint, stream_state_dict
 from epam_model.checkpoints import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
@@ -69,13 +69,7 @@ from epam_model.distributed import (
     set_cpu_threads,
     unwrap,
 )
-from epam_model.epamnet import (
-    CheckpointError,
-    build_model,
-    load_stream_weights,
-    load_weights,
-    read_state_dict,
-)
+from epam_model.epamnet import build_model, load_stream_weights, load_weights
 from epam_model.metrics import confusion_matrix, per_class_table, summarize
 
 __all__ = [
@@ -1081,7 +1075,7 @@ def evaluate(
     if clips < 1:
         raise EpamError(f"--clips {clips}: need at least 1 clip per video")
     checkpoint = find_checkpoint(source)
-    payload = _eval_payload(checkpoint)
+    payload = load_any_checkpoint(checkpoint)
     saved = payload["config"]
     stream = payload["model_args"]["stream"]
     env, torch_device = init_distributed(device)
@@ -1137,17 +1131,6 @@ def evaluate(
     }
     files = _write_eval_files(scores, out, main_head(stream), meta) if env.is_main else {}
     return EvalResult(scores.metrics(), out, files, len(scores.labels), checkpoint)
-
-
-def _eval_payload(checkpoint: Path) -> dict[str, Any]:
-    """An epam-train checkpoint, or one of the authors' files converted in memory (class names are
-    then the labels)."""
-    try:
-        return load_checkpoint(checkpoint)
-    except CheckpointError:
-        if not is_authors_state_dict(read_state_dict(checkpoint)):
-            raise
-        return authors_payload(checkpoint)
 
 
 def _eval_dataset(
