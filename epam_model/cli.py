@@ -261,6 +261,12 @@ def predict(
     json_out: Annotated[
         Optional[Path], typer.Option("--json", dir_okay=False, help="Also write the results here.")
     ] = None,
+    render: Annotated[
+        Optional[Path],
+        typer.Option(
+            dir_okay=False, help="Also draw the video, skeletons and top-3 (.gif or .mp4)."
+        ),
+    ] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
 ) -> None:
     """What action is in these videos: extract's preparation in memory, then the checkpoint's
@@ -277,6 +283,7 @@ def predict(
             stride=stride,
             device=device,
             max_persons=max_persons,
+            render=render,
         )
     except EpamError as err:
         raise fail(str(err)) from None

@@ -33,6 +33,7 @@ from epam_model.checkpoints import build_from_checkpoint, find_checkpoint
 from epam_model.data import ClipConfig, clip_tensors, model_inputs, uniform_sample_frames
 from epam_model.distributed import resolve_device
 from epam_model.engine import forward_heads
+from epam_model.predict_render import render_prediction
 
 __all__ = ["Predictor", "predict_videos"]
 
@@ -49,6 +50,7 @@ class Predictor:
         device: str = "auto",
         backend: str = "blazepose",
         max_persons: int = 2,
+        keep_rgb: bool = False,
     ):
         self.checkpoint = find_checkpoint(source)
         payload = load_any_checkpoint(self.checkpoint)
@@ -67,7 +69,7 @@ class Predictor:
         self.options = ExtractOptions(
             backend=backend,
             max_persons=max_persons,
-            rgb_size=RGB_CROP_SIZE if self.stream in ("epam", "rgb") else None,
+            rgb_size=RGB_CROP_SIZE if keep_rgb or self.stream in ("epam", "rgb") else None,
         )
 
     def prepare(self, video: Path) -> PreparedSample:
@@ -125,8 +127,23 @@ def _top(logits: torch.Tensor, names: Sequence[str], k: int) -> list[dict[str, A
     ]
 
 
+def _render_path(render: str | Path | None, video: Path, several: bool) -> Path | None:
+    """Where --render writes for `video`: the path itself, or `<stem>_<video><suffix>` when
+    several videos are predicted."""
+    if render is None:
+        return None
+    render = Path(render)
+    return render.with_name(f"{render.stem}_{video.stem}{render.suffix}") if several else render
+
+
 def _predict_one(
-    predictor: Predictor, video: Path, top: int, clips: int, window: int | None, stride: int | None
+    predictor: Predictor,
+    video: Path,
+    top: int,
+    clips: int,
+    window: int | None,
+    stride: int | None,
+    render: Path | None = None,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     result: dict[str, Any] = {"video": str(video), "segments": []}
@@ -152,6 +169,8 @@ def _predict_one(
             }
         )
     result["model_s"] = time.perf_counter() - started - extracted
+    if render is not None:
+        result["render"] = str(render_prediction(prepared, result["segments"], render))
     return result
 
 
@@ -166,11 +185,23 @@ def predict_videos(
     device: str = "auto",
     backend: str = "blazepose",
     max_persons: int = 2,
+    render: str | Path | None = None,
 ) -> list[dict[str, Any]]:
     """Predictions for each video (module docstring) from a checkpoint file or run folder. A video
     that cannot be read is a result with status "failed" and its one-line message; the others go
-    on."""
+    on. render: also draw each video with its skeletons and top-3 (`predict_render`), to this
+    .gif / .mp4 path (with the video's name added when there are several)."""
     if top < 1 or clips < 1:
         raise EpamError(f"--top {top} --clips {clips}: both must be at least 1")
-    predictor = Predictor(source, device=device, backend=backend, max_persons=max_persons)
-    return [_predict_one(predictor, Path(v), top, clips, window, stride) for v in videos]
+    if render is not None and Path(render).suffix.lower() not in (".gif", ".mp4"):
+        raise EpamError(f"--render {render}: write a .gif or an .mp4")
+    predictor = Predictor(
+        source, device=device, backend=backend, max_persons=max_persons, keep_rgb=bool(render)
+    )
+    several = len(videos) > 1
+    return [
+        _predict_one(
+            predictor, Path(v), top, clips, window, stride, _render_path(render, Path(v), several)
+        )
+        for v in videos
+    ]

@@ -121,3 +121,23 @@ def test_an_unreadable_video_fails_alone(runs, media_dir, tmp_path):
     results = predict_videos(runs["pose"], [broken, media_dir / CLIP], top=1)
     assert results[0]["status"] == "failed" and "broken.mp4" in results[0]["message"]
     assert results[1]["status"] == "ok" and len(results[1]["segments"][0]["heads"]["pose"]) == 1
+
+
+def test_render_draws_every_frame_with_the_top3(runs, media_dir, tmp_path):
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    for index, frame in enumerate(read_frames(media_dir / CLIP, range(0, 60, 3))):
+        Image.fromarray(frame).save(folder / f"{index:04d}.jpg", quality=90)
+    args = ["predict", str(runs["pose"]), str(folder), "--window", "10"]
+    result = runner.invoke(app, [*args, "--render", str(tmp_path / "out.gif")])
+    assert result.exit_code == 0, result.output
+    with Image.open(tmp_path / "out.gif") as gif:
+        assert gif.n_frames == 20 and gif.size == (256, 308)
+        gif.seek(15)
+        caption = np.asarray(gif.convert("RGB"))[256:]
+    assert caption.max() > 200  # the top-3 text under the frame
+    result = runner.invoke(app, [*args, "--render", str(tmp_path / "out.mp4")])
+    assert result.exit_code == 0, result.output
+    assert len(read_frames(tmp_path / "out.mp4")) == 20
+    result = runner.invoke(app, [*args, "--render", str(tmp_path / "out.avi")])
+    assert result.exit_code == 1 and "write a .gif or an .mp4" in result.output
