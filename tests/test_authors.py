@@ -243,3 +243,34 @@ def test_eval_and_init_take_an_authors_file_directly(authors_shapes, tmp_path):
     result = runner.invoke(app, [*train, "16", "--workers", "0", "--no-progress"])
     assert result.exit_code == 0, result.output
     assert "0 missing, 0 unexpected, 0 with another shape" in result.output
+
+
+def test_converted_weights_give_the_authors_logits():
+    """The fidelity check names and shapes cannot give: the authors' network (transcribed in
+    tests/authors_reference.py from their code's description, Conv3d and their key names) and
+    epam's EpamNet with the converted weights compute the same logits, float error only."""
+    from authors_reference import AuthorsEpamNet
+
+    torch.manual_seed(0)
+    theirs = AuthorsEpamNet(classes=5).eval()
+    with torch.no_grad():  # trained-like weights: every BN gamma, beta and running stat random
+        for name, tensor in theirs.state_dict().items():
+            if not tensor.is_floating_point():
+                continue
+            if name.endswith(("bn.weight", "running_var")):
+                tensor.copy_(0.7 + 0.6 * torch.rand_like(tensor))
+            elif name.endswith(("bn.bias", "running_mean")):
+                tensor.copy_(0.2 * torch.randn_like(tensor))
+            else:
+                tensor.copy_(torch.randn_like(tensor) * (2.0 / tensor[0].numel()) ** 0.5)
+    ours_state, stream = convert_authors_state_dict(theirs.state_dict())
+    ours = build_model("epam", 5).eval()
+    load_weights(ours, ours_state, strict=True)
+    rgb, pose = torch.randn(2, 3, 8, 64, 64), torch.rand(2, 17, 24, 16, 16)
+    with torch.no_grad():
+        expected_rgb, expected_pose = theirs(rgb, pose)
+        got = ours(rgb, pose)
+    assert stream == "epam"
+    torch.testing.assert_close(got.pose, expected_pose, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got.rgb, expected_rgb, rtol=1e-4, atol=1e-4)
+    assert expected_rgb.std() > 1e-3 and (expected_rgb - expected_pose).abs().max() > 1e-3
