@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from epam_data.errors import VideoDecodeError
-from epam_data.video import VideoInfo
+from epam_data.video import VideoInfo, check_indices
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -162,22 +162,8 @@ def _check_indices(
     info: VideoInfo, indices: Sequence[int] | np.ndarray | None, asked: str
 ) -> np.ndarray:
     """Requested indices as int64 [T], all within the folder; None means every frame."""
-    if indices is None:
-        return np.arange(info.num_frames, dtype=np.int64)
-    wanted = np.asarray(indices)
-    if wanted.ndim != 1 or (wanted.size and not np.issubdtype(wanted.dtype, np.integer)):
-        raise TypeError(
-            f"frame indices must be a 1-D sequence of integers, got {wanted.dtype} {wanted.shape}"
-        )
-    wanted = wanted.astype(np.int64)
-    bad = wanted[(wanted < 0) | (wanted >= info.num_frames)]
-    if bad.size:
-        raise VideoDecodeError(
-            f"{info.path}: asked for {asked} but frame {int(bad[0])} is outside the folder: it "
-            f"holds {info.num_frames} frames (0-{info.num_frames - 1}, in name order); check the "
-            "frame indices or range"
-        )
-    return wanted
+    holds = f"it holds {info.num_frames} frames (0-{info.num_frames - 1}, in name order)"
+    return check_indices(info, indices, asked, where="the folder", found=holds)
 
 
 def _decode(files: list[Path], info: VideoInfo, indices: np.ndarray) -> np.ndarray:

@@ -260,10 +260,16 @@ def _frames_found(info: VideoInfo, holder: str = "the video has") -> str:
     return text
 
 
-def _check_indices(
-    info: VideoInfo, indices: Sequence[int] | np.ndarray | None, asked: str
+def check_indices(
+    info: VideoInfo,
+    indices: Sequence[int] | np.ndarray | None,
+    asked: str,
+    *,
+    where: str = "the video",
+    found: str | None = None,
 ) -> np.ndarray:
-    """Requested indices as int64 [T], all within the video; None means every frame."""
+    """Requested indices as int64 [T], all within `where` (the video, or a folder of frames); None
+    means every frame. `found` says what it holds, for the message (default: `_frames_found`)."""
     if indices is None:
         return np.arange(info.num_frames, dtype=np.int64)
     wanted = np.asarray(indices)
@@ -275,8 +281,8 @@ def _check_indices(
     bad = wanted[(wanted < 0) | (wanted >= info.num_frames)]
     if bad.size:
         raise VideoDecodeError(
-            f"{info.path}: asked for {asked} but frame {int(bad[0])} is outside the video: "
-            f"{_frames_found(info)}; check the frame indices or range"
+            f"{info.path}: asked for {asked} but frame {int(bad[0])} is outside {where}: "
+            f"{found or _frames_found(info)}; check the frame indices or range"
         )
     return wanted
 
@@ -376,7 +382,7 @@ def read_frames(path: str | Path, indices: Sequence[int] | np.ndarray | None = N
         return read_frame_images(path, indices)
     asked = _describe_request(None if indices is None else np.asarray(indices))
     reader, info = _open(path, asked)
-    wanted = _check_indices(info, indices, asked)
+    wanted = check_indices(info, indices, asked)
     return _get_batch(reader, info, wanted, asked)
 
 
@@ -433,6 +439,6 @@ def iter_frames(
         return
     asked = _describe_request(None if indices is None else np.asarray(indices))
     reader, info = _open(path, asked)
-    wanted = _check_indices(info, indices, asked)
+    wanted = check_indices(info, indices, asked)
     for begin in range(0, len(wanted), chunk_size):
         yield _get_batch(reader, info, wanted[begin : begin + chunk_size], asked)
