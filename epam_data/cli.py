@@ -363,7 +363,8 @@ def synth(
     ] = 48,
     frames: Annotated[int, typer.Option(help="Frames per sample.")] = 40,
     rgb_size: Annotated[
-        int, typer.Option(help="Side of the stored square RGB crops, in pixels.")
+        int,
+        typer.Option(help="Side of the stored square RGB crops, in pixels (small: a smoke test)."),
     ] = 64,
     seed: Annotated[
         int, typer.Option(help="Random seed; the same seed gives the same dataset.")
@@ -683,7 +684,11 @@ def extract(
     ] = 1,
     part: PartOption = None,
     rgb_size: Annotated[
-        int, typer.Option(help="Side of the stored square RGB crops, in pixels.")
+        int,
+        typer.Option(
+            help="Side of the stored square RGB crops, in pixels (training cuts its 224 px clips "
+            "from them, with room for its random crops)."
+        ),
     ] = 256,
     no_rgb: Annotated[
         bool, typer.Option("--no-rgb", help="Store no RGB crops (skeletons only).")
