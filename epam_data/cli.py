@@ -370,7 +370,8 @@ def synth(
         int, typer.Option(help="Random seed; the same seed gives the same dataset.")
     ] = 0,
     heatmaps: Annotated[
-        str, typer.Option(help="Also store uint8 heatmap volumes: joint, limb or joint,limb.")
+        str,
+        typer.Option(help="Also store uint8 heatmap volumes: joint, limb, or both (= joint,limb)."),
     ] = "",
 ) -> None:
     """Write a small synthetic prepared dataset (shards, index, manifests synth_train/synth_test)
@@ -412,7 +413,9 @@ def synth(
 
 
 def _heatmap_kinds(text: str) -> tuple[str, ...]:
-    return tuple(kind.strip() for kind in text.split(",") if kind.strip())
+    """`--heatmaps joint,limb` (or `both`, the name `epam-train --heatmap` uses) -> kinds."""
+    kinds = tuple(kind.strip() for kind in text.split(",") if kind.strip())
+    return ("joint", "limb") if kinds == ("both",) else kinds
 
 
 def _command_info() -> dict[str, object]:
@@ -538,7 +541,8 @@ PartOption = Annotated[
 ]
 JpegQualityOption = Annotated[int, typer.Option(help="JPEG quality of the crops (1-100).")]
 HeatmapsOption = Annotated[
-    str, typer.Option(help="Also store uint8 heatmap volumes: joint, limb or joint,limb.")
+    str,
+    typer.Option(help="Also store uint8 heatmap volumes: joint, limb, or both (= joint,limb)."),
 ]
 HeatmapSizeOption = Annotated[int, typer.Option(help="Side of the stored heatmap canvas.")]
 SamplesPerShardOption = Annotated[int, typer.Option(help="Samples per HDF5 shard.")]

@@ -142,7 +142,10 @@ class TrainConfig:
     rgb_size: int = option(224, "RGB side in pixels (4 x --heatmap-size for EPAM-Net).", min=1)
     heatmap_size: int = option(56, "Heatmap side in pixels.", min=1)
     heatmap: str = option(
-        "joint", "Pose input: joint, limb or both volumes.", choices=HEATMAP_KINDS
+        "joint",
+        "Pose input: joint, limb or both volumes (both: 34 channels; what `epam-data extract "
+        "--heatmaps both` stores).",
+        choices=HEATMAP_KINDS,
     )
     render: str = option(
         "auto",

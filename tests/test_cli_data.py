@@ -160,3 +160,13 @@ def test_info_on_a_dataset_json_whose_options_are_not_a_mapping(tmp_path, option
     result = invoke(data_app, ["info", tmp_path])
     assert result.exit_code == 1 and "'options' is a" in result.output
     assert "Traceback" not in result.output
+
+
+def test_heatmaps_both_is_joint_and_limb_as_in_epam_train(tmp_path):
+    """`--heatmaps both` stores what `epam-train --heatmap both` reads: joint and limb volumes."""
+    out = tmp_path / "synth"
+    args = ["synth", out, "--classes", "2", "--samples", "2", "--frames", "4", "--heatmaps", "both"]
+    result = invoke(data_app, args)
+    assert result.exit_code == 0, result.output
+    options = json.loads((out / "dataset.json").read_text())["options"]
+    assert options["heatmaps"] == ["joint", "limb"]
