@@ -191,10 +191,17 @@ def test_mp4_cut_short_lists_frames_it_cannot_decode(videos):
     assert (
         read_frames(path, range(first_bad)).shape[0] == first_bad
     )  # the frames before it still decode
-    with pytest.raises(VideoDecodeError, match=f"cannot decode frame {first_bad}"):
-        list(iter_frames(path, chunk_size=8))
-    with pytest.raises(VideoDecodeError, match=f"cannot decode frame {first_bad}"):
-        read_frame_range(path, first_bad - 1, info.num_frames - 1)
+    # Other access orders name a frame at most the decoder delay (4 frames) earlier: decord fails on
+    # the frames before a broken packet too, depending on what it was asked before (seen: 24 when
+    # reading in chunks of 8, 28 when reading all at once).
+    for read in (
+        lambda: list(iter_frames(path, chunk_size=8)),
+        lambda: read_frame_range(path, first_bad - 1, info.num_frames - 1),
+    ):
+        with pytest.raises(VideoDecodeError, match="cannot decode frame") as other:
+            read()
+        named = int(str(other.value).split("cannot decode frame ")[1].split()[0])
+        assert first_bad - 4 <= named <= first_bad, (named, first_bad)
 
 
 @pytest.mark.parametrize("quarter", [1, 2, 3])
