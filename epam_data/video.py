@@ -24,7 +24,8 @@ a C-contiguous uint8 array):
   short). If it falls just past a packet's start, decord lists that packet as a frame but cannot
   decode it, nor the two or three before it (decoder delay), and `get_batch` raises "Error sending
   packet" only when asked for them: decord reports more frames than it can decode. We find and name
-  the first frame that fails;
+  the first frame that fails for that request (another order of reads may fail up to the decoder
+  delay earlier);
 * an AVI cut short: decord silently lists only the frames that are still there. The AVI header still
   declares the original count, so `VideoInfo.declared_frames` exposes it and a request past the end
   says that the file looks truncated;
