@@ -852,10 +852,13 @@ def _restore_or_seed(run: _Run, saved: dict[str, Any] | None) -> int:
 def _restore_schedule(scheduler: Any, state: Mapping[str, Any]) -> None:
     """Put the schedule at the saved iteration and set each group's lr from this run's plan.
 
-    Only the iteration count is taken from the checkpoint: the curve is the one this run builds
-    (`warmup_cosine` over its own --epochs), so `--resume --epochs N` re-plans the rest of a run
-    over N epochs, and checkpoints written with CosineAnnealingLR resume on the same curve.
+    The iteration count comes from the checkpoint and the base lr from the restored optimiser (a
+    run keeps the rate it started with, also one written before the recipes existed); the curve is
+    the one this run builds (`warmup_cosine` over its own --epochs), so `--resume --epochs N`
+    re-plans the rest of a run over N epochs. Checkpoints written with CosineAnnealingLR resume on
+    the same cosine, past the warm-up a from-scratch run now gets (5 % of its epochs).
     """
+    scheduler.base_lrs = [group["initial_lr"] for group in scheduler.optimizer.param_groups]
     scheduler.last_epoch = int(state["last_epoch"])
     scheduler._step_count = scheduler.last_epoch + 1
     rates = [
