@@ -20,12 +20,11 @@ import pandas as pd
 
 from epam_data.errors import EpamError
 from epam_data.protocols import Protocol
-from epam_data.splits import META_COLUMNS, SPLIT_ORDER, SplitReport, write_manifests
+from epam_data.splits import SPLIT_ORDER, SplitReport, manifest_frame, write_manifests
 
 __all__ = ["SplitPlan", "hold_out_groups", "make_custom_splits"]
 
 RANDOM = "random"
-INT_COLUMNS = ("label", "subject", "camera", "setup", "replication")
 
 
 @dataclass(frozen=True)
@@ -129,17 +128,6 @@ def _natural(value: str) -> tuple[int, int | str]:
     return (0, int(value)) if value.lstrip("-").isdigit() else (1, value)
 
 
-def _manifest(rows: pd.DataFrame) -> pd.DataFrame:
-    """Rows as the official manifests have them: sample_id,label,label_name + filled metadata."""
-    columns = ["sample_id", "label", "label_name", *(c for c in META_COLUMNS if c in rows)]
-    frame = rows[columns].replace("", None)
-    frame = frame.drop(columns=[c for c in META_COLUMNS if c in frame and frame[c].isna().all()])
-    for column in INT_COLUMNS:
-        if column in frame.columns:
-            frame[column] = pd.to_numeric(frame[column]).astype("Int64")
-    return frame.sort_values("sample_id", ignore_index=True)
-
-
 def _classes(index: pd.DataFrame) -> tuple[str, ...]:
     """Class names by label, from the index (a label without a name is named by its number)."""
     names = index.groupby(index["label"].astype(int))["label_name"].first()
@@ -161,7 +149,7 @@ def make_custom_splits(dataset_dir: Path, plan: SplitPlan, out_dir: Path) -> Spl
     counts: dict[str, object] = {"protocol": name}
     for split in SPLIT_ORDER:
         if len(parts[split]) or split != "val":
-            report.manifests[f"{name}_{split}"] = _manifest(parts[split])
+            report.manifests[f"{name}_{split}"] = manifest_frame(parts[split])
             counts[split] = len(parts[split])
     counts["not in protocol"], counts["in no split"] = 0, 0
     report.counts.append(counts)

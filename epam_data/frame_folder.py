@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from epam_data.errors import VideoDecodeError
-from epam_data.video import VideoInfo, check_indices
+from epam_data.video import VideoInfo, check_indices, describe_request
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -58,17 +58,6 @@ def _natural_key(path: Path) -> tuple[int, tuple[str | int, ...], str]:
     if len(parts) == 1:
         return (1, (parts[0],), path.name)
     return (0, tuple(int(part) if i % 2 else part for i, part in enumerate(parts)), path.name)
-
-
-def _describe_request(indices: np.ndarray | None) -> str:
-    """'all frames', 'frame 3', '12 frames (0..11)': the request, as the messages say it."""
-    if indices is None:
-        return "all frames"
-    if len(indices) == 0:
-        return "no frames"
-    if len(indices) == 1:
-        return f"frame {int(indices[0])}"
-    return f"{len(indices)} frames ({int(indices.min())}..{int(indices.max())})"
 
 
 def _reason(path: Path, err: BaseException) -> str:
@@ -202,7 +191,7 @@ def read_frame_images(
 ) -> np.ndarray:
     """The given frames (0-based positions in frame order, any order, repeats allowed) or, with
     None, every frame, as uint8 [N, H, W, 3] RGB in the order asked. Raises VideoDecodeError."""
-    asked = _describe_request(None if indices is None else np.asarray(indices))
+    asked = describe_request(None if indices is None else np.asarray(indices))
     files, info = _open(folder)
     return _decode(files, info, _check_indices(info, indices, asked))
 
@@ -214,7 +203,7 @@ def iter_frame_images(
     all indices are checked before the first chunk is decoded, and memory holds one chunk."""
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
-    asked = _describe_request(None if indices is None else np.asarray(indices))
+    asked = describe_request(None if indices is None else np.asarray(indices))
     files, info = _open(folder)
     wanted = _check_indices(info, indices, asked)
     for begin in range(0, len(wanted), chunk_size):

@@ -54,7 +54,7 @@ from epam_data.runloop import (
     write_rejected,
 )
 from epam_data.shards import PreparedSample, ShardReader, write_dataset_json
-from epam_data.splits import META_COLUMNS, SplitReport, write_manifests
+from epam_data.splits import META_COLUMNS, SplitReport, manifest_frame, write_manifests
 from epam_data.video import VideoInfo, iter_frames, probe_video
 
 __all__ = [
@@ -640,7 +640,6 @@ def _write_split_manifests(
     writes), with the finished samples of status ok and a label only, and `<protocol>_classes.csv`
     (our class names where the dataset and protocol are known, else the label ids up to the pickle's
     largest); split ids left out are counted."""
-    import pandas as pd
 
     ok = _ok_ids(out_dir)
     top = max((sample.label for sample in samples.values() if sample.label is not None), default=-1)
@@ -670,22 +669,8 @@ def _write_split_manifests(
             }
             for s in kept
         ]
-        frame = pd.DataFrame(
-            rows, columns=["sample_id", "label", "label_name", *META_COLUMNS]
-        ).replace("", None)
-        frame = frame.drop(columns=[c for c in META_COLUMNS if frame[c].isna().all()])
-        for column in (
-            "label",
-            "subject",
-            "camera",
-            "setup",
-            "replication",
-            "start_frame",
-            "end_frame",
-        ):
-            if column in frame.columns:
-                frame[column] = frame[column].astype("Int64")
-        manifests[name] = frame.sort_values("sample_id", ignore_index=True)
+        frame = manifest_frame(rows)
+        manifests[name] = frame
         protocols[protocol] = Protocol(
             dataset, protocol, "from the PYSKL pickle", "sample_id", {}, names
         )

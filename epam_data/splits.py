@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,7 @@ __all__ = [
     "build_manifests",
     "write_manifests",
     "make_splits",
+    "manifest_frame",
 ]
 
 SPLIT_ORDER = ("train", "val", "test")
@@ -50,6 +52,24 @@ META_COLUMNS = (
     "start_frame",
     "end_frame",
 )
+
+
+# Manifest columns written as integers (pandas reads a column with an empty cell as floats).
+INT_COLUMNS = ("label", "subject", "camera", "setup", "replication", "start_frame", "end_frame")
+
+
+def manifest_frame(rows: Iterable[dict[str, object]] | pd.DataFrame) -> pd.DataFrame:
+    """Rows as every manifest has them: sample_id,label,label_name, then the metadata columns the
+    samples fill (`META_COLUMNS`, empty ones dropped), integers as integers, sorted by sample id.
+    Official protocols, imported pickles and `splits --by` all write through here."""
+    frame = pd.DataFrame(rows)
+    columns = ["sample_id", "label", "label_name", *(c for c in META_COLUMNS if c in frame)]
+    frame = frame.reindex(columns=columns).replace("", None)
+    frame = frame.drop(columns=[c for c in META_COLUMNS if c in frame and frame[c].isna().all()])
+    for column in INT_COLUMNS:
+        if column in frame.columns:
+            frame[column] = pd.to_numeric(frame[column]).astype("Int64")
+    return frame.sort_values("sample_id", ignore_index=True)
 
 
 @dataclass
@@ -238,16 +258,7 @@ def build_manifests(
     for split in sorted(
         rows, key=lambda name: SPLIT_ORDER.index(name) if name in SPLIT_ORDER else 99
     ):
-        frame = pd.DataFrame(
-            rows[split], columns=["sample_id", "label", "label_name", *META_COLUMNS]
-        )
-        frame = frame.replace("", None)
-        empty = [column for column in META_COLUMNS if frame[column].isna().all()]
-        frame = frame.drop(columns=empty).sort_values("sample_id", ignore_index=True)
-        for column in ("subject", "camera", "setup", "replication", "start_frame", "end_frame"):
-            if column in frame.columns:
-                frame[column] = frame[column].astype("Int64")
-        frames[split] = frame
+        frames[split] = manifest_frame(rows[split])
     if protocol.val_fraction > 0 and "train" in frames:
         _carve_val(frames, protocol)
         frames = {split: frames[split] for split in SPLIT_ORDER if split in frames}

@@ -160,9 +160,7 @@ def _avi_declared_frames(path: Path) -> int | None:
     return declared or None
 
 
-def _describe_request(
-    indices: np.ndarray | None, frame_range: tuple[int, int] | None = None
-) -> str:
+def describe_request(indices: np.ndarray | None, frame_range: tuple[int, int] | None = None) -> str:
     """'all frames', 'frames 10-250', '32 frames (3..97)': the request, as the error messages say
     it."""
     if frame_range is not None:
@@ -381,7 +379,7 @@ def read_frames(path: str | Path, indices: Sequence[int] | np.ndarray | None = N
         from epam_data.frame_folder import read_frame_images
 
         return read_frame_images(path, indices)
-    asked = _describe_request(None if indices is None else np.asarray(indices))
+    asked = describe_request(None if indices is None else np.asarray(indices))
     reader, info = _open(path, asked)
     wanted = check_indices(info, indices, asked)
     return _get_batch(reader, info, wanted, asked)
@@ -395,7 +393,7 @@ def read_frame_range(path: str | Path, start: int, end: int, *, stride: int = 1)
     raises VideoDecodeError (the range usually comes from a label file, so it is the user's to
     check), never a silently shorter clip.
     """
-    asked = _describe_request(None, (start, end))
+    asked = describe_request(None, (start, end))
     if stride < 1:
         raise ValueError(f"stride must be at least 1, got {stride}")
     if start < 0 or end < start:
@@ -438,7 +436,7 @@ def iter_frames(
 
         yield from iter_frame_images(path, indices, chunk_size=chunk_size)
         return
-    asked = _describe_request(None if indices is None else np.asarray(indices))
+    asked = describe_request(None if indices is None else np.asarray(indices))
     reader, info = _open(path, asked)
     wanted = check_indices(info, indices, asked)
     for begin in range(0, len(wanted), chunk_size):
