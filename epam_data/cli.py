@@ -21,6 +21,7 @@ from epam_data.splits import SplitReport, make_splits, read_names, scan_index
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from epam_data.extract import ExtractOptions
     from epam_data.runloop import ExtractReport
 
 __all__ = ["app"]
@@ -727,7 +728,6 @@ def extract(
     Exit code 1 when any sample failed (listed in OUT/failures.csv; a re-run retries them), else 0.
     """
     from epam_data.extract import ExtractOptions, extract_dataset
-    from epam_data.runloop import parse_part
 
     backend_options = _backend_options(
         det_config=det_config,
@@ -740,7 +740,8 @@ def extract(
         device=device,
         threads=threads,
     )
-    try:
+
+    def run(**more: object) -> ExtractReport:
         _check_extract_input(dataset, input_dir)
         options = ExtractOptions(
             backend=backend,
@@ -752,34 +753,52 @@ def extract(
             heatmap_size=heatmap_size,
             backend_options=backend_options,
         )
+        return extract_dataset(
+            input_dir,
+            out,
+            dataset,
+            options=options,
+            jobs=jobs,
+            samples_per_shard=samples_per_shard,
+            max_shard_bytes=max_shard_bytes,
+            sample_timeout=sample_timeout,
+            labels_dir=labels,
+            list_file=list_file,
+            dask_address=dask,
+            ray_address=ray,
+            limit=limit,
+            **more,
+        )
+
+    report = _run_with_progress("extract", part, run)
+    print_extract_report(report)
+    _exit_on_nothing_or_failures(report, input_dir, "no video file or frame folder")
+
+
+def _run_with_progress(
+    command: str, part: Optional[str], run: Callable[..., ExtractReport]
+) -> ExtractReport:
+    """`run(part=..., info=..., on_start=..., on_result=...)` under the progress bar; a problem
+    with the run (bad options, a read-only or full OUT) is one error line, not a traceback."""
+    from epam_data.runloop import parse_part
+
+    try:
         part_index = parse_part(part) if part is not None else None
-        report = _with_progress(
-            "extract",
-            lambda **callbacks: extract_dataset(
-                input_dir,
-                out,
-                dataset,
-                options=options,
-                jobs=jobs,
-                part=part_index,
-                samples_per_shard=samples_per_shard,
-                max_shard_bytes=max_shard_bytes,
-                sample_timeout=sample_timeout,
-                labels_dir=labels,
-                list_file=list_file,
-                dask_address=dask,
-                ray_address=ray,
-                limit=limit,
-                info=_command_info(),
-                **callbacks,
-            ),
+        return _with_progress(
+            command, lambda **callbacks: run(part=part_index, info=_command_info(), **callbacks)
         )
     except (EpamError, ValueError) as err:
         raise fail(str(err)) from None
     except OSError as err:  # read-only or full OUT, OUT that is a file: one line, no traceback
         raise fail(os_error_line(err)) from None
-    print_extract_report(report)
-    _exit_on_nothing_or_failures(report, input_dir, "no video file or frame folder")
+
+
+def _import_options(backend: str, max_persons: Optional[int], **stored: object) -> ExtractOptions:
+    """extract's options for an import: no pose model runs, the rest is stored as extract does."""
+    from epam_data.extract import ExtractOptions
+
+    heatmaps = _heatmap_kinds(str(stored.pop("heatmaps")))
+    return ExtractOptions(backend=backend, max_persons=max_persons, heatmaps=heatmaps, **stored)
 
 
 def _exit_on_nothing_or_failures(report: ExtractReport, source: object, nothing: str) -> None:
@@ -842,42 +861,32 @@ def import_pyskl(
     Safe to re-run. Exit code 1 when any sample failed (e.g. its video is missing; listed in
     OUT/failures.csv).
     """
-    from epam_data.extract import ExtractOptions
     from epam_data.pyskl import import_pyskl as run_import
-    from epam_data.runloop import parse_part
 
-    try:
-        options = ExtractOptions(
-            backend="pyskl",
-            max_persons=max_persons,
-            rgb_size=rgb_size,
-            jpeg_quality=jpeg_quality,
-            heatmaps=_heatmap_kinds(heatmaps),
-            heatmap_size=heatmap_size,
-        )
-        part_index = parse_part(part) if part is not None else None
-        report = _with_progress(
-            "import-pyskl",
-            lambda **callbacks: run_import(
-                pkl,
-                out,
-                dataset,
-                videos_dir=videos,
-                options=options,
-                jobs=jobs,
-                part=part_index,
-                samples_per_shard=samples_per_shard,
-                dask_address=dask,
-                ray_address=ray,
-                limit=limit,
-                info=_command_info(),
-                **callbacks,
+    report = _run_with_progress(
+        "import-pyskl",
+        part,
+        lambda **run: run_import(
+            pkl,
+            out,
+            dataset,
+            videos_dir=videos,
+            options=_import_options(
+                "pyskl",
+                max_persons,
+                rgb_size=rgb_size,
+                jpeg_quality=jpeg_quality,
+                heatmaps=heatmaps,
+                heatmap_size=heatmap_size,
             ),
-        )
-    except (EpamError, ValueError) as err:
-        raise fail(str(err)) from None
-    except OSError as err:  # read-only or full OUT, OUT that is a file: one line, no traceback
-        raise fail(os_error_line(err)) from None
+            jobs=jobs,
+            samples_per_shard=samples_per_shard,
+            dask_address=dask,
+            ray_address=ray,
+            limit=limit,
+            **run,
+        ),
+    )
     print_extract_report(report, "import-pyskl", listed="annotations listed")
     for name, (listed, written) in report.manifests.items():
         console.print(
@@ -917,40 +926,30 @@ def import_penn_action(
 
     Safe to re-run. Exit code 1 when any clip failed (listed in OUT/failures.csv).
     """
-    from epam_data.extract import ExtractOptions
     from epam_data.penn_import import import_penn_action as run_import
-    from epam_data.runloop import parse_part
 
-    try:
-        options = ExtractOptions(
-            backend="penn-action",
-            max_persons=1,
-            rgb_size=rgb_size,
-            jpeg_quality=jpeg_quality,
-            heatmaps=_heatmap_kinds(heatmaps),
-            heatmap_size=heatmap_size,
-        )
-        part_index = parse_part(part) if part is not None else None
-        report = _with_progress(
-            "import-penn-action",
-            lambda **callbacks: run_import(
-                root,
-                out,
-                frames_dir=frames,
-                with_frames=not pose_only,
-                options=options,
-                jobs=jobs,
-                part=part_index,
-                samples_per_shard=samples_per_shard,
-                limit=limit,
-                info=_command_info(),
-                **callbacks,
+    report = _run_with_progress(
+        "import-penn-action",
+        part,
+        lambda **run: run_import(
+            root,
+            out,
+            frames_dir=frames,
+            with_frames=not pose_only,
+            options=_import_options(
+                "penn-action",
+                1,
+                rgb_size=rgb_size,
+                jpeg_quality=jpeg_quality,
+                heatmaps=heatmaps,
+                heatmap_size=heatmap_size,
             ),
-        )
-    except (EpamError, ValueError) as err:
-        raise fail(str(err)) from None
-    except OSError as err:
-        raise fail(os_error_line(err)) from None
+            jobs=jobs,
+            samples_per_shard=samples_per_shard,
+            limit=limit,
+            **run,
+        ),
+    )
     print_extract_report(report, "import-penn-action", listed="clips listed")
     _exit_on_nothing_or_failures(report, root, "no readable label file")
     console.print(f"next: epam-data splits {out}", highlight=False, markup=False)

@@ -12,7 +12,7 @@ from typing import Any
 
 from epam_data.errors import EpamError
 from epam_model.checkpoints import load_checkpoint
-from epam_model.data import HEATMAP_INPUTS
+from epam_model.data import HEATMAP_INPUTS, ClipConfig
 from epam_model.epamnet import STREAMS
 
 __all__ = [
@@ -252,6 +252,17 @@ class TrainConfig:
         if self.warmup_epochs is not None:
             return self.warmup_epochs
         return 0.05 * self.epochs if self.recipe == "scratch" else 0.0
+
+    def clip_config(self) -> ClipConfig:
+        """The clip settings this run trains on (and its checkpoints are evaluated and predicted
+        with)."""
+        return ClipConfig(
+            pose_frames=self.pose_frames,
+            rgb_every=self.rgb_every,
+            rgb_size=self.rgb_size,
+            heatmap_size=self.heatmap_size,
+            heatmap=self.heatmap,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -61,7 +61,7 @@ from epam_model.checkpoints import (
 )
 from epam_model.config import RUN_ONLY_FIELDS, TrainConfig
 from epam_model.confusion_plot import draw_confusion_png
-from epam_model.data import ClipConfig, ClipDataset, available_splits, model_inputs, worker_init_fn
+from epam_model.data import ClipDataset, available_splits, model_inputs, worker_init_fn
 from epam_model.distributed import (
     DistEnv,
     autocast_context,
@@ -370,17 +370,6 @@ def _check_resume(checkpoint: Mapping[str, Any], config: TrainConfig, path: Path
             f"{path}: --resume with other options ({'; '.join(differ)}); drop them to continue the "
             "run as it was, or start a new one with another --out"
         )
-
-
-def _clip_config(config: TrainConfig) -> Any:
-
-    return ClipConfig(
-        pose_frames=config.pose_frames,
-        rgb_every=config.rgb_every,
-        rgb_size=config.rgb_size,
-        heatmap_size=config.heatmap_size,
-        heatmap=config.heatmap,
-    )
 
 
 def _render_mode(config: TrainConfig, device: torch.device) -> str:
@@ -747,7 +736,7 @@ def _build_run(
 ) -> _Run:
     """Datasets, model, loader and SGD + cosine schedule (per iteration, docs/architecture.md 10) of
     a run."""
-    clip_config = _clip_config(config)
+    clip_config = config.clip_config()
     train_set, val_set = _make_datasets(config, clip_config, _render_mode(config, device))
     _check_splits(train_set, val_set, log)
     model, model_args = _build_training_model(
@@ -1087,10 +1076,9 @@ def evaluate(
     if saved.get("channels_last", True):
         model = model.to(memory_format=torch.channels_last)
     model = model.to(torch_device)
-    clip_config = _clip_config(
-        TrainConfig.from_dict({**saved, "dataset_dir": str(dataset_dir), "protocol": protocol})
-    )
-    render = _render_mode(TrainConfig.from_dict(saved), torch_device)
+    trained = TrainConfig.from_dict(saved)
+    clip_config = trained.clip_config()
+    render = _render_mode(trained, torch_device)
     total: dict[str, np.ndarray] = {}
     for clip in range(clips):
         dataset = _eval_dataset(

@@ -30,7 +30,8 @@ from epam_data.extract import ExtractOptions, VideoSpec, prepare_video
 from epam_data.shards import PreparedSample
 from epam_model.authors import load_any_checkpoint
 from epam_model.checkpoints import build_from_checkpoint, find_checkpoint
-from epam_model.data import ClipConfig, clip_tensors, model_inputs, uniform_sample_frames
+from epam_model.config import TrainConfig
+from epam_model.data import clip_tensors, model_inputs, uniform_sample_frames
 from epam_model.distributed import resolve_device
 from epam_model.engine import forward_heads
 from epam_model.predict_render import render_prediction
@@ -54,16 +55,9 @@ class Predictor:
     ):
         self.checkpoint = find_checkpoint(source)
         payload = load_any_checkpoint(self.checkpoint)
-        saved = payload["config"]
         self.stream = payload["model_args"]["stream"]
         self.class_names = list(payload["class_names"])
-        self.config = ClipConfig(
-            pose_frames=saved["pose_frames"],
-            rgb_every=saved["rgb_every"],
-            rgb_size=saved["rgb_size"],
-            heatmap_size=saved["heatmap_size"],
-            heatmap=saved["heatmap"],
-        )
+        self.config = TrainConfig.from_dict(payload["config"]).clip_config()
         self.device = resolve_device(device)
         self.model = build_from_checkpoint(payload).to(self.device).eval()
         self.options = ExtractOptions(
