@@ -201,7 +201,9 @@ def find_videos(input_dir: Path) -> list[Path]:
     is one sample, like a video file: it is not searched further, and folders whose path has a
     hidden part (`.cache/`, `.ipynb_checkpoints/`) are never taken as frame folders. A link to a
     frame folder is a sample, as a link to a video file is; links to other folders are not
-    followed, as before.
+    followed, as before. A link with a video's name that leads nowhere (broken, or a loop of links)
+    is listed too, so that `list_samples` can say why it is left out instead of skipping it
+    silently.
     """
     from epam_data.frame_folder import is_frame_folder
 
@@ -226,9 +228,21 @@ def find_videos(input_dir: Path) -> list[Path]:
             for name in names
             if not name.startswith(".")
             and Path(name).suffix.lower() in VIDEO_EXTENSIONS
-            and (here / name).is_file()
+            and ((here / name).is_file() or (here / name).is_symlink())
         )
     return sorted(found)
+
+
+def _dead_links(videos: list[Path], input_dir: Path) -> tuple[list[Path], list[Rejected]]:
+    """(the videos that can be opened, a rejected row for each link that leads nowhere)."""
+    alive, dead = [], []
+    for video in videos:
+        if video.is_symlink() and not video.exists():
+            reason = "a link that leads to no file (broken, or a loop of links)"
+            dead.append(Rejected(str(video.relative_to(input_dir)), reason))
+        else:
+            alive.append(video)
+    return alive, dead
 
 
 def list_samples(
@@ -259,7 +273,8 @@ def list_samples(
                 continue
             found.append((sample, video))
     else:
-        videos = find_videos(input_dir)
+        videos, dead = _dead_links(find_videos(input_dir), input_dir)
+        rejected.extend(dead)
         if list_file is not None:
             wanted = {normalize_name(name) for name in read_names(list_file)}
             videos = [video for video in videos if normalize_name(video.name) in wanted]

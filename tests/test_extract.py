@@ -660,3 +660,22 @@ def test_list_paths_cannot_leave_the_input_folder(tmp_path: Path) -> None:
     assert [sample.path for sample, _ in samples] == ["a.mp4"]
     assert [item.name for item in rejected] == ["../outside/secret.mp4"]
     assert "leaves" in rejected[0].reason
+
+
+def test_dead_links_are_rejected_with_a_reason(tmp_path: Path) -> None:
+    """A video-named link that loops onto itself or points to nothing is a rejected.csv row that
+    says so (it was skipped without a word); the real video beside it is listed."""
+    from epam_data.extract import list_samples
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    (videos / "S001C001P001R001A001_rgb.mp4").write_bytes(b"not read here")
+    (videos / "S001C001P001R001A002_rgb.mp4").symlink_to("S001C001P001R001A002_rgb.mp4")
+    (videos / "S001C001P001R001A003_rgb.avi").symlink_to(tmp_path / "gone.avi")
+    samples, rejected = list_samples(videos, "ntu60")
+    assert [sample.sample_id for sample, _ in samples] == ["S001C001P001R001A001"]
+    assert sorted(item.name for item in rejected) == [
+        "S001C001P001R001A002_rgb.mp4",
+        "S001C001P001R001A003_rgb.avi",
+    ]
+    assert all("loop of links" in item.reason for item in rejected)

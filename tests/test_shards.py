@@ -570,7 +570,7 @@ def test_rebuild_index_from_the_shards_alone(tmp_path):
     for sidecar in (tmp_path / "shards").glob("*.csv"):
         if not sidecar.name.endswith("failures.csv"):
             sidecar.unlink()
-    with pytest.raises(ShardError, match="run rebuild_index"):
+    with pytest.raises(ShardError, match="verify --repair` rebuilds it"):
         ShardReader(tmp_path)
     assert done_ids(tmp_path) == {
         row["sample_id"] for row in before
@@ -1058,3 +1058,16 @@ def test_an_index_written_before_the_split_column_still_verifies_and_is_upgraded
         writer.write(prepared_sample(5))
     rows = index_rows(tmp_path)
     assert len(rows) == 3 and all(row["split"] == "" for row in rows)
+
+
+def test_the_fix_the_reader_names_works(tmp_path):
+    """`epam-data verify --repair`, which the reader's message names, rebuilds a lost index.csv."""
+    from epam_data.shards import repair_dataset
+
+    with ShardWriter(tmp_path, samples_per_shard=2) as writer:
+        for i in range(3):
+            writer.write(prepared_sample(i))
+    before = index_rows(tmp_path)
+    (tmp_path / "index.csv").unlink()
+    assert repair_dataset(tmp_path).samples == 3 and index_rows(tmp_path) == before
+    assert len(ShardReader(tmp_path).rows) == 3

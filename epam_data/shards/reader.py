@@ -46,7 +46,7 @@ class ShardReader(Mapping[str, PreparedSample]):
         index = self.out_dir / "index.csv"
         if not index.is_file():
             hint = (
-                " (shards/ exists: run rebuild_index on it)"
+                " (shards/ exists: `epam-data verify --repair` rebuilds it)"
                 if finished_shards(self.out_dir)
                 else ""
             )
@@ -58,7 +58,8 @@ class ShardReader(Mapping[str, PreparedSample]):
         missing = [column for column in ("sample_id", "shard") if column not in header]
         if missing:
             raise ShardError(
-                f"{index}: no {' or '.join(missing)} column; rebuild it with rebuild_index"
+                f"{index}: no {' or '.join(missing)} column; rebuild it with "
+                "`epam-data verify --repair`"
             )
         self._shard_of = {row["sample_id"]: row["shard"] for row in self.rows}
         self._files: OrderedDict[str, h5py.File] = OrderedDict()
@@ -104,7 +105,7 @@ class ShardReader(Mapping[str, PreparedSample]):
         except KeyError as err:
             raise ShardError(
                 f"{h5file.filename}: no group {sample_id!r} although index.csv lists it there; "
-                "rebuild the index (rebuild_index)"
+                "rebuild the index with `epam-data verify --repair`"
             ) from err
 
     def read(
