@@ -181,13 +181,16 @@ class ExtractOptions:
 
 @dataclass(frozen=True)
 class VideoSpec:
-    """One sample to prepare: its metadata, the video file (absolute) and its path relative to the
-    input root."""
+    """One sample to prepare: its metadata, the video file (absolute), its path relative to the
+    input root and, for datasets that ship person boxes (Penn Action), the annotated person's box
+    (x1, y1, x2, y2) in each frame, so the backend starts its track on that person rather than on
+    whoever its detector finds first (a catcher, an umpire)."""
 
     sample: Sample
     path: str
     source: str
     options: ExtractOptions
+    person_boxes: np.ndarray | None = None  # [frames, 4], zeros where a frame has no box
 
 
 # --- the samples of a run -------------------------------------------------------------------------
@@ -461,6 +464,25 @@ def heatmap_volumes(
     return volumes
 
 
+def _label_boxes(dataset: str, labels_dir: Path | None, sample: Sample) -> np.ndarray | None:
+    """The annotated person's boxes of a Penn Action clip (its label file), else None."""
+    if dataset != "penn_action" or labels_dir is None:
+        return None
+    from epam_data.datasets.penn_action import read_penn_label
+
+    return read_penn_label(labels_dir / f"{sample.sample_id}.mat").boxes[0]
+
+
+def _start_from_label_box(backend: Any, boxes: np.ndarray | None, first_frame: int) -> None:
+    """Start the backend's track on the annotated box of the first decoded frame, where the
+    dataset gives one and the backend can (`BlazePoseBackend.start_tracks`)."""
+    if boxes is None or not hasattr(backend, "start_tracks") or first_frame >= len(boxes):
+        return
+    box = boxes[first_frame]
+    if box[2] > box[0] and box[3] > box[1]:
+        backend.start_tracks(box[None])
+
+
 def prepare_video(spec: VideoSpec, *, times: StageTimes | None = None) -> PreparedSample:
     """Decode, pose, persons, crops and heatmaps of one sample (module docstring). Raises
     VideoDecodeError (or another EpamError) when the sample cannot be prepared; `times` collects
@@ -474,6 +496,7 @@ def prepare_video(spec: VideoSpec, *, times: StageTimes | None = None) -> Prepar
     max_persons = default_max_persons(sample, options.max_persons)
     backend = _backend(options, max_persons)
     backend.reset()
+    _start_from_label_box(backend, spec.person_boxes, int(indices[0]) if len(indices) else 0)
     height, width = info.frame_hw
     hold = (
         options.rgb_size is not None
@@ -585,7 +608,12 @@ def extract_dataset(
     write_dataset_json(out_dir, dataset, options.dataset_options(backend.model_ids), info=info)
     del backend
     write_rejected(out_dir, rejected)
-    specs = [VideoSpec(sample, str(video), sample.path, options) for sample, video in samples]
+    specs = [
+        VideoSpec(
+            sample, str(video), sample.path, options, _label_boxes(dataset, labels_dir, sample)
+        )
+        for sample, video in samples
+    ]
     run_samples(
         specs,
         prepare_video,

@@ -243,3 +243,36 @@ def write_subset(out: Path, rows: list[dict], chosen: tuple[str, ...], per_class
         writer = csv.writer(stream)
         writer.writerow(["label", "name"])
         writer.writerows(enumerate(chosen))
+
+
+def test_extract_starts_on_the_annotated_person_box(labels, media_dir, tmp_path):
+    """With Penn Action's labels, extract starts its track on the label's person box, so with one
+    person kept it is the annotated one, not whoever the detector finds first: a label boxing the
+    left player keeps the left player, one boxing the right player the right one."""
+    import scipy.io
+
+    from epam_data.pose import load_backend
+
+    video = read_frames(media_dir / "two_players_426x240.mp4", range(8))
+    frames = tmp_path / "frames" / "0001"
+    frames.mkdir(parents=True)
+    for index, frame in enumerate(video):
+        Image.fromarray(frame).save(frames / f"{index + 1:06d}.jpg", quality=95)
+    players = load_backend("blazepose", max_persons=2).estimate(video[:1])[0].boxes[:, :4]
+    assert len(players) == 2
+    mat = scipy.io.loadmat(labels / "0001.mat")
+    kept_x = {}
+    for side, box in zip(("left", "right"), sorted(players.tolist())):
+        label_dir = tmp_path / f"labels_{side}"
+        label_dir.mkdir()
+        boxes = np.tile(np.asarray(box, np.float64), (mat["x"].shape[0], 1))
+        scipy.io.savemat(label_dir / "0001.mat", {**mat, "bbox": boxes})
+        out = tmp_path / f"out_{side}"
+        args = ["extract", str(tmp_path / "frames"), "--dataset", "penn_action", "--max-persons"]
+        args += ["1", "--labels", str(label_dir), "--out", str(out), "--no-rgb"]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        sample = ShardReader(out).read("0001")
+        kept_x[side] = float(np.median(sample.keypoints[0, :, [5, 6, 11, 12], 0]))
+        assert box[0] <= kept_x[side] <= box[2], (side, box, kept_x[side])
+    assert kept_x["left"] < kept_x["right"]
