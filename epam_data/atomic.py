@@ -17,7 +17,14 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import IO, TypeVar
 
-__all__ = ["fsync_dir", "safe_cell", "write_atomic", "write_csv_atomic", "write_text_atomic"]
+__all__ = [
+    "fsync_dir",
+    "remove_stale_temps",
+    "safe_cell",
+    "write_atomic",
+    "write_csv_atomic",
+    "write_text_atomic",
+]
 
 Result = TypeVar("Result")
 
@@ -53,6 +60,17 @@ def write_atomic(path: str | Path, write: Callable[[IO[bytes]], Result]) -> Resu
         raise
     fsync_dir(path.parent)
     return result
+
+
+def remove_stale_temps(folder: str | Path, pattern: str = "*") -> list[Path]:
+    """Delete the temporary files that killed writers left in `folder` (`.<name>.<random>.tmp` for
+    names matching `pattern`); returns them. Call it only where no live writer can be mid-write
+    (under the folder's lock, or before a run starts writing there): a `kill -9` leaves them, and
+    nothing else removes them."""
+    stale = sorted(Path(folder).glob(f".{pattern}.*.tmp"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

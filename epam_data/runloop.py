@@ -22,6 +22,8 @@ from epam_data.atomic import write_csv_atomic
 from epam_data.datasets import Rejected, Sample
 from epam_data.errors import EpamError, one_line
 from epam_data.shards import DEFAULT_MAX_SHARD_BYTES, PreparedSample, ShardWriter, done_ids
+from epam_data.shards.layout import index_lock
+from epam_data.shards.lock import FileLock
 from epam_data.supervisor import supervised_map
 from epam_data.threads import one_thread_per_process
 
@@ -347,4 +349,6 @@ def write_rejected(out_dir: Path, rejected: Iterable[Rejected]) -> None:
     """`<out>/rejected.csv`: the input names no sample came from, with why (rewritten by every
     run)."""
     rows = ((item.name, " ".join(item.reason.split())) for item in rejected)
-    write_csv_atomic(out_dir / "rejected.csv", ["name", "reason"], rows)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(index_lock(out_dir)):  # the index rebuild clears stale temp files under it
+        write_csv_atomic(out_dir / "rejected.csv", ["name", "reason"], rows)

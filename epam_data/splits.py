@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from epam_data.atomic import safe_cell, write_text_atomic
+from epam_data.atomic import remove_stale_temps, safe_cell, write_text_atomic
 from epam_data.datasets import (
     ROW_METADATA_DATASETS,
     Rejected,
@@ -278,6 +278,7 @@ def write_manifests(report: SplitReport, protocols: dict[str, Protocol], out_dir
     any)."""
     folder = out_dir / "manifests"
     folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(folder)  # from a `splits` killed mid-write
     for name, frame in report.manifests.items():
         _write_csv_atomic(frame, folder / f"{name}.csv")
     for name, protocol in protocols.items():

@@ -44,7 +44,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler
 
-from epam_data.atomic import write_atomic, write_csv_atomic, write_text_atomic
+from epam_data.atomic import remove_stale_temps, write_atomic, write_csv_atomic, write_text_atomic
 from epam_data.errors import EpamError
 from epam_data.heatmaps import COCO17_FLIP_PERM, COCO_LIMBS, flip_heatmaps
 from epam_data.shards import read_dataset_json
@@ -678,6 +678,7 @@ def _open_run_dir(
         )
     if env.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(run_dir)  # checkpoints or metrics of a run killed mid-write
     return saved
 
 

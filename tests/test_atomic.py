@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from epam_data.atomic import write_atomic, write_text_atomic
+from epam_data.atomic import remove_stale_temps, write_atomic, write_text_atomic
 
 
 def test_replaces_whole_and_returns_the_writers_result(tmp_path: Path) -> None:
@@ -57,3 +57,41 @@ def test_csv_cells_that_spreadsheets_would_run_are_neutralised(tmp_path) -> None
     with open(path, newline="", encoding="utf-8") as stream:
         rows = list(csv.reader(stream))
     assert rows[1] == ["'+cmd|' /C calc'!A0", "0.5"] and rows[2] == ["wave", "-1"]
+
+
+def _killed_writer_leftovers(folder: Path, *names: str) -> list[Path]:
+    """What `kill -9` during `write_atomic` leaves: the hidden temporary beside each target."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f".{name}.k1ll3d.tmp" for name in names]
+    for path in paths:
+        path.write_bytes(b"half a file")
+    return paths
+
+
+def test_stale_temporaries_are_cleared_where_no_writer_is_live(tmp_path: Path) -> None:
+    """Left by killed writers, they are removed: by the function itself (only `.NAME.*.tmp`, never
+    the real files), by an index rebuild (under the index lock), by `splits` in manifests/ and by
+    a training run in its folder."""
+    from epam_data.shards import rebuild_index
+
+    keep = tmp_path / "index.csv"
+    keep.write_text("real\n")
+    stale = _killed_writer_leftovers(tmp_path, "index.csv", "rejected.csv", "dataset.json")
+    assert remove_stale_temps(tmp_path) == sorted(stale) and keep.read_text() == "real\n"
+    stale = _killed_writer_leftovers(tmp_path, "rejected.csv", "failures.csv")
+    keep.unlink()
+    rebuild_index(tmp_path)
+    assert not any(path.exists() for path in stale)
+
+
+def test_splits_and_training_clear_their_folders_leftovers(tmp_path: Path) -> None:
+    from epam_data.splits import SplitReport, write_manifests
+    from epam_model.config import TrainConfig
+    from epam_model.distributed import DistEnv
+    from epam_model.engine import _open_run_dir
+
+    stale = _killed_writer_leftovers(tmp_path / "manifests", "xsub_train.csv")
+    write_manifests(SplitReport(), {}, tmp_path)
+    stale += _killed_writer_leftovers(tmp_path / "run", "last.pt", "metrics.csv")
+    _open_run_dir(tmp_path / "run", TrainConfig(), DistEnv(), resume=False)
+    assert not any(path.exists() for path in stale)

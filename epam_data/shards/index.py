@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from epam_data.atomic import write_atomic, write_text_atomic
+from epam_data.atomic import remove_stale_temps, write_atomic, write_text_atomic
 from epam_data.shards.h5io import open_h5, plain
 from epam_data.shards.layout import (
     csv_text,
@@ -237,14 +237,9 @@ def rebuild_index(out_dir: str | Path, *, rescan: bool = False, incremental: boo
         if rows is None:
             rows = _full_rebuild(out_dir, rescan)
         _write_failures(out_dir, {row["sample_id"] for row in rows})
-        for stale in [
-            *out_dir.glob(".index.csv.*.tmp"),
-            *out_dir.glob(".failures.csv.*.tmp"),
-            *out_dir.glob(".dataset.json.*.tmp"),
-        ]:
-            stale.unlink(
-                missing_ok=True
-            )  # left by a writer killed mid-write; we hold the lock, so none is live
+        # left by writers killed mid-write (index, failures, rejected, dataset.json); we hold the
+        # lock, so none is live
+        remove_stale_temps(out_dir)
     return len(rows)
 
 

@@ -37,7 +37,8 @@ def shards_dir(out_dir: str | Path) -> Path:
 
 
 def index_lock(out_dir: str | Path) -> Path:
-    """The lock held while index.csv, failures.csv or dataset.json are replaced."""
+    """The lock held while index.csv, failures.csv, rejected.csv or dataset.json are replaced (and
+    while the stale temporary files of killed writers are cleared)."""
     return Path(out_dir) / ".index.lock"
 
 
