@@ -86,8 +86,17 @@ def set_cpu_threads(device: torch.device, threads: int | None, workers: int) -> 
     return threads
 
 
+BACKEND_ENV = "EPAM_DIST_BACKEND"
+
+
+def process_group_backend(device: torch.device) -> str:
+    """nccl on CUDA, gloo on the CPU; `$EPAM_DIST_BACKEND` overrides (gloo on CUDA runs several
+    processes on one GPU, which nccl refuses: a rehearsal of a multi-GPU job on one card)."""
+    return os.environ.get(BACKEND_ENV) or ("nccl" if device.type == "cuda" else "gloo")
+
+
 def init_distributed(device_name: str) -> tuple[DistEnv, torch.device]:
-    """Join the torchrun process group when WORLD_SIZE > 1 (nccl on CUDA, gloo on CPU), once per
+    """Join the torchrun process group when WORLD_SIZE > 1 (`process_group_backend`), once per
     process.
 
     The group lives until the process exits (destroyed at exit): `train` then `evaluate` in one
@@ -103,7 +112,7 @@ def init_distributed(device_name: str) -> tuple[DistEnv, torch.device]:
         return env, device
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    dist.init_process_group(process_group_backend(device))
     atexit.register(_destroy_group)
     return env, device
 

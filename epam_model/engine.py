@@ -763,6 +763,10 @@ def _build_run(
         worker_init_fn=worker_init_fn,
         drop_last=False,
         persistent_workers=config.workers > 0,
+        # Making an iterator draws the workers' base seed: from the global RNG it would shift the
+        # dropout masks of a resumed run (persistent workers make one iterator per run, a resume
+        # another). The clips' randomness is a function of (seed, epoch, index) anyway.
+        generator=torch.Generator().manual_seed(config.seed),
     )
     optimizer = torch.optim.SGD(
         model.parameters(),

@@ -41,8 +41,6 @@ if str(ROOT) not in sys.path:  # run as scripts/gpu_check.py: the package lives 
     sys.path.insert(0, str(ROOT))
 
 REQUIRED = ("numpy", "torch", "h5py", "typer", "rich", "PIL", "yaml", "epam_data", "epam_model")
-GLOO_ENV = "EPAM_GPU_CHECK_GLOO"  # set for the torchrun workers of a CUDA run: force gloo
-WORKER_FLAG = "--torchrun-worker"
 
 
 class Skip(Exception):
@@ -92,7 +90,7 @@ SMOKE = Sizes(
     speed_rgb=(3, 4, 32, 32),
     speed_pose=(17, 8, 8, 8),
     warmup=1,
-    steps=2,
+    steps=1,
     compile_backend="eager",  # dynamo tracing only: inductor's C++ build takes minutes on 2 cores
     compile_speed_streams=("pose",),
     synth=("--samples", "8", "--frames", "16", "--rgb-size", "32"),
@@ -398,7 +396,7 @@ def cli(ctx: Ctx, tool: str, *args: str, torchrun: bool = False) -> str:
         cmd = [py, "-c", "from epam_data.cli import app; app(prog_name='epam-data')", *args]
     elif torchrun:
         run = [py, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-        cmd = [*run, str(Path(__file__).resolve()), WORKER_FLAG, *args]
+        cmd = [*run, "-m", "epam_model.cli", *args]
     else:
         cmd = [py, "-m", "epam_model.cli", *args]
     env = {
@@ -407,8 +405,8 @@ def cli(ctx: Ctx, tool: str, *args: str, torchrun: bool = False) -> str:
         "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
         "COLUMNS": "200",
     }
-    if torchrun and ctx.cuda:
-        env[GLOO_ENV] = "1"
+    if torchrun:
+        env["EPAM_DIST_BACKEND"] = "gloo"  # nccl refuses two ranks on one GPU
     try:
         done = subprocess.run(
             cmd, capture_output=True, text=True, env=env, timeout=ctx.sizes.timeout_s, cwd=ROOT
@@ -424,14 +422,15 @@ def cli(ctx: Ctx, tool: str, *args: str, torchrun: bool = False) -> str:
     return done.stdout
 
 
-def train_args(ctx: Ctx, run_dir: Path, *extra: str) -> list[str]:
+def train_args(ctx: Ctx, run_dir: Path, *extra: str, workers: int | None = None) -> list[str]:
     """`train` options of the check runs: small clips, the device, no progress bars."""
     data = str(ctx.work / "data")
     device = "cuda:0" if ctx.cuda else "cpu"
+    workers = ctx.sizes.workers if workers is None else workers
     return [
         *("train", data, "--protocol", "synth", "--out", str(run_dir), "--stream", "epam"),
         *ctx.sizes.train,
-        *("--device", device, "--workers", str(ctx.sizes.workers), "--no-progress"),
+        *("--device", device, "--workers", str(workers), "--no-progress"),
         *extra,
     ]
 
@@ -452,7 +451,9 @@ def check_synth(ctx: Ctx) -> dict[str, Any]:
 
 
 def check_resume(ctx: Ctx) -> dict[str, Any]:
-    """`train` for E epochs against `--stop-after 1` then `--resume`: same weights and metrics."""
+    """`train` for E epochs against `--stop-after 1` then `--resume`: same weights and metrics,
+    with loader workers as a real run has them (persistent workers: one loader iterator per run; a
+    resumed run makes another, which must not move the global RNG)."""
     epochs = str(ctx.sizes.epochs)
     whole, parts = ctx.work / "run_whole", ctx.work / "run_resumed"
     cli(ctx, "train", *train_args(ctx, whole, "--epochs", epochs))
@@ -507,8 +508,8 @@ def check_eval(ctx: Ctx) -> dict[str, Any]:
 def check_torchrun(ctx: Ctx) -> dict[str, Any]:
     """The same training under torchrun, 2 processes on one device with gloo.
 
-    epam_model.distributed picks nccl on CUDA and offers no switch; nccl refuses two ranks on one
-    GPU, so the workers (this script, WORKER_FLAG) force gloo. NCCL itself needs two GPUs."""
+    nccl refuses two ranks on one GPU, so `$EPAM_DIST_BACKEND=gloo` (epam_model.distributed) runs
+    them with gloo and CUDA tensors; NCCL itself needs two GPUs."""
     run_dir = ctx.work / "run_ddp"
     output = cli(ctx, "train", *train_args(ctx, run_dir, "--epochs", "1"), torchrun=True)
     _, rows = last_state(run_dir)
@@ -521,22 +522,6 @@ def check_torchrun(ctx: Ctx) -> dict[str, Any]:
     if not figures["world_size_2"] or not math.isfinite(figures["train_loss"]):
         raise Failed(f"torchrun: world size 2 not seen or loss {figures['train_loss']}")
     return figures
-
-
-def torchrun_worker(argv: list[str]) -> None:
-    """Entry of each torchrun process: gloo when asked (CUDA run), then `epam-train` itself."""
-    if os.environ.get(GLOO_ENV) == "1":
-        import torch.distributed as dist
-
-        original = dist.init_process_group
-
-        def gloo(backend: str | None = None, *args: Any, **kwargs: Any) -> Any:
-            return original("gloo", *args, **kwargs)
-
-        dist.init_process_group = gloo
-    from epam_model.cli import app
-
-    app(args=argv, prog_name="epam-train")
 
 
 # --- 3. speed -------------------------------------------------------------------------------------
@@ -887,9 +872,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str]) -> int:
-    if argv[:1] == [WORKER_FLAG]:
-        torchrun_worker(argv[1:])
-        return 0
     args = parse_args(argv)
     device = preflight(args)
     import torch
@@ -897,8 +879,8 @@ def main(argv: list[str]) -> int:
     sizes = SMOKE if args.smoke else FULL
     if args.budget_s:
         sizes = Sizes(**{**asdict(sizes), "budget_s": args.budget_s})
-    if device.type == "cpu":
-        torch.set_num_threads(max(1, min(os.cpu_count() or 1, 16)))
+    if device.type == "cpu":  # one thread: on shared cores, spinning OpenMP threads cost 10x
+        torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     work = args.out / "work"
     work.mkdir(exist_ok=True)

@@ -113,13 +113,15 @@ def read_metrics(run_dir: Path) -> list[dict[str, str]]:
 @pytest.fixture(scope="module")
 def epam_runs(synth_dir, tmp_path_factory) -> tuple[Path, Path]:
     """The joint model for 2 epochs straight, and for 1 epoch, stopped, then resumed for the
-    second."""
+    second; with 2 loader workers, as a real run has (persistent workers keep one loader iterator
+    for the whole run, a resumed run makes a new one: neither may move the global RNG)."""
     root = tmp_path_factory.mktemp("epam")
     straight, resumed = root / "straight", root / "resumed"
-    train(small_config(synth_dir, straight, epochs=2, lr=0.02))
-    train(small_config(synth_dir, resumed, epochs=2, lr=0.02), stop_after=1)
+    options = {"epochs": 2, "lr": 0.02, "workers": 2}
+    train(small_config(synth_dir, straight, **options))
+    train(small_config(synth_dir, resumed, **options), stop_after=1)
     assert len(read_metrics(resumed)) == 1 and load_checkpoint(resumed / "last.pt")["epoch"] == 1
-    train(small_config(synth_dir, resumed, epochs=2, lr=0.02), resume=True)
+    train(small_config(synth_dir, resumed, **options), resume=True)
     return straight, resumed
 
 
@@ -543,3 +545,15 @@ def test_an_empty_split_is_refused_before_training(synth_dir, tmp_path) -> None:
         with pytest.raises(EpamError, match="split lists no samples"):
             train(config)
         assert not (tmp_path / split / "last.pt").exists()
+
+
+def test_process_group_backend_follows_the_device_unless_told(monkeypatch) -> None:
+    """nccl on CUDA, gloo on the CPU; $EPAM_DIST_BACKEND=gloo lets several ranks share one GPU
+    (scripts/gpu_check.py rehearses DDP that way on a one-GPU machine)."""
+    from epam_model.distributed import BACKEND_ENV, process_group_backend
+
+    monkeypatch.delenv(BACKEND_ENV, raising=False)
+    assert process_group_backend(torch.device("cpu")) == "gloo"
+    assert process_group_backend(torch.device("cuda", 0)) == "nccl"
+    monkeypatch.setenv(BACKEND_ENV, "gloo")
+    assert process_group_backend(torch.device("cuda", 0)) == "gloo"
