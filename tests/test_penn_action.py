@@ -266,7 +266,8 @@ def test_extract_starts_on_the_annotated_person_box(labels, media_dir, tmp_path)
         label_dir = tmp_path / f"labels_{side}"
         label_dir.mkdir()
         boxes = np.tile(np.asarray(box, np.float64), (mat["x"].shape[0], 1))
-        scipy.io.savemat(label_dir / "0001.mat", {**mat, "bbox": boxes})
+        fields = {key: value for key, value in mat.items() if not key.startswith("__")}
+        scipy.io.savemat(label_dir / "0001.mat", {**fields, "bbox": boxes})
         out = tmp_path / f"out_{side}"
         args = ["extract", str(tmp_path / "frames"), "--dataset", "penn_action", "--max-persons"]
         args += ["1", "--labels", str(label_dir), "--out", str(out), "--no-rgb"]
