@@ -133,7 +133,7 @@ def test_coco_ap_of_the_annotation_itself(sets: dict[str, list[AnnotatedImage]])
 
 # --- the blazepose backend on real people --------------------------------------------------------
 # Measured (every vector path): recalled at OKS 0.5 / AP: mpii 5 / 0.769, ochuman 3 / 0.469,
-# jhmdb 2 / 0.277; from the annotated boxes, posetrack18 8 of 14 (the detector alone: 3).
+# jhmdb 2 / 0.277; from the annotated boxes, posetrack18 8 of 14 (the detector alone: 4).
 
 
 @pytest.mark.quality
