@@ -679,3 +679,51 @@ def test_dead_links_are_rejected_with_a_reason(tmp_path: Path) -> None:
         "S001C001P001R001A003_rgb.avi",
     ]
     assert all("loop of links" in item.reason for item in rejected)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A real 80 MB file system (tmpfs) for OUT; skips where this process may not mount one."""
+    import subprocess
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=80m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here to fill a real disk: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_is_one_line_and_a_rerun_finishes(
+    media_dir: Path, small_disk: Path, tmp_path: Path
+) -> None:
+    """OUT on a real file system that is full: extract stops with one line that says what to do,
+    keeps what it had, and once space is freed the same command finishes and verifies. (The disk is
+    full before the sample is written, so the writer's free-space check answers; a disk that another
+    process fills during the write is not reproduced here.)"""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    shutil.copy(media_dir / "two_players_426x240.mp4", videos / "S001C001P001R001A001_rgb.mp4")
+    filler = small_disk / "filler"
+    with open(filler, "wb") as stream:  # leave about 2 MB free
+        stream.truncate(0)
+        free = shutil.disk_usage(small_disk).free
+        stream.write(b"\0" * (free - (2 << 20)))
+    out = small_disk / "out"
+    args = ["extract", str(videos), "--dataset", "ntu60", "--out", str(out), "--frame-stride", "8"]
+    full = runner.invoke(app, args)
+    assert full.exit_code == 1
+    assert "no space left" in full.output and "re-run" in full.output
+    assert full.exception is None or isinstance(full.exception, SystemExit)  # no traceback
+    filler.unlink()
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert runner.invoke(app, ["verify", str(out), "--deep"]).exit_code == 0
