@@ -79,6 +79,8 @@ class Sizes:
     render_batch: int = 32
     timeout_s: int = 240  # per CLI subprocess
     budget_s: int = 330  # the whole run; later checks are skipped past it
+    pose_frames: int = 120  # blazepose_torch: frames timed (after a 2-frame warm-up)
+    upscale: bool = True  # blazepose_torch: frames upscaled to 1080p
 
 
 FULL = Sizes()
@@ -107,6 +109,8 @@ SMOKE = Sizes(
     render_batch=4,
     timeout_s=60,
     budget_s=150,
+    pose_frames=4,
+    upscale=False,
 )
 
 
@@ -725,6 +729,56 @@ def check_extract_scaling(ctx: Ctx) -> dict[str, Any]:
     )
 
 
+def check_blazepose_torch(ctx: Ctx) -> dict[str, Any]:
+    """The blazepose backend's per-frame tracker with its networks in PyTorch on the device.
+
+    The baseline the batched GPU loop of the GPU-extraction work must beat: frames/s with up to 2
+    persons on `--frames DIR` (JPEG frames with people, e.g. a shared clip dumped as images; the
+    GPU machine has no video decoder) at 1080p, and where the time goes. Needs the networks:
+    $EPAM_BLAZEPOSE_MODELS with the .tflite files or their converted .pt files."""
+    import numpy as np
+
+    from epam_data.frame_folder import probe_frames, read_frame_images
+    from epam_data.pose import PoseBackendError, load_backend
+
+    if ctx.args.frames is None:
+        raise Skip("give --frames DIR (JPEG frames with people) and $EPAM_BLAZEPOSE_MODELS")
+    count = min(ctx.sizes.pose_frames, probe_frames(ctx.args.frames).num_frames)
+    frames = upscale_1080p(read_frame_images(ctx.args.frames, np.arange(count)), ctx.sizes)
+    try:
+        backend = load_backend("blazepose", max_persons=2, runtime="torch", device=str(ctx.device))
+    except PoseBackendError as err:
+        raise Skip(str(err)) from None
+    backend.estimate(frames[:2])  # warm-up: kernels chosen, caches filled
+    backend.reset()
+    before = dict(vars(backend.timings))
+    start = time.perf_counter()
+    poses = backend.estimate(frames)
+    sync(ctx)
+    wall = time.perf_counter() - start
+    spent = {key: value - before[key] for key, value in vars(backend.timings).items()}
+    return {
+        "frames": len(frames),
+        "frame_hw": list(frames.shape[1:3]),
+        "persons_per_frame": float(np.mean([len(p) for p in poses])),
+        "frames_s": len(frames) / wall,
+        "landmark_ms_per_frame": 1000 * spent["landmark_s"] / len(frames),
+        "detector_ms_per_frame": 1000 * spent["detector_s"] / len(frames),
+        "landmark_crops": spent["landmark_crops"],
+    }
+
+
+def upscale_1080p(frames: Any, sizes: Sizes) -> Any:
+    """uint8 [T, h, w, 3] -> [T, 1080, 1920, 3] (bilinear, torch on the CPU); smoke: as given."""
+    import torch
+
+    if not sizes.upscale:
+        return frames
+    batch = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+    batch = torch.nn.functional.interpolate(batch, size=(1080, 1920), mode="bilinear")
+    return batch.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
+
+
 CHECKS: list[tuple[str, Callable[[Ctx], dict[str, Any]]]] = [
     ("fp32_rgb", check_fp32("rgb")),
     ("fp32_pose", check_fp32("pose")),
@@ -745,6 +799,7 @@ CHECKS: list[tuple[str, Callable[[Ctx], dict[str, Any]]]] = [
     ("speed_loader", check_loader),
     ("render_speed", check_render_speed),
     ("extract_scaling", check_extract_scaling),
+    ("blazepose_torch", check_blazepose_torch),
 ]
 
 
@@ -866,6 +921,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--device", help="cuda (default) or cpu (default with --smoke).")
     parser.add_argument("--only", nargs="+", metavar="CHECK", help="Run these checks only.")
     parser.add_argument("--budget-s", type=int, help="Skip checks that start later than this.")
+    parser.add_argument(
+        "--frames", type=Path, help="A folder of JPEG frames with people (blazepose_torch)."
+    )
     args = parser.parse_args(argv)
     args.device = args.device or ("cpu" if args.smoke else "cuda")
     return args

@@ -430,3 +430,26 @@ def test_wide_search_is_rate_limited_on_empty_frames(model_files: object) -> Non
     poses = backend.estimate(np.full((20, 1080, 1920, 3), 90, np.uint8))
     assert all(len(p) == 0 for p in poses)
     assert backend.timings.detector_calls == 20 * 3 + 2 * 8
+
+
+def test_torch_runtime_from_converted_files_alone(
+    media_dir: Path, model_files: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A machine without the .tflite files (a GPU box with no mediapipe wheel) runs the torch
+    runtime from the converted `.pt` files in $EPAM_BLAZEPOSE_MODELS: same model ids, same poses;
+    the TFLite runtime says in one line that it needs the .tflite files."""
+    pytest.importorskip("torch")
+    from epam_data.pose.tflite_torch import load_tflite_module
+
+    for path in model_files:
+        load_tflite_module(path, cache_dir=tmp_path)  # writes <stem>.<sha256>.v1.pt there
+    frames = read_frames(media_dir / "two_players_426x240.mp4", np.arange(6))
+    from_tflite = load_backend("blazepose", max_persons=2, runtime="torch")
+    monkeypatch.setenv(MODELS_ENV, str(tmp_path))
+    from_cache = load_backend("blazepose", max_persons=2, runtime="torch")
+    assert from_cache.detector_path.suffix == ".pt"
+    assert from_cache.model_ids == from_tflite.model_ids
+    for ours, theirs in zip(from_cache.estimate(frames), from_tflite.estimate(frames)):
+        np.testing.assert_array_equal(ours.keypoints, theirs.keypoints)
+    with pytest.raises(PoseBackendError, match="only the torch runtime"):
+        load_backend("blazepose")

@@ -155,13 +155,14 @@ def find_model_files(
     the mediapipe wheel.
 
     `$EPAM_BLAZEPOSE_MODELS` is a folder holding pose_detection.tflite and pose_landmark_full.tflite
-    (e.g. copied out of the wheel onto a machine where mediapipe cannot be installed).
+    (e.g. copied out of the wheel onto a machine where mediapipe cannot be installed), or, for the
+    torch runtime alone, their converted `.pt` files (`epam_data.pose.tflite_torch`'s cache).
     """
     found: dict[str, Path | None] = {DETECTOR_FILE: None, LANDMARK_FILE: None}
     folder = os.environ.get(MODELS_ENV)
     if folder:
         for name in found:
-            found[name] = Path(folder) / name
+            found[name] = _in_models_folder(Path(folder), name)
     elif detector_model is None or landmark_model is None:
         found.update(_wheel_model_files())
     if detector_model is not None:
@@ -180,6 +181,15 @@ def find_model_files(
                 f"${MODELS_ENV} / the model options at the file"
             )
     return found[DETECTOR_FILE], found[LANDMARK_FILE]
+
+
+def _in_models_folder(folder: Path, name: str) -> Path:
+    """`folder/name`, or where only the converted network is there (a machine without the
+    .tflite files: `epam_data.pose.tflite_torch`'s cache copied over), that `.pt` file."""
+    if (folder / name).is_file():
+        return folder / name
+    converted = sorted(folder.glob(f"{Path(name).stem}.*.pt"))
+    return converted[-1] if converted else folder / name
 
 
 def _wheel_model_files() -> dict[str, Path]:
@@ -201,7 +211,11 @@ def _wheel_model_files() -> dict[str, Path]:
 
 def _model_id(path: Path) -> str:
     """'pose_landmark_full.tflite sha256:1a2b...' (12 hex digits): names the exact model in
-    dataset.json."""
+    dataset.json; a converted `pose_landmark_full.<sha256>.v1.pt` names the .tflite it came from,
+    so both runtimes record the same model."""
+    if path.suffix == ".pt" and len(path.name.split(".")) == 4:
+        stem, digest, _, _ = path.name.split(".")
+        return f"{stem}.tflite sha256:{digest[:12]}"
     return f"{path.name} sha256:{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
 
 

@@ -125,6 +125,14 @@ class TFLiteNetworks:
         )
 
 
+def _torch_module(path: Path) -> Any:
+    """The network of a .tflite file (converted, through the cache) or of an already converted
+    `.pt` (`epam_data.pose.tflite_torch`; a machine without ai_edge_litert or the .tflite files)."""
+    from epam_data.pose.tflite_torch import load_cached_module, load_tflite_module
+
+    return load_cached_module(path) if path.suffix == ".pt" else load_tflite_module(path)
+
+
 class TorchNetworks:
     """Both networks as PyTorch modules on `device`, built from the .tflite files (or from the
     converted-weights cache, `epam_data.pose.tflite_torch`); any batch of crops in one call."""
@@ -132,12 +140,10 @@ class TorchNetworks:
     def __init__(self, detector_path: Path, landmark_path: Path, *, device: str = "cpu") -> None:
         import torch
 
-        from epam_data.pose.tflite_torch import load_tflite_module
-
         self._torch = torch
         self.device = torch.device(device)
-        self._detector = load_tflite_module(detector_path).to(self.device).eval()
-        self._landmark = load_tflite_module(landmark_path).to(self.device).eval()
+        self._detector = _torch_module(detector_path).to(self.device).eval()
+        self._landmark = _torch_module(landmark_path).to(self.device).eval()
         shapes = [tuple(shape[1:]) for shape in self._landmark.output_shapes]
         self._landmark_outputs = [shapes.index(shape) for shape in LANDMARK_OUTPUTS]
 
@@ -171,6 +177,11 @@ def make_networks(
     on_cpu = device in (None, "cpu")
     runtime = runtime or ("tflite" if on_cpu else "torch")
     if runtime == "tflite":
+        if detector_path.suffix == ".pt" or landmark_path.suffix == ".pt":
+            raise PoseBackendError(
+                f"{detector_path.parent} holds converted networks (.pt), which only the torch "
+                "runtime runs: pass runtime='torch' (or --device cuda), or give the .tflite files"
+            )
         if not on_cpu:
             raise PoseBackendError(
                 f"the blazepose TFLite runtime runs on the CPU only, not on {device!r}; "
