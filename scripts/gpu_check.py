@@ -481,7 +481,8 @@ def check_resume(ctx: Ctx) -> dict[str, Any]:
 
 
 def check_eval(ctx: Ctx) -> dict[str, Any]:
-    """`eval` of the uninterrupted run: its fused top-1 equals the best epoch's validation top-1."""
+    """`eval` of the uninterrupted run: its fused top-1 equals the best epoch's validation
+    top-1."""
     run_dir, out = ctx.work / "run_whole", ctx.work / "eval"
     if not (run_dir / "best.pt").is_file():
         raise Failed("no run_whole/best.pt: the resume check did not train")
@@ -730,11 +731,12 @@ def check_extract_scaling(ctx: Ctx) -> dict[str, Any]:
 
 
 def check_blazepose_torch(ctx: Ctx) -> dict[str, Any]:
-    """The blazepose backend's per-frame tracker with its networks in PyTorch on the device.
+    """The blazepose backend's tracker with its networks in PyTorch on the device.
 
-    The baseline the batched GPU loop of the GPU-extraction work must beat: frames/s with up to 2
-    persons on `--frames DIR` (JPEG frames with people, e.g. a shared clip dumped as images; the
-    GPU machine has no video decoder) at 1080p, and where the time goes. Needs the networks:
+    Frames/s one video at a time, and with `track_videos` keeping IN_FLIGHT videos in flight (their
+    crops in one landmark batch): the baseline of the GPU-extraction work, with up to 2 persons on
+    `--frames DIR` (JPEG frames with people, e.g. a shared clip dumped as images; the GPU machine
+    has no video decoder) at 1080p, and where the time goes. Needs the networks:
     $EPAM_BLAZEPOSE_MODELS with the .tflite files or their converted .pt files."""
     import numpy as np
 
@@ -757,15 +759,27 @@ def check_blazepose_torch(ctx: Ctx) -> dict[str, Any]:
     sync(ctx)
     wall = time.perf_counter() - start
     spent = {key: value - before[key] for key, value in vars(backend.timings).items()}
+    from epam_data.pose.blazepose import track_videos
+
+    start = time.perf_counter()
+    videos = dict(track_videos(backend, [frames] * IN_FLIGHT, in_flight=IN_FLIGHT))
+    sync(ctx)
+    batched = IN_FLIGHT * len(frames) / (time.perf_counter() - start)
+    if any(len(v) != len(frames) for v in videos.values()):
+        raise Failed("track_videos lost frames")
     return {
         "frames": len(frames),
         "frame_hw": list(frames.shape[1:3]),
         "persons_per_frame": float(np.mean([len(p) for p in poses])),
         "frames_s": len(frames) / wall,
+        f"in_flight{IN_FLIGHT}_frames_s": batched,
         "landmark_ms_per_frame": 1000 * spent["landmark_s"] / len(frames),
         "detector_ms_per_frame": 1000 * spent["detector_s"] / len(frames),
         "landmark_crops": spent["landmark_crops"],
     }
+
+
+IN_FLIGHT = 8  # blazepose_torch: videos tracked at once by track_videos
 
 
 def upscale_1080p(frames: Any, sizes: Sizes) -> Any:

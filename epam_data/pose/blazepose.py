@@ -40,10 +40,12 @@ made each invoke 40-80x slower (docs/pose-backends.md 6.1); run one process per 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import os
 import time
+from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,7 @@ import numpy as np
 from epam_data.pose.base import FramePoses, PoseBackendError
 from epam_data.pose.blazepose_runtime import (  # noqa: F401 (_make_interpreter: tests, benches)
     RUNTIME_INSTALL,
+    TorchNetworks,
     _make_interpreter,
     _quiet_native_stderr,
     make_networks,
@@ -85,6 +88,9 @@ NUM_BODY_LANDMARKS = 33
 NEW_DUPLICATE_IOU = 0.6
 
 MODELS_ENV = "EPAM_BLAZEPOSE_MODELS"
+TORCH_BATCH = 256  # crops per landmark call with the torch runtime (`track_videos` fills it)
+LandmarkRequest = tuple[np.ndarray, np.ndarray]  # (frame, rois [N, 4])
+LandmarkResult = tuple[np.ndarray, np.ndarray]  # (landmarks [N, 39, 5], presence [N])
 DETECTOR_FILE = "pose_detection.tflite"
 LANDMARK_FILE = "pose_landmark_full.tflite"
 _WHEEL_FILES = {
@@ -703,6 +709,20 @@ class BlazePoseBackend:
     # -- one frame ---------------------------------------------------------------------------------
 
     def _track_frame(self, frame: np.ndarray) -> FramePoses:
+        """One frame, its landmark requests served at once (`_steps` says what is asked)."""
+        steps = self._steps(frame)
+        answer: LandmarkResult | None = None
+        while True:
+            try:
+                request = steps.send(answer)  # type: ignore[arg-type]  # None starts it
+            except StopIteration as done:
+                return done.value
+            answer = self._landmarks_many([request])[0]
+
+    def _steps(self, frame: np.ndarray) -> Generator[LandmarkRequest, LandmarkResult, FramePoses]:
+        """The tracking of one frame, written once for one video and for many in flight
+        (`track_videos`): it yields each batch of ROIs the landmark model must see, (frame,
+        rois), receives their (landmarks, presence), and returns the frame's persons."""
         self.timings.frames += 1
         if self._frames_since_search is not None:
             self._frames_since_search += 1
@@ -721,34 +741,20 @@ class BlazePoseBackend:
             self._since_detection += 1
         if not rois:
             return FramePoses.empty()
-        start = time.perf_counter()
         rois_array = np.stack(rois)
-        landmarks, presence = self._landmarks(frame, rois_array)  # [N, 39, 5] frame pixels, [N]
+        landmarks, presence = yield frame, rois_array  # [N, 39, 5] frame pixels, [N]
         first_new = len(self._tracks)
         settle = slice(first_new, len(rois) if self.settle_new else first_new + rough)
         if settle.stop > settle.start:
-            self._settle(frame, landmarks, presence, rois_array, settle)
-        self.timings.landmark_s += time.perf_counter() - start
-        self.timings.landmark_crops += len(rois)
+            # new persons again, each in the ROI of their own first-pass landmarks
+            settled = snap_roi(
+                roi_from_points(landmarks[settle, 33, :2], landmarks[settle, 34, :2])
+            )
+            landmarks[settle], presence[settle] = yield frame, settled
+            rois_array[settle] = settled
         return self._update_tracks(
             landmarks, presence, rois_array, (len(self._tracks), seeded), frame.shape[:2]
         )
-
-    def _settle(
-        self,
-        frame: np.ndarray,
-        landmarks: np.ndarray,
-        presence: np.ndarray,
-        rois: np.ndarray,
-        new: slice,
-    ) -> None:
-        """The landmark model again on the new persons (rows `new`), each in the ROI of their own
-        first-pass landmarks; results replace the first pass in place. Persons started from a box
-        always settle: a box gives neither the body's centre nor its rotation."""
-        settled = snap_roi(roi_from_points(landmarks[new, 33, :2], landmarks[new, 34, :2]))
-        landmarks[new], presence[new] = self._landmarks(frame, settled)
-        rois[new] = settled
-        self.timings.landmark_crops += len(settled)
 
     def _detect(self, frame: np.ndarray, held: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """ROIs of the persons the detector finds that the tracks do not already cover, at most the
@@ -820,32 +826,52 @@ class BlazePoseBackend:
         self.timings.detector_calls += 1
         return boxes.astype(np.float32), keypoints.astype(np.float32)
 
-    def _landmarks(self, frame: np.ndarray, rois: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _landmarks(self, frame: np.ndarray, rois: np.ndarray) -> LandmarkResult:
         """Landmarks [N, 39, 5] (x, y in frame pixels; z; visibility, presence in [0, 1]) and pose
-        presence [N] for each ROI [N, 4], all crops in one batched call of at most `max_persons`
-        crops."""
-        results, presences = [], []
-        for first in range(0, len(rois), self.max_persons):
-            chunk = rois[first : first + self.max_persons]
-            inputs = np.empty((len(chunk), LANDMARK_SIZE, LANDMARK_SIZE, 3), np.float32)
-            for crop, roi in zip(inputs, chunk):
-                _crop_rotated(frame, roi, crop)
-            raw, presence, heatmap = self._networks.landmarks(inputs)
+        presence [N] for each ROI [N, 4] of one frame."""
+        return self._landmarks_many([(frame, rois)])[0]
+
+    def _landmarks_many(self, requests: Sequence[LandmarkRequest]) -> list[LandmarkResult]:
+        """`_landmarks` for many (frame, rois) requests, the crops of all in as few network calls
+        as the runtime allows: TFLite keeps one interpreter per batch size, so `max_persons` crops
+        a call; torch takes up to `TORCH_BATCH` (the GPU's work comes in one batch)."""
+        start = time.perf_counter()
+        rois = np.concatenate([r for _, r in requests]) if requests else np.zeros((0, 4))
+        inputs = np.empty((len(rois), LANDMARK_SIZE, LANDMARK_SIZE, 3), np.float32)
+        row = 0
+        for frame, frame_rois in requests:
+            for roi in frame_rois:
+                _crop_rotated(frame, roi, inputs[row])
+                row += 1
+        step = TORCH_BATCH if isinstance(self._networks, TorchNetworks) else self.max_persons
+        landmarks, presence = [], []
+        for first in range(0, len(rois), step):
+            chunk = slice(first, first + step)
+            raw, chunk_presence, heatmap = self._networks.landmarks(inputs[chunk])
             self.timings.landmark_calls += 1
-            landmarks = raw.reshape(len(chunk), 39, 5)
-            if self.refine_with_heatmap:
-                _refine_with_heatmap(landmarks, heatmap)
-            presences.append(presence)  # a probability already
-            # crop pixels -> frame pixels: the inverse of the crop in _crop_rotated
-            cos, sin = np.cos(chunk[:, 3])[:, None], np.sin(chunk[:, 3])[:, None]
-            a = landmarks[:, :, 0] / LANDMARK_SIZE - 0.5
-            b = landmarks[:, :, 1] / LANDMARK_SIZE - 0.5
-            side = chunk[:, 2:3]
-            landmarks[:, :, 0] = chunk[:, 0:1] + side * (cos * a - sin * b)
-            landmarks[:, :, 1] = chunk[:, 1:2] + side * (sin * a + cos * b)
-            landmarks[:, :, 3:] = _sigmoid(landmarks[:, :, 3:])
-            results.append(landmarks)
-        return np.concatenate(results), np.concatenate(presences)
+            landmarks.append(self._to_frame(raw, heatmap, rois[chunk]))
+            presence.append(chunk_presence)  # a probability already
+        self.timings.landmark_s += time.perf_counter() - start
+        self.timings.landmark_crops += len(rois)
+        bounds = np.cumsum([0] + [len(r) for _, r in requests])
+        landmarks_all, presence_all = np.concatenate(landmarks), np.concatenate(presence)
+        return [(landmarks_all[a:b], presence_all[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+
+    def _to_frame(self, raw: np.ndarray, heatmap: np.ndarray, rois: np.ndarray) -> np.ndarray:
+        """The landmark model's raw output [B, 195] for crops of `rois` -> landmarks [B, 39, 5],
+        heatmap-refined, in frame pixels, visibility and presence as probabilities."""
+        landmarks = raw.reshape(len(rois), 39, 5)
+        if self.refine_with_heatmap:
+            _refine_with_heatmap(landmarks, heatmap)
+        # crop pixels -> frame pixels: the inverse of the crop in _crop_rotated
+        cos, sin = np.cos(rois[:, 3])[:, None], np.sin(rois[:, 3])[:, None]
+        a = landmarks[:, :, 0] / LANDMARK_SIZE - 0.5
+        b = landmarks[:, :, 1] / LANDMARK_SIZE - 0.5
+        side = rois[:, 2:3]
+        landmarks[:, :, 0] = rois[:, 0:1] + side * (cos * a - sin * b)
+        landmarks[:, :, 1] = rois[:, 1:2] + side * (sin * a + cos * b)
+        landmarks[:, :, 3:] = _sigmoid(landmarks[:, :, 3:])
+        return landmarks
 
     def _duplicate(self, points: np.ndarray, side: float, kept: list[_Track], new: bool) -> bool:
         """Whether the person with landmarks `points` (ROI side `side`) is someone in `kept`: their
@@ -916,3 +942,61 @@ class BlazePoseBackend:
             boxes=boxes,
             track_ids=np.array([t.track_id for t in kept], np.int64),
         )
+
+
+def track_videos(
+    backend: BlazePoseBackend, videos: Iterable[Iterable[np.ndarray]], *, in_flight: int = 8
+) -> Iterable[tuple[int, list[FramePoses]]]:
+    """Track many videos at once with one backend's networks: (video index, its `FramePoses`)
+    as each video ends.
+
+    The next crop of a person depends on this frame's landmarks, so one video cannot be batched
+    over time; `in_flight` videos advance a frame each per step instead, and the landmark crops
+    of all of them go to the network together (`_landmarks_many`): what fills a GPU with the
+    torch runtime. Each video is tracked by its own copy of the backend (its own tracks and ids)
+    exactly as `estimate` would, so the results are the same as one video at a time. `videos`
+    gives each video's frames (uint8 [H, W, 3], any iterable, e.g. a decoder), read as needed.
+    """
+    pending = enumerate(iter(frames) for frames in videos)
+    running: dict[int, tuple[BlazePoseBackend, Iterable[np.ndarray], list[FramePoses]]] = {}
+    while True:
+        for index, frames in pending:
+            running[index] = (_clone(backend), frames, [])
+            if len(running) >= in_flight:
+                break
+        if not running:
+            return
+        for index in _step(running):
+            yield index, running.pop(index)[2]
+
+
+def _clone(backend: BlazePoseBackend) -> BlazePoseBackend:
+    """A tracker of its own for one more video, sharing the networks (and the timings)."""
+    clone = copy.copy(backend)
+    clone.reset()
+    return clone
+
+
+def _step(running: dict[int, tuple[Any, Any, list[FramePoses]]]) -> list[int]:
+    """One frame of every running video, their landmark requests served together; returns the
+    videos that have no frame left."""
+    ended, steps = [], {}
+    for index, (tracker, frames, _) in running.items():
+        frame = next(frames, None)
+        if frame is None:
+            ended.append(index)
+        else:
+            steps[index] = tracker._steps(np.ascontiguousarray(frame))
+    answers: dict[int, LandmarkResult | None] = dict.fromkeys(steps)
+    server = next(iter(running.values()))[0]  # every clone shares the networks
+    while answers:
+        requests = {}
+        for index, answer in answers.items():
+            try:
+                requests[index] = steps[index].send(answer)  # type: ignore[arg-type]
+            except StopIteration as done:
+                running[index][2].append(done.value)
+        answers = (
+            dict(zip(requests, server._landmarks_many(list(requests.values())))) if requests else {}
+        )
+    return ended
