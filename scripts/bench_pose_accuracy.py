@@ -21,17 +21,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
-from epam_data.pose.accuracy import Prediction, coco_keypoint_ap, match_people, oks
+from epam_data.pose.accuracy import coco_keypoint_ap, predict_images, recalled_errors
 from epam_data.pose.annotated import AnnotatedImage, load_sets
-from epam_data.pose.base import COCO17_NAMES, FramePoses
+from epam_data.pose.base import COCO17_NAMES
 from epam_data.pose.blazepose import BlazePoseBackend
 
 POSE_GT = Path(__file__).resolve().parents[2] / "shared" / "data" / "pose_gt"
@@ -47,78 +46,23 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
-def drop_ignored(poses: FramePoses, image: AnnotatedImage) -> FramePoses:
-    """The persons whose box centre is outside the image's ignore mask."""
-    if image.ignore_mask is None or not len(poses):
-        return poses
-    mask = np.asarray(Image.open(image.ignore_mask).convert("L")) > 127
-    centre = ((poses.boxes[:, :2] + poses.boxes[:, 2:4]) / 2).astype(int)
-    x = np.clip(centre[:, 0], 0, mask.shape[1] - 1)
-    y = np.clip(centre[:, 1], 0, mask.shape[0] - 1)
-    keep = ~mask[y, x]
-    return FramePoses(
-        poses.keypoints[keep], poses.scores[keep], poses.boxes[keep], poses.track_ids[keep]
-    )
-
-
-def gt_boxes(image: AnnotatedImage) -> np.ndarray:
-    """The annotated people's boxes as x1, y1, x2, y2 (people without a labelled joint left
-    out)."""
-    labelled = (image.keypoints[:, :, 2] > 0).any(1)
-    boxes = image.boxes[labelled]
-    return np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1)
-
-
-def predict(
-    backend: BlazePoseBackend, images: list[AnnotatedImage], from_box: bool
-) -> tuple[list[Prediction], float]:
-    """One `Prediction` per image and the median ms per image."""
-    predictions, times = [], []
-    for image in images:
-        frame = image.rgb()
-        backend.reset()
-        if from_box:
-            backend.start_tracks(gt_boxes(image))
-        start = time.perf_counter()
-        poses = backend.estimate(frame)[0]
-        times.append(time.perf_counter() - start)
-        predictions.append(Prediction.from_poses(drop_ignored(poses, image)))
-    return predictions, 1000 * float(np.median(times))
-
-
-def recall_and_errors(
-    images: list[AnnotatedImage], predictions: list[Prediction]
-) -> tuple[int, np.ndarray]:
-    """People recalled at OKS >= 0.5, and each joint's errors / sqrt(area) over them ([17]
-    lists)."""
-    recalled, errors = 0, [[] for _ in range(17)]
-    for image, prediction in zip(images, predictions):
-        similarity = oks(prediction.keypoints, image.keypoints, image.areas)
-        for row, col, value in match_people(similarity):
-            if value < 0.5:
-                continue
-            recalled += 1
-            truth = image.keypoints[col]
-            distance = np.hypot(*(prediction.keypoints[row] - truth[:, :2]).T)
-            for joint in np.flatnonzero(truth[:, 2] > 0):
-                errors[joint].append(distance[joint] / np.sqrt(image.areas[col]))
-    return recalled, np.array([np.median(e) if e else np.nan for e in errors])
-
-
 def evaluate(backend: BlazePoseBackend, images: list[AnnotatedImage]) -> dict[str, Any]:
     """The figures of one set for one backend (module docstring)."""
-    predictions, ms = predict(backend, images, from_box=False)
-    boxed, _ = predict(backend, images, from_box=True)
-    recalled, joint_error = recall_and_errors(images, predictions)
+    predictions, seconds = predict_images(backend, images)
+    boxed, _ = predict_images(backend, images, from_box=True)
+    errors = recalled_errors(images, predictions)
+    with warnings.catch_warnings():  # a joint no recalled person has labelled: NaN, said so
+        warnings.simplefilter("ignore", RuntimeWarning)
+        joint_error = np.nanmedian(errors, axis=0)
     return {
         "images": len(images),
         "people": sum(image.people for image in images),
         "predicted": sum(len(p.scores) for p in predictions),
         **coco_keypoint_ap(images, predictions),
-        "recalled": recalled,
+        "recalled": len(errors),
         "AP_from_box": coco_keypoint_ap(images, boxed)["AP"],
         "joint_error": [round(float(e), 4) for e in joint_error],
-        "ms_per_image": round(ms, 1),
+        "ms_per_image": round(1000 * float(np.median(seconds)), 1),
     }
 
 

@@ -10,8 +10,6 @@ OCHuman, 5 of 14 from the PoseTrack boxes, and both backend tests fail.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 from conftest import SHARED
@@ -23,6 +21,8 @@ from epam_data.pose.accuracy import (
     coco_keypoint_ap,
     match_people,
     oks,
+    predict_images,
+    recalled_errors,
 )
 from epam_data.pose.annotated import AnnotatedImage, load_folder, load_sets
 
@@ -47,33 +47,14 @@ def backend() -> object:
         pytest.skip(f"blazepose cannot run here: {err}")
 
 
-def _boxes_xyxy(image: AnnotatedImage) -> np.ndarray:
-    return np.concatenate([image.boxes[:, :2], image.boxes[:, :2] + image.boxes[:, 2:]], axis=1)
-
-
 def _predict(backend: object, images: list[AnnotatedImage], from_box: bool) -> list[Prediction]:
-    predictions = []
-    for image in images:
-        backend.reset()
-        if from_box:
-            backend.start_tracks(_boxes_xyxy(image)[image.keypoints[:, :, 2].max(1) > 0])
-        predictions.append(Prediction.from_poses(backend.estimate(image.rgb())[0]))
-    return predictions
+    return predict_images(backend, images, from_box=from_box)[0]
 
 
 def _recalled(images: list[AnnotatedImage], predictions: list[Prediction]) -> tuple[int, list]:
     """People matched at OKS >= 0.5 and their joint errors / sqrt(area)."""
-    count, errors = 0, []
-    for image, prediction in zip(images, predictions):
-        similarity = oks(prediction.keypoints, image.keypoints, image.areas)
-        for row, col, value in match_people(similarity):
-            if value >= 0.5:
-                count += 1
-                truth = image.keypoints[col]
-                labelled = truth[:, 2] > 0
-                distance = np.hypot(*(prediction.keypoints[row] - truth[:, :2]).T)
-                errors.extend(distance[labelled] / math.sqrt(image.areas[col]))
-    return count, errors
+    errors = recalled_errors(images, predictions)
+    return len(errors), list(errors[~np.isnan(errors)])
 
 
 # --- loaders and measures ------------------------------------------------------------------------

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +31,8 @@ __all__ = [
     "match_people",
     "oks",
     "person_scores",
+    "predict_images",
+    "recalled_errors",
 ]
 
 # COCO's per-joint standard deviations (cocoapi's COCOeval, kpt_oks_sigmas), COCO-17 order.
@@ -86,6 +90,45 @@ def match_people(similarity: np.ndarray) -> list[tuple[int, int, float]]:
             taken_cols.add(col)
             pairs.append((row, col, float(similarity[row, col])))
     return pairs
+
+
+def predict_images(
+    backend: Any, images: Sequence[AnnotatedImage], *, from_box: bool = False
+) -> tuple[list[Prediction], list[float]]:
+    """Each image as a one-frame video through a pose backend: one `Prediction` per image and
+    the seconds each took. `from_box` starts the backend from the annotated boxes
+    (`BlazePoseBackend.start_tracks`): its landmark stage alone. Persons centred where nobody was
+    annotated (an image's ignore mask) are left out, as PoseTrack's evaluation does."""
+    predictions, seconds = [], []
+    for image in images:
+        frame = image.rgb()
+        backend.reset()
+        if from_box:
+            backend.start_tracks(image.labelled_boxes())
+        start = time.perf_counter()
+        poses = backend.estimate(frame)[0]
+        seconds.append(time.perf_counter() - start)
+        prediction = Prediction.from_poses(poses)
+        keep = ~image.ignored((poses.boxes[:, :2] + poses.boxes[:, 2:4]) / 2)
+        predictions.append(Prediction(prediction.keypoints[keep], prediction.scores[keep]))
+    return predictions, seconds
+
+
+def recalled_errors(
+    images: Sequence[AnnotatedImage], predictions: Sequence[Prediction], min_oks: float = 0.5
+) -> np.ndarray:
+    """One row per annotated person recalled at OKS >= `min_oks` (one-to-one, best first): each
+    joint's distance / sqrt(area), float64 [recalled, 17], NaN where the joint is not labelled."""
+    rows = []
+    for image, prediction in zip(images, predictions):
+        similarity = oks(prediction.keypoints, image.keypoints, image.areas)
+        for row, col, value in match_people(similarity):
+            if value >= min_oks:
+                truth = image.keypoints[col]
+                distance = np.hypot(*(prediction.keypoints[row] - truth[:, :2]).T)
+                error = distance / np.sqrt(image.areas[col])
+                rows.append(np.where(truth[:, 2] > 0, error, np.nan))
+    return np.array(rows, np.float64).reshape(-1, 17)
 
 
 def _ground_truth(images: Sequence[AnnotatedImage]) -> dict:

@@ -64,6 +64,25 @@ class AnnotatedImage:
         with Image.open(self.path) as image:
             return np.asarray(image.convert("RGB"))
 
+    def labelled_boxes(self) -> np.ndarray:
+        """The boxes (x1, y1, x2, y2) of the people with at least one labelled joint, [P', 4]."""
+        boxes = self.boxes[(self.keypoints[:, :, 2] > 0).any(1)]
+        return np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1)
+
+    def ignored(self, points: np.ndarray) -> np.ndarray:
+        """bool [N]: which points (x, y) [N, 2] fall where nobody was annotated (the ignore mask,
+        white); all False without a mask."""
+        points = np.asarray(points).reshape(-1, 2)
+        if self.ignore_mask is None or not len(points):
+            return np.zeros(len(points), bool)
+        from PIL import Image
+
+        with Image.open(self.ignore_mask) as image:
+            mask = np.asarray(image.convert("L")) > 127
+        x = np.clip(points[:, 0].astype(int), 0, mask.shape[1] - 1)
+        y = np.clip(points[:, 1].astype(int), 0, mask.shape[0] - 1)
+        return mask[y, x]
+
     @property
     def people(self) -> int:
         """Annotated people with at least one labelled joint (those COCO's evaluation counts)."""

@@ -470,13 +470,7 @@ class BlazePoseBackend:
         `_update_tracks` catches the rest.
         """
         free = self.max_persons - held
-        taken = _Taken(
-            [
-                np.concatenate([t.landmarks[:NUM_BODY_LANDMARKS].min(0),
-                                t.landmarks[:NUM_BODY_LANDMARKS].max(0)])
-                for t in self._tracks
-            ]
-        )  # fmt: skip
+        taken = _Taken([_body_box(track.landmarks) for track in self._tracks])
         wide = self._wide_search_now()
         detected: list[np.ndarray] = []
         for region in detection_regions(*frame.shape[:2], grid=self.grid_tiles and wide):
