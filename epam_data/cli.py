@@ -75,11 +75,13 @@ def main(version: VersionOption = False) -> None:
 
 
 def os_error_line(err: OSError) -> str:
-    """'OUT/index.csv: Read-only file system', and what to do when the disk is full."""
+    """'OUT/index.csv: Read-only file system', and what to do about a full or read-only OUT."""
     where = f"{err.filename}: " if err.filename else ""
     text = f"{where}{err.strerror or err}"
     if err.errno == errno.ENOSPC:
         text += " (free some space and re-run: finished samples are kept)"
+    elif err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        text += " (not writable: choose another --out or make it writable, then re-run)"
     return text
 
 

@@ -194,6 +194,18 @@ def _check_file(path: Path, asked: str) -> int:
     return size
 
 
+def _narrow_frames_message(path: Path, frame_hw: tuple[int, int], asked: str) -> str:
+    """decord 0.6 pads the rows of some narrow frames (16, 24, 48, 72 px wide, all under 80 px
+    here) and then hands back frames of 4 or 6 "channels" or refuses to copy them
+    (https://github.com/dmlc/decord/issues/336): the file is fine, so say that, not "damaged"."""
+    height, width = frame_hw
+    return (
+        f"{path}: the video is fine but decord cannot decode its {width} x {height} px frames "
+        f"(a decord bug with some frame widths under 80 px; asked for {asked}); scale it up: "
+        "ffmpeg -i IN -vf scale=320:-2 -c:v libx264 -pix_fmt yuv420p OUT.mp4"
+    )
+
+
 def _open(path: str | Path, asked: str) -> tuple[Any, VideoInfo]:
     """A decord VideoReader (CPU, one thread) and what it found; every failure is a
     VideoDecodeError."""
@@ -231,12 +243,14 @@ def _open(path: str | Path, asked: str) -> tuple[Any, VideoInfo]:
     if num_frames == 0:
         raise VideoDecodeError(no_frames)
     try:
-        height, width = reader[0].shape[:2]  # decord has no size accessor: decode the first frame
+        height, width, channels = reader[0].shape  # no size accessor: decode the first frame
     except (decord.DECORDError, RuntimeError) as err:
         raise VideoDecodeError(
             f"{path}: decord lists {num_frames} frames but cannot decode the first "
             f"({_decord_reason(err)}; asked for {asked}); {REENCODE_HINT}"
         ) from err
+    if channels != 3:
+        raise VideoDecodeError(_narrow_frames_message(path, (height, width), asked))
     fps = float(reader.get_avg_fps())
     info = VideoInfo(
         path=str(path),

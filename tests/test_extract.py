@@ -702,6 +702,46 @@ def small_disk(tmp_path: Path):
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+@pytest.fixture
+def read_only_dir(tmp_path: Path):
+    """A folder this process cannot write: a read-only tmpfs for root (whom permissions do not
+    stop), mode 0555 for anyone else; skips where neither holds."""
+    import os
+    import subprocess
+
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    options = ["-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(folder)]
+    done = subprocess.run(["mount", *options], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"root cannot mount a read-only tmpfs here: {done.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_read_only_out_is_one_line(media_dir: Path, read_only_dir: Path, tmp_path: Path) -> None:
+    """OUT where nothing may be written: exit 1 and one line naming the path and what to do, no
+    traceback; the same videos then extract into a writable OUT."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    shutil.copy(media_dir / "two_players_426x240.mp4", videos / "S001C001P001R001A001_rgb.mp4")
+    args = ["extract", str(videos), "--dataset", "ntu60", "--frame-stride", "8", "--out"]
+    refused = runner.invoke(app, [*args, str(read_only_dir / "out")])
+    assert refused.exit_code == 1
+    assert refused.exception is None or isinstance(refused.exception, SystemExit)
+    error_lines = [line for line in refused.output.splitlines() if "error:" in line]
+    assert len(error_lines) == 1 and "not writable" in error_lines[0], refused.output
+    assert str(read_only_dir) in " ".join(refused.output.split())
+    assert runner.invoke(app, [*args, str(tmp_path / "out")]).exit_code == 0
+
+
 def test_a_full_disk_is_one_line_and_a_rerun_finishes(
     media_dir: Path, small_disk: Path, tmp_path: Path
 ) -> None:

@@ -165,6 +165,18 @@ def test_unreadable_files_raise_video_decode_error_naming_the_file(videos, tmp_p
         assert isinstance(err.value, EpamError)
 
 
+@pytest.mark.parametrize("width", [16, 48])
+def test_narrow_frames_decord_cannot_copy_are_not_called_damaged(pyav, tmp_path, width):
+    """decord 0.6 mangles frames of some widths under 80 px (dmlc/decord#336); the message says the
+    file is fine and how to scale it, where it used to say "truncated or damaged"."""
+    path = write_video(tmp_path / f"narrow{width}.mp4", 10, hw=(40, width))
+    for call in (probe_video, read_frames):
+        with pytest.raises(VideoDecodeError) as err:
+            call(path)
+        assert_one_line_about(err, path, "the video is fine", f"{width} x 40 px", "scale=")
+        assert "damaged" not in str(err.value)
+
+
 def test_a_folder_is_not_a_video(tmp_path):
     with pytest.raises(VideoDecodeError, match="not a file"):
         probe_video(tmp_path)
