@@ -24,7 +24,7 @@ from epam_data.errors import EpamError, one_line
 from epam_data.shards import DEFAULT_MAX_SHARD_BYTES, PreparedSample, ShardWriter, done_ids
 from epam_data.shards.layout import index_lock
 from epam_data.shards.lock import FileLock
-from epam_data.supervisor import supervised_map
+from epam_data.supervisor import LATE, supervised_map
 from epam_data.threads import one_thread_per_process
 
 DEFAULT_SAMPLE_TIMEOUT = 3600.0  # seconds one sample may take in a worker before it counts as hung
@@ -191,7 +191,11 @@ def _run_in_worker(prepare: Prepare, task: Task) -> Outcome:
 
 def _lost_outcome(task: Task, reason: str) -> Outcome:
     """The failure of a sample whose worker process crashed or hung (epam_data.supervisor)."""
-    return Outcome(task.sample, task.source, None, reason=f"{task.source}: {reason}")
+    if reason.startswith(LATE):
+        hint = "(a hanging decoder?); raise --sample-timeout if it is just long"
+    else:
+        hint = "(a crash in a decoder or library)"
+    return Outcome(task.sample, task.source, None, reason=f"{task.source}: {reason} {hint}")
 
 
 def check_jobs(jobs: int) -> None:

@@ -49,6 +49,12 @@ def _serve(conn: Connection) -> None:
         conn.send(function(item))
 
 
+# How on_lost's reason begins, so that callers can add their own hint: "the worker process ...
+# was killed by SIGSEGV after printing '...'" or "took longer than 30 s".
+CRASHED = "the worker process"
+LATE = "took longer than"
+
+
 def _cause(code: int) -> str:
     """A process's return code in words: 'was killed by SIGABRT', 'exited with code 3'."""
     if code >= 0:
@@ -161,16 +167,13 @@ def _collect(
                 result = worker.conn.recv()
             except (EOFError, OSError):
                 death = worker.death()
-                lost = f"the worker process preparing it {death} (a crash in a decoder or library)"
+                lost = f"{CRASHED} {death}"
             else:
                 worker.item = None
                 yield result
                 continue
         elif time.monotonic() >= worker.deadline:
-            lost = (
-                f"took longer than {timeout:g} s (a hanging decoder?); "
-                "raise --sample-timeout if it is just long"
-            )
+            lost = f"{LATE} {timeout:g} s"
         if lost is not None:
             item = worker.item
             worker.stop()

@@ -23,15 +23,16 @@ from epam_data.errors import ShardError, one_line
 from epam_data.shards.sample import PreparedSample
 from epam_data.shards.schema import (
     ATTRIBUTES,
+    ATTRS_CRC_ATTR,
     CHUNKED,
     DATASETS,
     HEATMAP_CHUNK_BYTES,
     HEATMAP_GZIP_LEVEL,
     POSE_CRC_ATTR,
     RESERVED_ATTRS,
-    RGB_CRC_DATASET,
     VLEN,
     DatasetSpec,
+    frame_crc_name,
 )
 
 POSE_DATASETS = tuple(spec for spec in DATASETS if spec.part == "pose")
@@ -45,6 +46,8 @@ DEFAULT_MAX_DATASET_BYTES = 8 << 30
 REPAIR_HINT = "the file is damaged; `epam-data verify OUT --repair` moves it aside for a re-run"
 
 __all__ = [
+    "attrs_crc32",
+    "frame_crc32",
     "jpeg_crc32",
     "open_h5",
     "plain",
@@ -93,9 +96,37 @@ def pose_crc32(arrays: Iterable[np.ndarray]) -> int:
     return crc
 
 
+def attrs_crc32(attrs: Mapping[str, Any]) -> int:
+    """CRC-32 of a group's attributes as h5py reads them back (names in sorted order, each value's
+    bytes), leaving out `attrs_crc32` itself. Computed from the read-back values at write time too,
+    so that both sides see the same types."""
+    crc = 0
+    for name in sorted(attrs):
+        if name == ATTRS_CRC_ATTR:
+            continue
+        value = attrs[name]
+        data = value.encode() if isinstance(value, str) else np.asarray(value).tobytes()
+        crc = zlib.crc32(data, zlib.crc32(name.encode(), crc))
+    return crc
+
+
 def jpeg_crc32(frames: Iterable[bytes]) -> np.ndarray:
     """CRC-32 of each frame's JPEG bytes, uint32 [T]."""
     return np.array([zlib.crc32(frame) for frame in frames], dtype=np.uint32)
+
+
+def frame_crc32(volume: np.ndarray) -> np.ndarray:
+    """CRC-32 of each frame of a heatmap volume [T', C, H, W], uint32 [T']."""
+    return np.array([zlib.crc32(np.ascontiguousarray(frame)) for frame in volume], np.uint32)
+
+
+def _write_frame_crcs(group: h5py.Group, name: str, crcs: np.ndarray) -> None:
+    """Per-frame CRCs beside dataset `name`: an attribute costs no extra read; a long clip's
+    (past 8192 frames) need a dataset."""
+    if crcs.nbytes <= CRC_ATTR_BYTES:
+        group.attrs[frame_crc_name(name)] = crcs
+    else:
+        group.create_dataset(frame_crc_name(name), data=crcs)
 
 
 def _write_dataset(group: h5py.Group, spec: DatasetSpec, value: Any) -> None:
@@ -105,13 +136,7 @@ def _write_dataset(group: h5py.Group, spec: DatasetSpec, value: Any) -> None:
             items[position] = np.frombuffer(data, dtype=spec.dtype)
         group.create_dataset(spec.name, data=items, dtype=h5py.vlen_dtype(spec.dtype))
         if WRITE_CHECKSUMS:
-            crcs = jpeg_crc32(value)
-            if (
-                crcs.nbytes <= CRC_ATTR_BYTES
-            ):  # an attribute costs no extra read; a long clip needs a dataset
-                group.attrs[RGB_CRC_DATASET] = crcs
-            else:
-                group.create_dataset(RGB_CRC_DATASET, data=crcs)
+            _write_frame_crcs(group, spec.name, jpeg_crc32(value))
     elif spec.storage == CHUNKED and value.size:
         group.create_dataset(
             spec.name,
@@ -121,6 +146,8 @@ def _write_dataset(group: h5py.Group, spec: DatasetSpec, value: Any) -> None:
             compression_opts=HEATMAP_GZIP_LEVEL,
             fletcher32=WRITE_CHECKSUMS,  # HDF5 checks each chunk when it reads it
         )
+        if WRITE_CHECKSUMS:  # fletcher32 misses a damaged layout that reads back as zeros
+            _write_frame_crcs(group, spec.name, frame_crc32(value))
     else:
         group.create_dataset(spec.name, data=value)  # contiguous: one read each
 
@@ -140,6 +167,7 @@ def write_group(h5file: h5py.File, prepared: PreparedSample) -> dict[str, Any]:
             np.asarray(getattr(prepared, spec.name), dtype=spec.dtype) for spec in POSE_DATASETS
         )
         group.attrs[POSE_CRC_ATTR] = np.uint32(pose_crc32(pose))
+        group.attrs[ATTRS_CRC_ATTR] = np.uint32(attrs_crc32(dict(group.attrs.items())))
     return attrs
 
 
@@ -165,12 +193,26 @@ def _damaged(group: h5py.Group, what: str) -> ShardError:
     return ShardError(f"{Path(group.file.filename).name}:{group.name}: {what}; {REPAIR_HINT}")
 
 
+def _check_chunks(group: h5py.Group, name: str, dataset: h5py.Dataset) -> None:
+    """Every chunk of a chunked dataset is in the file with all its filters applied. Found by
+    fuzzing the shards: a lost chunk address reads back as zeros, and a chunk whose filter mask
+    says "filters skipped" is read raw, both without an error and without fletcher32 ever being
+    checked."""
+    chunks = int(np.prod([-(-n // c) for n, c in zip(dataset.shape, dataset.chunks)]))
+    stored = dataset.id.get_num_chunks()
+    if stored != chunks:
+        raise _damaged(group, f"{name} has {stored} of its {chunks} chunks in the file")
+    if any(dataset.id.get_chunk_info(i).filter_mask for i in range(stored)):
+        raise _damaged(group, f"{name} has a chunk marked as stored without its filters")
+
+
 def checked_dataset(group: h5py.Group, name: str) -> h5py.Dataset:
     """A dataset whose declared size is backed by the file, before anything is allocated for it.
 
     A small forged or damaged shard can declare 3e7 frames: reading it would allocate gigabytes of
-    fill values. An unfiltered dataset must hold exactly its declared bytes; any dataset must stay
-    under `EPAM_MAX_SAMPLE_BYTES` (default 8 GiB, raise it for very long clips).
+    fill values. An unfiltered dataset must hold exactly its declared bytes, a chunked one all its
+    chunks; any dataset must stay under `EPAM_MAX_SAMPLE_BYTES` (default 8 GiB, raise it for very
+    long clips).
     """
     dataset = group[name]
     declared = dataset.size * dataset.dtype.itemsize
@@ -181,6 +223,8 @@ def checked_dataset(group: h5py.Group, name: str) -> h5py.Dataset:
             f"{name} declares {dataset.shape}, {declared >> 20} MB, above {MAX_BYTES_ENV}="
             f"{limit >> 20} MB (set it higher if the clip is really that long)",
         )
+    if dataset.chunks is not None and dataset.size:
+        _check_chunks(group, name, dataset)
     if (
         h5py.check_vlen_dtype(dataset.dtype) is None
         and not dataset.id.get_create_plist().get_nfilters()
@@ -203,19 +247,22 @@ def _pose_arrays(group: h5py.Group) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _check_rgb(group: h5py.Group, frames: np.ndarray | None, jpegs: tuple[bytes, ...]) -> None:
-    """The JPEGs read against their per-frame CRC-32."""
-    expected = group.attrs.get(RGB_CRC_DATASET)
-    if expected is None and RGB_CRC_DATASET in group:
-        expected = group[RGB_CRC_DATASET][()]
+def _check_frames(
+    group: h5py.Group, name: str, frames: np.ndarray | None, crcs: np.ndarray
+) -> None:
+    """The frames read of `rgb` or a heatmap dataset (CRC-32 of each) against the stored ones."""
+    key = frame_crc_name(name)
+    expected = group.attrs.get(key)
+    if expected is None and key in group:
+        expected = group[key][()]
     if expected is None:
         return
     if frames is not None:
         expected = expected[np.asarray(frames)]
-    bad = np.flatnonzero(jpeg_crc32(jpegs) != expected)
+    bad = np.flatnonzero(crcs != expected)
     if len(bad):
         frame = int(bad[0] if frames is None else np.asarray(frames)[bad[0]])
-        raise _damaged(group, f"rgb frame {frame} does not match its checksum")
+        raise _damaged(group, f"{name} frame {frame} does not match its checksum")
 
 
 def _read_datasets(group: h5py.Group, frames: np.ndarray | None, parts: set[str]) -> dict[str, Any]:
@@ -253,7 +300,9 @@ def _read_checked(group: h5py.Group, frames: np.ndarray | None, parts: set[str])
             tuple(item.tobytes() for item in value) if spec.storage == VLEN else value
         )
         if spec.storage == VLEN:
-            _check_rgb(group, frames, values[spec.name])
+            _check_frames(group, spec.name, frames, jpeg_crc32(values[spec.name]))
+        elif spec.storage == CHUNKED and value.size:
+            _check_frames(group, spec.name, frames, frame_crc32(value))
     return values
 
 
@@ -262,7 +311,13 @@ def read_group(
 ) -> PreparedSample:
     """A sample group back into a PreparedSample (validated again), optionally a subset of its
     frames."""
-    attrs: Mapping[str, Any] = {key: plain(value) for key, value in group.attrs.items()}
+    stored = dict(group.attrs.items())
+    expected = stored.get(ATTRS_CRC_ATTR)
+    if expected is not None and attrs_crc32(stored) != int(expected):
+        raise _damaged(
+            group, "the attributes (label, source, sizes ...) do not match their checksum"
+        )
+    attrs: Mapping[str, Any] = {key: plain(value) for key, value in stored.items()}
     parts = {"pose"} | ({"rgb"} if rgb else set()) | ({"heatmaps"} if heatmaps else set())
     fields: dict[str, Any] = {}
     sample: dict[str, Any] = {}

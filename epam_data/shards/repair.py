@@ -16,7 +16,7 @@ from pathlib import Path
 from epam_data.atomic import fsync_dir
 from epam_data.shards.index import rebuild_index
 from epam_data.shards.layout import finished_shards, sidecar
-from epam_data.shards.verify import shard_damage
+from epam_data.shards.verify import shards_damage
 
 __all__ = ["DAMAGED_DIR", "RepairReport", "repair_dataset"]
 
@@ -52,10 +52,8 @@ def repair_dataset(out_dir: str | Path, *, deep: bool = True) -> RepairReport:
     schema."""
     out_dir = Path(out_dir)
     report = RepairReport()
-    for shard in finished_shards(out_dir):
-        problems = shard_damage(shard, deep=deep)
-        if problems:
-            _move_aside(shard, out_dir / DAMAGED_DIR)
-            report.moved[shard.name] = problems
+    for shard, problems in shards_damage(finished_shards(out_dir), deep=deep).items():
+        _move_aside(shard, out_dir / DAMAGED_DIR)
+        report.moved[shard.name] = problems
     report.samples = rebuild_index(out_dir)
     return report

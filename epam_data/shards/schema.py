@@ -26,9 +26,10 @@ __all__ = [
     "HEATMAP_DATASETS",
     "HEATMAP_GZIP_LEVEL",
     "NUM_JOINTS",
+    "ATTRS_CRC_ATTR",
     "POSE_CRC_ATTR",
     "RESERVED_ATTRS",
-    "RGB_CRC_DATASET",
+    "frame_crc_name",
     "SAMPLE_DIMS",
     "SAMPLE_FIELDS",
     "SCHEMA_VERSION",
@@ -230,12 +231,23 @@ ATTRIBUTES: tuple[AttributeSpec, ...] = (
 )
 
 SAMPLE_FIELDS = tuple(f.name for f in dataclasses.fields(Sample))
-# Checksums (docs/shard-schema.md): CRC-32 of the pose arrays (one group attribute), of each JPEG
-# (an attribute, or a dataset beside `rgb` past 8192 frames), and HDF5's fletcher32 on the heatmap
-# chunks. Readers check what they read; shards written before checksums existed are read unchecked.
+# Checksums (docs/shard-schema.md): CRC-32 of the pose arrays and of the other attributes (one group
+# attribute each), of each JPEG and each heatmap frame (an attribute, or a dataset beside the data
+# past 8192 frames), and HDF5's fletcher32 on the heatmap chunks. Readers check what they read;
+# shards written before a checksum existed are read without it.
 POSE_CRC_ATTR = "pose_crc32"
-RGB_CRC_DATASET = "rgb_crc32"
-CHECKSUM_ATTRS = frozenset({POSE_CRC_ATTR, RGB_CRC_DATASET})
+ATTRS_CRC_ATTR = "attrs_crc32"  # of every other attribute of the group (names and values)
+
+
+def frame_crc_name(dataset: str) -> str:
+    """Where the per-frame CRC-32s of `rgb` or a heatmap dataset are kept: 'rgb_crc32'."""
+    return f"{dataset}_crc32"
+
+
+CHECKSUM_ATTRS = frozenset(
+    {POSE_CRC_ATTR, ATTRS_CRC_ATTR}
+    | {frame_crc_name(spec.name) for spec in DATASETS if spec.storage in (VLEN, CHUNKED)}
+)
 # Group attributes owned by the schema; every other attribute of a sample group is one of its
 # `extra` items.
 RESERVED_ATTRS = frozenset(spec.name for spec in ATTRIBUTES) | CHECKSUM_ATTRS

@@ -7,7 +7,10 @@ back and validated).
 
 from __future__ import annotations
 
+import functools
 import io
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -27,10 +30,16 @@ from epam_data.shards.schema import (
     VLEN,
     DatasetSpec,
 )
+from epam_data.supervisor import LATE, supervised_map
+from epam_data.threads import usable_cores
 
-__all__ = ["shard_damage", "value_problems", "verify_dataset"]
+__all__ = ["shards_damage", "value_problems", "verify_dataset"]
 
 Row = dict[str, str]
+# A worker walking one shard is given this long, plus a second per WALK_BYTES_PER_S bytes of the
+# largest shard, before it counts as looping (a deep walk decodes every JPEG; slow disks).
+WALK_TIMEOUT_S = 120.0
+WALK_BYTES_PER_S = 2e6
 
 
 def _dataset_problem(
@@ -149,38 +158,61 @@ def _read_index(index_path: Path, problems: list[str]) -> dict[str, Row]:
     return index_rows
 
 
-def _row_problems(index_path: Path, group: h5py.Group, row: Row) -> list[str]:
+def _row_problems(index_path: Path, facts: _GroupFacts, row: Row) -> list[str]:
     """Where the index row of a sample disagrees with its group (label, frame count)."""
-    sample_id = group.name.lstrip("/")
     problems = []
-    label = group.attrs.get("label")
-    if row.get("label", "") != ("" if label is None else str(plain(label))):
+    if row.get("label", "") != facts.label:
         problems.append(
-            f"{index_path}: {sample_id} has label {row.get('label')!r}, the shard says {label}"
+            f"{index_path}: {facts.sample_id} has label {row.get('label')!r}, the shard says "
+            f"{facts.label or None}"
         )
-    if "keypoints" in group and row.get("frames") != str(group["keypoints"].shape[1]):
+    if facts.frames is not None and row.get("frames") != str(facts.frames):
         problems.append(
-            f"{index_path}: {sample_id} has {row.get('frames')} frames, the shard holds "
-            f"{group['keypoints'].shape[1]}"
+            f"{index_path}: {facts.sample_id} has {row.get('frames')} frames, the shard holds "
+            f"{facts.frames}"
         )
     return problems
 
 
-def _shard_problems(
-    shard: Path,
-    index_path: Path,
-    index_rows: dict[str, Row] | None,
-    found: dict[str, str],
-    deep: bool,
-) -> list[str]:
-    """Problems of one finished shard; records in `found` which shard holds each sample first.
-    index_rows None checks the shard alone, not against index.csv. Never raises: a shard too
-    damaged to walk is one problem line."""
+@dataclass(frozen=True)
+class _GroupFacts:
+    """What verify needs to know of one sample group, read in a worker process."""
+
+    sample_id: str
+    problems: list[str]
+    label: str  # "" when the group has none
+    frames: int | None  # keypoints' T, None when it has no keypoints
+
+
+@dataclass(frozen=True)
+class _ShardFacts:
+    """Problems of the file itself, and the facts of each of its groups in file order."""
+
+    problems: list[str]
+    groups: list[_GroupFacts]
+
+
+def _group_facts(shard: Path, group: h5py.Group, deep: bool) -> _GroupFacts:
+    sample_id = group.name.lstrip("/")
+    try:
+        problems = group_problems(group, deep=deep)
+        label = group.attrs.get("label")
+        frames = group["keypoints"].shape[1] if "keypoints" in group else None
+    except Exception as err:  # noqa: BLE001 (damaged metadata: verify reports, never raises)
+        problems = [f"{shard.name}:/{sample_id}: cannot be checked ({one_line(err, 300)})"]
+        return _GroupFacts(sample_id, problems, "", None)
+    return _GroupFacts(sample_id, problems, "" if label is None else str(plain(label)), frames)
+
+
+def _walk_shard(shard: Path, deep: bool) -> tuple[Path, _ShardFacts]:
+    """Everything verify learns from one shard file. Never raises: a shard too damaged to walk is
+    one problem line. Runs in a supervised worker process (`_walk_shards`)."""
     try:
         h5file = open_h5(shard)
     except OSError as err:
-        return [f"{shard}: cannot be opened ({one_line(err, 300)})"]
+        return shard, _ShardFacts([f"{shard}: cannot be opened ({one_line(err, 300)})"], [])
     problems: list[str] = []
+    groups: list[_GroupFacts] = []
     try:
         with h5file:
             if h5file.attrs.get("schema_version") != SCHEMA_VERSION:
@@ -188,52 +220,82 @@ def _shard_problems(
                     f"{shard}: schema_version {h5file.attrs.get('schema_version')!r}, expected "
                     f"{SCHEMA_VERSION}"
                 )
-            for sample_id, group in h5file.items():
-                problems.extend(
-                    _sample_problems(shard, sample_id, group, index_path, index_rows, found, deep)
-                )
+            for group in h5file.values():
+                groups.append(_group_facts(shard, group, deep))
     except Exception as err:  # noqa: BLE001 (verify reports, never raises)
         problems.append(f"{shard}: cannot be read to the end ({one_line(err, 300)})")
-    return problems
+    return shard, _ShardFacts(problems, groups)
 
 
-def _sample_problems(
-    shard: Path,
-    sample_id: str,
-    group: h5py.Group,
-    index_path: Path,
-    index_rows: dict[str, Row] | None,
-    found: dict[str, str],
-    deep: bool,
-) -> list[str]:
-    """Problems of one sample group of a shard, and of its index row (unless index_rows is None)."""
-    if sample_id in found:
-        return [
-            f"{sample_id}: in both {found[sample_id]} and {shard.name} (overlapping parts?); "
-            f"the index uses {found[sample_id]}"
-        ]
-    found[sample_id] = shard.name
-    try:
-        problems = group_problems(group, deep=deep)
-    except Exception as err:  # noqa: BLE001 (damaged metadata: verify reports, never raises)
-        return [f"{shard.name}:/{sample_id}: cannot be checked ({one_line(err, 300)})"]
-    if index_rows is None:
-        return problems
-    row = index_rows.get(sample_id)
-    if row is None:
-        problems.append(
-            f"{shard}: {sample_id} is not in index.csv (`epam-data verify OUT --repair` rebuilds "
-            "it)"
+def _lost_walk(shard: Path, reason: str) -> tuple[Path, _ShardFacts]:
+    why = "loops" if reason.startswith(LATE) else "crashes"
+    line = (
+        f"{shard}: the HDF5 library {why} reading it ({reason}): the file is damaged; "
+        "`epam-data verify OUT --repair` moves it aside"
+    )
+    return shard, _ShardFacts([line], [])
+
+
+def _walk_shards(shards: Sequence[Path], deep: bool) -> list[tuple[Path, _ShardFacts]]:
+    """(shard, facts) for every shard, in the order given. Each shard is walked in a worker process
+    watched by epam_data.supervisor: bytes flipped in an HDF5 file's heap can make the library loop
+    forever or crash, which must cost one problem line, not the verify (found by fuzzing)."""
+    if not shards:
+        return []
+    largest = max(shard.stat().st_size if shard.exists() else 0 for shard in shards)
+    timeout = WALK_TIMEOUT_S + largest / WALK_BYTES_PER_S
+    walked = dict(
+        supervised_map(
+            functools.partial(_walk_shard, deep=deep),
+            shards,
+            workers=min(len(shards), usable_cores()),
+            timeout=timeout,
+            on_lost=_lost_walk,
         )
-    elif row.get("shard") == shard.name:  # else a duplicate, reported above
-        problems.extend(_row_problems(index_path, group, row))
+    )
+    return [(shard, walked[shard]) for shard in shards]
+
+
+def shards_damage(shards: Sequence[Path], *, deep: bool = True) -> dict[Path, list[str]]:
+    """What is wrong inside each finished shard, without looking at the index (for `repair`): it
+    does not open, cannot be walked, or a sample group fails its schema, checksums or value
+    checks. Shards without a problem are left out."""
+    damage = {}
+    for shard, facts in _walk_shards(shards, deep):
+        problems = facts.problems + [line for group in facts.groups for line in group.problems]
+        if problems:
+            damage[shard] = problems
+    return damage
+
+
+def _shard_problems(
+    shard: Path,
+    facts: _ShardFacts,
+    index_path: Path,
+    index_rows: dict[str, Row],
+    found: dict[str, str],
+) -> list[str]:
+    """Problems of one walked shard and of its samples' index rows; records in `found` which shard
+    holds each sample first (a sample in two shards is reported once, as that)."""
+    problems = list(facts.problems)
+    for group in facts.groups:
+        if group.sample_id in found:
+            problems.append(
+                f"{group.sample_id}: in both {found[group.sample_id]} and {shard.name} "
+                f"(overlapping parts?); the index uses {found[group.sample_id]}"
+            )
+            continue
+        found[group.sample_id] = shard.name
+        problems.extend(group.problems)
+        row = index_rows.get(group.sample_id)
+        if row is None:
+            problems.append(
+                f"{shard}: {group.sample_id} is not in index.csv (`epam-data verify OUT --repair` "
+                "rebuilds it)"
+            )
+        elif row.get("shard") == shard.name:  # else a duplicate, reported above
+            problems.extend(_row_problems(index_path, group, row))
     return problems
-
-
-def shard_damage(shard: Path, *, deep: bool = True) -> list[str]:
-    """What is wrong inside one finished shard, without looking at the index (for `repair`): it does
-    not open, cannot be walked, or a sample group fails its schema, checksums or value checks."""
-    return _shard_problems(shard, shard.with_suffix(".csv"), None, {}, deep)
 
 
 def verify_dataset(out_dir: str | Path, *, deep: bool = False) -> list[str]:
@@ -257,8 +319,8 @@ def verify_dataset(out_dir: str | Path, *, deep: bool = False) -> list[str]:
                 "which is not a finished shard"
             )
     found: dict[str, str] = {}
-    for shard in shards.values():
-        problems.extend(_shard_problems(shard, index_path, index_rows, found, deep))
+    for shard, facts in _walk_shards(list(shards.values()), deep):
+        problems.extend(_shard_problems(shard, facts, index_path, index_rows, found))
     for sample_id, row in index_rows.items():
         if row.get("shard") in shards and sample_id not in found:
             problems.append(f"{index_path}: {sample_id} is not in {row.get('shard')}")
