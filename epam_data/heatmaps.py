@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -149,6 +149,39 @@ def _patch_size(sigma: float) -> int:
 
 
 # --------------------------------------------------------------------------------------------------
+# limb maths shared by both back ends (`xp` is numpy or torch: where, exp and operators agree)
+# --------------------------------------------------------------------------------------------------
+
+
+def _short_limbs_to_start(xp: Any, a: Any, b: Any, s_a: Any, value: Any) -> tuple[Any, Any, Any]:
+    """(B, |A - B|^2, value) with PoseC3D's quirk for limbs shorter than a pixel applied (see
+    `_limb_segments_np`): B = A, |A - B|^2 = 1, value = the start joint's score. |A - B|^2 is
+    computed in the keypoints' dtype, as the anchor does."""
+    d2_ab = (a[..., 0] - b[..., 0]) ** 2 + (a[..., 1] - b[..., 1]) ** 2
+    degenerate = d2_ab < 1
+    return (
+        xp.where(degenerate[..., None], a, b),
+        xp.where(degenerate, 1.0, d2_ab),
+        xp.where(degenerate, s_a, value),
+    )
+
+
+def _limb_distance2(xp: Any, px: Any, py: Any, a: tuple, b: tuple, pixel_rows: tuple) -> Any:
+    """Squared distance of pixels (px, py) to segment AB: a = (ax, ay), b = (bx, by, |A - B|^2),
+    pixel_rows = ((py - ay)^2, (py - by)^2), per pixel. PoseC3D's limb maths step by step, in its
+    dtype and its order of operations, so the float32 rounding matches too (a cleaner formula
+    drifts ~1e-5 from it on long limbs): the projection coefficient of the pixel on AB, then the
+    squared distance to A before A, to B after B, else to the projection."""
+    (ax, ay), (bx, by, d2ab), (dya2, dyb2) = a, b, pixel_rows
+    ex, ey = bx - ax, by - ay
+    d2_start = (px - ax) ** 2 + dya2
+    d2_end = (px - bx) ** 2 + dyb2
+    coeff = (d2_start - d2_end + d2ab) / 2 / d2ab
+    d2_line = (px - (ax + coeff * ex)) ** 2 + (py - (ay + coeff * ey)) ** 2
+    return xp.where(coeff <= 0, d2_start, xp.where(coeff >= 1, d2_end, d2_line))
+
+
+# --------------------------------------------------------------------------------------------------
 # numpy back end
 # --------------------------------------------------------------------------------------------------
 
@@ -242,11 +275,7 @@ def _limb_segments_np(kp: np.ndarray, sc: np.ndarray, pairs: np.ndarray, eps: fl
         np.where(finite[..., None], a, 0),
         np.where(finite[..., None], b, 0),
     )  # skipped; keeps casts quiet
-    d2_ab = (a[..., 0] - b[..., 0]) ** 2 + (a[..., 1] - b[..., 1]) ** 2
-    degenerate = d2_ab < 1  # PoseC3D quirk: see the docstring
-    b = np.where(degenerate[..., None], a, b)
-    d2_ab = np.where(degenerate, d2_ab.dtype.type(1), d2_ab)
-    value = np.where(degenerate, s_a, value)
+    b, d2_ab, value = _short_limbs_to_start(np, a, b, s_a, value)  # see the docstring
     return (
         a.reshape(-1, 2),
         b.reshape(-1, 2),
@@ -287,13 +316,11 @@ def _render_limbs_np(
             a[:, 1],
             b[:, 0],
             b[:, 1],
-            b[:, 0] - a[:, 0],
-            b[:, 1] - a[:, 1],
             d2_ab,
             value,
         ]
     ).astype(dtype)
-    rows = np.repeat(per_limb, height, axis=1)  # [9, R]
+    rows = np.repeat(per_limb, height, axis=1)  # [7, R]
     py = (np.repeat(start[:, 1], height) + row_in_window).astype(dtype)  # pixel y of each row
     rows = np.concatenate(
         [rows, py[None], ((py - rows[2]) ** 2)[None], ((py - rows[4]) ** 2)[None]]
@@ -303,19 +330,9 @@ def _render_limbs_np(
     )
     row_width = np.repeat(width, height)
     col = np.arange(row_width.sum()) - np.repeat(np.cumsum(row_width) - row_width, row_width)  # [P]
-    x0, ax, ay, bx, by, ex, ey, d2ab, val, py, dya2, dyb2 = np.repeat(
-        rows, row_width, axis=1
-    )  # [P] each
+    x0, ax, ay, bx, by, d2ab, val, py, dya2, dyb2 = np.repeat(rows, row_width, axis=1)  # [P] each
     px = x0 + col.astype(dtype)
-    # PoseC3D's limb maths step by step, in its dtype and its order of operations, so the float32
-    # rounding matches too (a cleaner formula drifts ~1e-5 from it on long limbs): the projection
-    # coefficient of the pixel on AB, then the squared distance to A before A, to B after B, else to
-    # the projection.
-    d2_start = (px - ax) ** 2 + dya2
-    d2_end = (px - bx) ** 2 + dyb2
-    coeff = (d2_start - d2_end + d2ab) / 2 / d2ab
-    d2_line = (px - (ax + coeff * ex)) ** 2 + (py - (ay + coeff * ey)) ** 2
-    d2 = np.where(coeff <= 0, d2_start, np.where(coeff >= 1, d2_end, d2_line))
+    d2 = _limb_distance2(np, px, py, (ax, ay), (bx, by, d2ab), (dya2, dyb2))
     heat = (np.exp(-d2 / 2 / dtype(sigma**2)) * val).astype(np.float32, copy=False)
     index = np.repeat(row_start, row_width) + col
     area = np.concatenate([[0], np.cumsum(width * height)])
@@ -411,13 +428,7 @@ def _render_limbs_torch(
     finite = (torch.isfinite(a).all(-1) & torch.isfinite(b).all(-1))[..., None]
     keep = (value >= eps) & finite[..., 0]
     a, b = torch.where(finite, a, 0.0), torch.where(finite, b, 0.0)
-    d2_ab = (a[..., 0] - b[..., 0]) ** 2 + (
-        a[..., 1] - b[..., 1]
-    ) ** 2  # PoseC3D quirk: see _limb_segments_np
-    degenerate = d2_ab < 1
-    b = torch.where(degenerate[..., None], a, b)
-    d2_ab = torch.where(degenerate, 1.0, d2_ab)
-    value = torch.where(degenerate, s_a, value)
+    b, d2_ab, value = _short_limbs_to_start(torch, a, b, s_a, value)  # see _limb_segments_np
     size = torch.tensor([W, H], dtype=torch.float64, device=dev)
     start, end = _windows_torch(
         torch.minimum(a, b).double(), torch.maximum(a, b).double(), 3 * sigma, size
@@ -441,13 +452,11 @@ def _render_limbs_torch(
             a[:, 1],
             b[:, 0],
             b[:, 1],
-            b[:, 0] - a[:, 0],
-            b[:, 1] - a[:, 1],
             d2_ab,
             value.to(dtype),
         ]
     )
-    rows = torch.repeat_interleave(per_limb, height, dim=1, output_size=num_rows)  # [9, R]
+    rows = torch.repeat_interleave(per_limb, height, dim=1, output_size=num_rows)  # [7, R]
     py = (torch.repeat_interleave(start[:, 1], height, output_size=num_rows) + row_in_window).to(
         dtype
     )
@@ -462,15 +471,11 @@ def _render_limbs_torch(
     col = torch.arange(num_pixels, device=dev) - torch.repeat_interleave(
         torch.cumsum(row_width, 0) - row_width, row_width, output_size=num_pixels
     )
-    x0, ax, ay, bx, by, ex, ey, d2ab, val, py, dya2, dyb2 = torch.repeat_interleave(
+    x0, ax, ay, bx, by, d2ab, val, py, dya2, dyb2 = torch.repeat_interleave(
         rows, row_width, dim=1, output_size=num_pixels
     )
     px = x0 + col.to(dtype)
-    d2_start = (px - ax) ** 2 + dya2
-    d2_end = (px - bx) ** 2 + dyb2
-    coeff = (d2_start - d2_end + d2ab) / 2 / d2ab
-    d2_line = (px - (ax + coeff * ex)) ** 2 + (py - (ay + coeff * ey)) ** 2
-    d2 = torch.where(coeff <= 0, d2_start, torch.where(coeff >= 1, d2_end, d2_line))
+    d2 = _limb_distance2(torch, px, py, (ax, ay), (bx, by, d2ab), (dya2, dyb2))
     heat = (torch.exp(-d2 / 2 / torch.tensor(sigma**2, dtype=dtype)) * val).float()
     index = torch.repeat_interleave(row_start, row_width, output_size=num_pixels) + col
     out.scatter_reduce_(0, index, heat, reduce="amax")  # max over persons (PoseC3D)
