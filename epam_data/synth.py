@@ -13,6 +13,8 @@ epam_data` never needs them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +25,8 @@ from epam_data.atomic import write_csv_atomic
 from epam_data.errors import EpamError
 
 if TYPE_CHECKING:
+    from epam_data.datasets.base import Sample
+    from epam_data.heatmaps import CropBox
     from epam_data.shards import PreparedSample
 
 __all__ = [
@@ -175,6 +179,18 @@ def _rotate(points: np.ndarray, pivot: np.ndarray, angle: np.ndarray) -> np.ndar
     )
 
 
+@dataclass(frozen=True)
+class _Cycle:
+    """The random draws and time base of one sample's motion, drawn once by `synth_motion` so that
+    the per-motion functions (`_MOVES`) only shape joints and never touch the generator."""
+
+    t: np.ndarray  # seconds since the first frame, [T]
+    phase: np.ndarray  # radians, [T]
+    wave: np.ndarray  # sin(phase), [T]
+    amp: float
+    side: int  # +1: the figure's left (image right), -1: its right
+
+
 def synth_motion(label: int, frames: int, rng: np.random.Generator) -> np.ndarray:
     """Body-unit joints float64 [T, 17, 2] of one sample of class `label` (see SYNTH_MOTIONS), with
     a random phase, amplitude and side; the figure's root stays near 0 except for the motions that
@@ -189,45 +205,88 @@ def synth_motion(label: int, frames: int, rng: np.random.Generator) -> np.ndarra
     amp = rng.uniform(0.8, 1.2)
     side = 1 if rng.random() < 0.5 else -1  # +1: the figure's left (image right), -1: its right
     joints = np.repeat(_STANDING[None], frames, axis=0).copy()
-
-    def arm_up(arm: tuple[int, int], shoulder: int, angle: np.ndarray) -> None:
-        joints[:, list(arm)] = _rotate(joints[:, list(arm)], joints[:, shoulder], angle)
-
-    if motion == "wave_arm":  # one arm raised, swinging above the shoulder
-        arm, shoulder = (_LEFT_ARM, 5) if side > 0 else (_RIGHT_ARM, 6)
-        arm_up(arm, shoulder, -side * (2.4 + 0.5 * amp * wave))
-    elif motion == "raise_both_arms":  # both arms from the sides to above the head and back
-        lift = 1.3 * amp * (1 - np.cos(phase))
-        arm_up(_LEFT_ARM, 5, -lift)
-        arm_up(_RIGHT_ARM, 6, lift)
-    elif motion == "jump":  # the whole figure bounces
-        joints[..., 1] -= 0.6 * amp * np.abs(wave)[:, None]
-    elif motion == "squat":  # hips and everything above go down, knees bend outwards
-        depth = 0.45 * amp * (1 - np.cos(phase)) / 2
-        joints[:, :13, 1] += depth[:, None]
-        joints[:, 13, 0] += 1.2 * depth
-        joints[:, 14, 0] -= 1.2 * depth
-        joints[:, 13:15, 1] += 0.3 * depth[:, None]
-    elif motion == "walk_sideways":  # the figure travels sideways, legs scissoring
-        joints[..., 0] += side * (1.2 * amp * (t / max(t[-1], 1e-9)) - 0.6)[:, None]
-        joints[:, [13, 15], 0] += 0.25 * wave[:, None] * np.array([0.5, 1.0])
-        joints[:, [14, 16], 0] -= 0.25 * wave[:, None] * np.array([0.5, 1.0])
-    elif motion == "kick":  # one leg swings up sideways from the hip
-        leg, hip = (_LEFT_LEG, 11) if side > 0 else (_RIGHT_LEG, 12)
-        joints[:, list(leg)] = _rotate(
-            joints[:, list(leg)], joints[:, hip], -side * 0.9 * amp * np.maximum(wave, 0)
-        )
-    elif motion == "clap":  # hands meet in front of the chest and part again
-        closing = amp * (1 - np.cos(phase)) / 2
-        for wrist, elbow, sign in ((9, 7, 1), (10, 8, -1)):
-            target = np.array([sign * 0.04, -0.75])
-            joints[:, wrist] += closing[:, None] * (target - joints[:, wrist])
-            joints[:, elbow] += (
-                closing[:, None] * (np.array([sign * 0.35, -0.7]) - joints[:, elbow]) * 0.7
-            )
-    elif motion == "sway":  # the upper body tilts left and right about the hips
-        joints[:, :11] = _rotate(joints[:, :11], np.zeros((frames, 2)), 0.35 * amp * wave)
+    _MOVES[motion](joints, _Cycle(t=t, phase=phase, wave=wave, amp=amp, side=side))
     return joints
+
+
+def _arm_up(joints: np.ndarray, arm: tuple[int, int], shoulder: int, angle: np.ndarray) -> None:
+    """Swing an arm (elbow, wrist) about its shoulder in place: the arm motions share it."""
+    joints[:, list(arm)] = _rotate(joints[:, list(arm)], joints[:, shoulder], angle)
+
+
+def _wave_arm(joints: np.ndarray, cycle: _Cycle) -> None:
+    """One arm raised, swinging above the shoulder."""
+    arm, shoulder = (_LEFT_ARM, 5) if cycle.side > 0 else (_RIGHT_ARM, 6)
+    _arm_up(joints, arm, shoulder, -cycle.side * (2.4 + 0.5 * cycle.amp * cycle.wave))
+
+
+def _raise_both_arms(joints: np.ndarray, cycle: _Cycle) -> None:
+    """Both arms from the sides to above the head and back."""
+    lift = 1.3 * cycle.amp * (1 - np.cos(cycle.phase))
+    _arm_up(joints, _LEFT_ARM, 5, -lift)
+    _arm_up(joints, _RIGHT_ARM, 6, lift)
+
+
+def _jump(joints: np.ndarray, cycle: _Cycle) -> None:
+    """The whole figure bounces."""
+    joints[..., 1] -= 0.6 * cycle.amp * np.abs(cycle.wave)[:, None]
+
+
+def _squat(joints: np.ndarray, cycle: _Cycle) -> None:
+    """Hips and everything above go down, knees bend outwards."""
+    depth = 0.45 * cycle.amp * (1 - np.cos(cycle.phase)) / 2
+    joints[:, :13, 1] += depth[:, None]
+    joints[:, 13, 0] += 1.2 * depth
+    joints[:, 14, 0] -= 1.2 * depth
+    joints[:, 13:15, 1] += 0.3 * depth[:, None]
+
+
+def _walk_sideways(joints: np.ndarray, cycle: _Cycle) -> None:
+    """The figure travels sideways, legs scissoring."""
+    t, wave = cycle.t, cycle.wave
+    joints[..., 0] += cycle.side * (1.2 * cycle.amp * (t / max(t[-1], 1e-9)) - 0.6)[:, None]
+    joints[:, [13, 15], 0] += 0.25 * wave[:, None] * np.array([0.5, 1.0])
+    joints[:, [14, 16], 0] -= 0.25 * wave[:, None] * np.array([0.5, 1.0])
+
+
+def _kick(joints: np.ndarray, cycle: _Cycle) -> None:
+    """One leg swings up sideways from the hip."""
+    leg, hip = (_LEFT_LEG, 11) if cycle.side > 0 else (_RIGHT_LEG, 12)
+    joints[:, list(leg)] = _rotate(
+        joints[:, list(leg)],
+        joints[:, hip],
+        -cycle.side * 0.9 * cycle.amp * np.maximum(cycle.wave, 0),
+    )
+
+
+def _clap(joints: np.ndarray, cycle: _Cycle) -> None:
+    """Hands meet in front of the chest and part again."""
+    closing = cycle.amp * (1 - np.cos(cycle.phase)) / 2
+    for wrist, elbow, sign in ((9, 7, 1), (10, 8, -1)):
+        target = np.array([sign * 0.04, -0.75])
+        joints[:, wrist] += closing[:, None] * (target - joints[:, wrist])
+        joints[:, elbow] += (
+            closing[:, None] * (np.array([sign * 0.35, -0.7]) - joints[:, elbow]) * 0.7
+        )
+
+
+def _sway(joints: np.ndarray, cycle: _Cycle) -> None:
+    """The upper body tilts left and right about the hips."""
+    frames = len(joints)
+    joints[:, :11] = _rotate(joints[:, :11], np.zeros((frames, 2)), 0.35 * cycle.amp * cycle.wave)
+
+
+# SYNTH_MOTIONS name -> the function that moves a standing figure's joints [T, 17, 2] in place.
+_MOVES: dict[str, Callable[[np.ndarray, _Cycle], None]] = {
+    "wave_arm": _wave_arm,
+    "raise_both_arms": _raise_both_arms,
+    "jump": _jump,
+    "squat": _squat,
+    "walk_sideways": _walk_sideways,
+    "kick": _kick,
+    "clap": _clap,
+    "sway": _sway,
+}
 
 
 def _draw_figure(
@@ -254,6 +313,101 @@ def _draw_figure(
     return image
 
 
+def _synth_pose(
+    label: int, frames: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """(keypoints float32 [1, T, 17, 2] in source pixels, scores float16 [1, T, 17], pixels per
+    body unit): the figure placed at a random size and spot of the source frame, with pixel noise;
+    the first draws of a sample, so they come before those of its RGB frames."""
+    height, width = SYNTH_FRAME_HW
+    unit = rng.uniform(40, 55)  # pixels per body unit: the figure is 125-170 px tall
+    root = np.array([rng.uniform(0.4, 0.6) * width, rng.uniform(0.48, 0.56) * height])
+    body = synth_motion(label, frames, rng)
+    keypoints = (root + unit * body + rng.normal(0, 0.6, body.shape)).astype(np.float32)[
+        None
+    ]  # [1, T, 17, 2]
+    scores = rng.uniform(0.85, 1.0, keypoints.shape[:-1]).astype(np.float16)
+    return keypoints, scores, unit
+
+
+def _synth_boxes(keypoints: np.ndarray, unit: float) -> np.ndarray:
+    """float32 [1, T, 5] person boxes (x1, y1, x2, y2, score 1) around the joints with a margin of
+    0.1 body unit, standing in for a detector's boxes."""
+    frames = keypoints.shape[1]
+    low, high = keypoints.min(axis=2), keypoints.max(axis=2)  # [1, T, 2]
+    return np.concatenate(
+        [low - 0.1 * unit, high + 0.1 * unit, np.ones((1, frames, 1), np.float32)], axis=-1
+    ).astype(np.float32)
+
+
+def _synth_jpegs(
+    keypoints: np.ndarray, box: CropBox, unit: float, rgb_size: int, rng: np.random.Generator
+) -> list[bytes]:
+    """The RGB frames of a sample: the figure drawn on a random grey, cut to `box` and encoded
+    exactly as `epam-data extract` does (`crops.crop_frame`, `crops.encode_jpeg`)."""
+    from epam_data.crops import crop_frame, encode_jpeg
+
+    grey = int(rng.integers(50, 110))
+    background = (grey, grey + int(rng.integers(0, 20)), grey)
+    line_width = max(2, round(0.12 * unit))
+    return [
+        encode_jpeg(
+            crop_frame(
+                np.asarray(_draw_figure(points, SYNTH_FRAME_HW, background, line_width)),
+                box,
+                rgb_size,
+            )
+        )
+        for points in keypoints[0]
+    ]
+
+
+def _synth_volumes(
+    keypoints: np.ndarray,
+    scores: np.ndarray,
+    box: CropBox,
+    heatmaps: tuple[str, ...],
+    heatmap_size: int,
+    heatmap_sigma: float,
+) -> dict[str, np.ndarray]:
+    """{"<kind>_heatmaps": uint8 [T, C, S, S]} rendered on the crop canvas and quantised as extract
+    stores them; {} without `heatmaps`."""
+    from epam_data.heatmaps import crop_keypoints, render, resize_keypoints
+
+    volumes = {}
+    if heatmaps:
+        canvas = resize_keypoints(
+            crop_keypoints(keypoints, box), box.canvas_hw, (heatmap_size, heatmap_size)
+        )
+        for kind in heatmaps:
+            volume = render(
+                canvas,
+                scores.astype(np.float32),
+                (heatmap_size, heatmap_size),
+                kind=kind,
+                sigma=heatmap_sigma,
+            )
+            volumes[f"{kind}_heatmaps"] = np.rint(np.clip(volume, 0.0, 1.0) * 255.0).astype(
+                np.uint8
+            )
+    return volumes
+
+
+def _synth_meta(index: int, label: int, class_name: str) -> Sample:
+    """The Sample (metadata) of synthetic sample `index`: 100 samples per subject."""
+    from epam_data.datasets.base import Sample
+
+    sample_id = f"synth{index:05d}_{class_name}"
+    return Sample(
+        sample_id=sample_id,
+        dataset="synth",
+        label=label,
+        label_name=class_name,
+        video=sample_id,
+        subject=index // 100 + 1,
+    )
+
+
 def synth_sample(
     index: int,
     label: int,
@@ -274,68 +428,22 @@ def synth_sample(
     `crops.encode_jpeg`), so `crop_box` maps the keypoints onto the RGB the same way as for a real
     video.
     """
-    from epam_data.crops import crop_frame, encode_jpeg, person_box
-    from epam_data.datasets.base import Sample
-    from epam_data.heatmaps import crop_keypoints, render, resize_keypoints
+    from epam_data.crops import person_box
     from epam_data.shards import PreparedSample
 
     rng = np.random.default_rng([seed, index, label])
-    height, width = SYNTH_FRAME_HW
-    unit = rng.uniform(40, 55)  # pixels per body unit: the figure is 125-170 px tall
-    root = np.array([rng.uniform(0.4, 0.6) * width, rng.uniform(0.48, 0.56) * height])
-    body = synth_motion(label, frames, rng)
-    keypoints = (root + unit * body + rng.normal(0, 0.6, body.shape)).astype(np.float32)[
-        None
-    ]  # [1, T, 17, 2]
-    scores = rng.uniform(0.85, 1.0, keypoints.shape[:-1]).astype(np.float16)
-    low, high = keypoints.min(axis=2), keypoints.max(axis=2)  # [1, T, 2]
-    boxes = np.concatenate(
-        [low - 0.1 * unit, high + 0.1 * unit, np.ones((1, frames, 1), np.float32)], axis=-1
-    ).astype(np.float32)
+    keypoints, scores, unit = _synth_pose(label, frames, rng)
+    boxes = _synth_boxes(keypoints, unit)
     box = person_box(keypoints, scores, SYNTH_FRAME_HW)
     assert box is not None  # every joint is scored >= 0.85
-    grey = int(rng.integers(50, 110))
-    background = (grey, grey + int(rng.integers(0, 20)), grey)
-    line_width = max(2, round(0.12 * unit))
-    jpegs = [
-        encode_jpeg(
-            crop_frame(
-                np.asarray(_draw_figure(points, SYNTH_FRAME_HW, background, line_width)),
-                box,
-                rgb_size,
-            )
-        )
-        for points in keypoints[0]
-    ]
-    volumes = {}
-    if heatmaps:
-        canvas = resize_keypoints(
-            crop_keypoints(keypoints, box), box.canvas_hw, (heatmap_size, heatmap_size)
-        )
-        for kind in heatmaps:
-            volume = render(
-                canvas,
-                scores.astype(np.float32),
-                (heatmap_size, heatmap_size),
-                kind=kind,
-                sigma=heatmap_sigma,
-            )
-            volumes[f"{kind}_heatmaps"] = np.rint(np.clip(volume, 0.0, 1.0) * 255.0).astype(
-                np.uint8
-            )
-    sample_id = f"synth{index:05d}_{class_name}"
+    jpegs = _synth_jpegs(keypoints, box, unit, rgb_size, rng)
+    volumes = _synth_volumes(keypoints, scores, box, heatmaps, heatmap_size, heatmap_sigma)
+    sample = _synth_meta(index, label, class_name)
     extra: dict[str, object] = {"max_persons": 1, "frame_stride": 1}
     if heatmaps:
         extra.update(heatmap_size=heatmap_size, heatmap_sigma=heatmap_sigma)
     return PreparedSample(
-        sample=Sample(
-            sample_id=sample_id,
-            dataset="synth",
-            label=label,
-            label_name=class_name,
-            video=sample_id,
-            subject=index // 100 + 1,
-        ),
+        sample=sample,
         keypoints=keypoints,
         scores=scores,
         boxes=boxes,
@@ -346,9 +454,82 @@ def synth_sample(
         rgb=jpegs,
         crop_box=(box.x0, box.y0, box.x1, box.y1),
         num_person_raw=1,
-        source=f"synth/{sample_id}",
+        source=f"synth/{sample.sample_id}",
         extra=extra,
         **volumes,
+    )
+
+
+def _check_synth_options(
+    classes: int, samples: int, frames: int, rgb_size: int, heatmaps: tuple[str, ...]
+) -> tuple[list[str], tuple[str, ...]]:
+    """(class names, heatmap kinds without repeats), or EpamError for options that cannot make a
+    dataset, before anything is written."""
+    names = synth_class_names(classes)
+    if samples < classes:
+        raise EpamError(f"--samples {samples}: need at least one sample per class ({classes})")
+    if frames < 1 or rgb_size < 16:
+        raise EpamError(f"frames must be >= 1 and rgb_size >= 16, got {frames} and {rgb_size}")
+    unknown = [kind for kind in heatmaps if kind not in ("joint", "limb")]
+    if unknown:
+        raise EpamError(f"--heatmaps: unknown kind {unknown[0]!r}; use joint, limb or joint,limb")
+    return names, tuple(dict.fromkeys(heatmaps))
+
+
+def _synth_options(
+    classes: int, samples: int, frames: int, rgb_size: int, seed: int, heatmaps: tuple[str, ...]
+) -> dict[str, object]:
+    """The options dataset.json records, so that a re-run with other options is refused."""
+    return {
+        "generator": "epam_data.synth.make_synth_dataset",
+        "pose_backend": "synthetic",
+        "classes": classes,
+        "samples": samples,
+        "frames": frames,
+        "rgb_size": rgb_size,
+        "seed": seed,
+        "frame_hw": list(SYNTH_FRAME_HW),
+        "heatmaps": list(heatmaps),
+        "heatmap_size": 56 if heatmaps else None,
+        "heatmap_sigma": 0.6 if heatmaps else None,
+        "heatmap_quantisation": "uint8 = round(value * 255)" if heatmaps else None,
+    }
+
+
+def _plan_synth_samples(
+    names: list[str], samples: int, done: set[str]
+) -> tuple[dict[str, list[list[object]]], list[tuple[int, int, str]]]:
+    """(manifest rows per split, (index, label, name) of the samples still to write): the split of
+    every sample is fixed by its place in its class, whether or not an earlier run wrote it."""
+    classes = len(names)
+    rows: dict[str, list[list[object]]] = {"train": [], "test": []}
+    prepared = []
+    for label, name in enumerate(names):
+        members = list(range(label, samples, classes))
+        train_count = max(1, round(len(members) * 2 / 3)) if len(members) > 1 else 1
+        for position, index in enumerate(members):
+            sample_id = f"synth{index:05d}_{name}"
+            rows["train" if position < train_count else "test"].append([sample_id, label, name])
+            if sample_id not in done:
+                prepared.append((index, label, name))
+    return rows, prepared
+
+
+def _write_synth_manifests(
+    out_dir: Path, names: list[str], rows: dict[str, list[list[object]]]
+) -> None:
+    """manifests/synth_train.csv, synth_test.csv and synth_classes.csv, as `epam-data splits`
+    writes them."""
+    folder = out_dir / "manifests"
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, split_rows in rows.items():
+        write_csv_atomic(
+            folder / f"synth_{split}.csv", ["sample_id", "label", "label_name"], sorted(split_rows)
+        )
+    write_csv_atomic(
+        folder / "synth_classes.csv",
+        ["label", "name"],
+        [[label, name] for label, name in enumerate(names)],
     )
 
 
@@ -377,41 +558,10 @@ def make_synth_dataset(
     from epam_data.shards import ShardWriter, done_ids, write_dataset_json
 
     out_dir = Path(out_dir)
-    names = synth_class_names(classes)
-    if samples < classes:
-        raise EpamError(f"--samples {samples}: need at least one sample per class ({classes})")
-    if frames < 1 or rgb_size < 16:
-        raise EpamError(f"frames must be >= 1 and rgb_size >= 16, got {frames} and {rgb_size}")
-    unknown = [kind for kind in heatmaps if kind not in ("joint", "limb")]
-    if unknown:
-        raise EpamError(f"--heatmaps: unknown kind {unknown[0]!r}; use joint, limb or joint,limb")
-    heatmaps = tuple(dict.fromkeys(heatmaps))
-    options = {
-        "generator": "epam_data.synth.make_synth_dataset",
-        "pose_backend": "synthetic",
-        "classes": classes,
-        "samples": samples,
-        "frames": frames,
-        "rgb_size": rgb_size,
-        "seed": seed,
-        "frame_hw": list(SYNTH_FRAME_HW),
-        "heatmaps": list(heatmaps),
-        "heatmap_size": 56 if heatmaps else None,
-        "heatmap_sigma": 0.6 if heatmaps else None,
-        "heatmap_quantisation": "uint8 = round(value * 255)" if heatmaps else None,
-    }
+    names, heatmaps = _check_synth_options(classes, samples, frames, rgb_size, heatmaps)
+    options = _synth_options(classes, samples, frames, rgb_size, seed, heatmaps)
     write_dataset_json(out_dir, "synth", options)
-    done = done_ids(out_dir)
-    rows = {"train": [], "test": []}
-    prepared = []
-    for label, name in enumerate(names):
-        members = list(range(label, samples, classes))
-        train_count = max(1, round(len(members) * 2 / 3)) if len(members) > 1 else 1
-        for position, index in enumerate(members):
-            sample_id = f"synth{index:05d}_{name}"
-            rows["train" if position < train_count else "test"].append([sample_id, label, name])
-            if sample_id not in done:
-                prepared.append((index, label, name))
+    rows, prepared = _plan_synth_samples(names, samples, done_ids(out_dir))
     with ShardWriter(out_dir, samples_per_shard=max(16, -(-samples // 4))) as writer:
         for index, label, name in sorted(prepared):
             writer.write(
@@ -425,15 +575,5 @@ def make_synth_dataset(
                     heatmaps=heatmaps,
                 )
             )
-    folder = out_dir / "manifests"
-    folder.mkdir(parents=True, exist_ok=True)
-    for split, split_rows in rows.items():
-        write_csv_atomic(
-            folder / f"synth_{split}.csv", ["sample_id", "label", "label_name"], sorted(split_rows)
-        )
-    write_csv_atomic(
-        folder / "synth_classes.csv",
-        ["label", "name"],
-        [[label, name] for label, name in enumerate(names)],
-    )
+    _write_synth_manifests(out_dir, names, rows)
     return out_dir
