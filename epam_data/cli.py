@@ -21,6 +21,8 @@ from epam_data.splits import SplitReport, make_splits, read_names, scan_index
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    import pandas as pd
+
     from epam_data.extract import ExtractOptions
     from epam_data.runloop import ExtractReport
 
@@ -671,10 +673,10 @@ ThreadsOption = Annotated[
 ]
 
 
-def _backend_options(**given: object) -> tuple[tuple[str, str], ...]:
-    """The pose-backend options given on the command line, as ExtractOptions.backend_options: (name,
-    text) pairs."""
-    return tuple((name, str(value)) for name, value in given.items() if value is not None)
+def _backend_options(**given: str | float | None) -> tuple[tuple[str, str | float], ...]:
+    """The pose-backend options given on the command line, as ExtractOptions.backend_options:
+    (name, value) pairs with the types typer parsed, for the backend's constructor."""
+    return tuple((name, value) for name, value in given.items() if value is not None)
 
 
 def _check_extract_input(dataset: str, input_dir: Path) -> None:
@@ -1020,6 +1022,17 @@ def info(
 ) -> None:
     """Counts of a prepared dataset: samples per label, subject, camera, split and status; persons,
     frames, size."""
+    meta, index = _read_prepared(dataset_dir)
+    table = Table(title=f"{dataset_dir}: {meta['dataset']}, {len(index)} samples")
+    table.add_column("", justify="left")
+    table.add_column("", justify="left", overflow="fold")
+    for name, value in _info_rows(dataset_dir, meta, index):
+        table.add_row(name, value)
+    console.print(table)
+
+
+def _read_prepared(dataset_dir: Path) -> tuple[dict, pd.DataFrame]:
+    """dataset.json and index.csv of a prepared folder, or one error line saying what it is not."""
     import pandas as pd
 
     from epam_data.shards import read_dataset_json
@@ -1032,70 +1045,73 @@ def info(
                 f"{dataset_dir}: no dataset.json or index.csv; is this a folder written by "
                 "`epam-data extract`?"
             )
-        index = pd.read_csv(index_path, dtype=str, keep_default_na=False)
+        return meta, pd.read_csv(index_path, dtype=str, keep_default_na=False)
     except (EpamError, OSError, pd.errors.ParserError) as err:
         raise fail(str(err)) from None
+
+
+def _info_rows(dataset_dir: Path, meta: dict, index: pd.DataFrame) -> list[tuple[str, str]]:
+    """The rows of `info`'s table, in the order a reader checks a dataset: how it was made, what
+    failed, what it holds, how it is split, what it weighs."""
+    import pandas as pd
+
     failures_path = dataset_dir / "failures.csv"
     failures = len(pd.read_csv(failures_path, dtype=str)) if failures_path.is_file() else 0
-    shards = sorted((dataset_dir / "shards").glob("*.h5"))
-    size = sum(shard.stat().st_size for shard in shards)
-    frames = (
-        pd.to_numeric(index["frames"], errors="coerce")
-        if len(index)
-        else pd.Series([], dtype=float)
-    )
     options = meta.get("options", {})
-    table = Table(title=f"{dataset_dir}: {meta['dataset']}, {len(index)} samples")
-    table.add_column("", justify="left")
-    table.add_column("", justify="left", overflow="fold")
+    settings = ", ".join(
+        f"{key}={value}"
+        for key, value in sorted(options.items())
+        if key not in ("pose_backend", "pose_models")
+    )
     rows = [
         ("pose backend", f"{options.get('pose_backend')} {options.get('pose_models', '')}"),
-        (
-            "options",
-            ", ".join(
-                f"{key}={value}"
-                for key, value in sorted(options.items())
-                if key not in ("pose_backend", "pose_models")
-            ),
-        ),
+        ("options", settings),
         ("status", _counts(index.get("status", []))),
         ("failures (failures.csv)", str(failures)),
         ("persons kept", _counts(index.get("persons", []))),
-        (
-            "frames",
-            f"{int(frames.sum())} in all, {frames.mean():.1f} mean, "
-            f"{int(frames.min())}-{int(frames.max())}"
-            if len(frames)
-            else "0",
-        ),
+        ("frames", _frames_text(index)),
     ]
     for column in ("label", "subject", "camera", "setup", "view"):
         if column in index and (index[column] != "").any():
             rows.append((f"per {column}", _counts(index[column])))
+    splits = _splits_text(dataset_dir)
+    if splits:
+        rows.append(("splits", splits))
+    rows.append(("size on disk", _size_text(dataset_dir, len(index))))
+    return rows
+
+
+def _frames_text(index: pd.DataFrame) -> str:
+    """'1200 in all, 60.0 mean, 30-90' from index.csv's frame counts."""
+    import pandas as pd
+
+    if not len(index):
+        return "0"
+    frames = pd.to_numeric(index["frames"], errors="coerce")
+    return (
+        f"{int(frames.sum())} in all, {frames.mean():.1f} mean, "
+        f"{int(frames.min())}-{int(frames.max())}"
+    )
+
+
+def _splits_text(dataset_dir: Path) -> str:
+    """'xsub_test: 16, xsub_train: 40' for the split manifests (<protocol>_<split>.csv only)."""
+    import pandas as pd
+
     manifests = sorted(
         path
-        for path in (dataset_dir / "manifests").glob("*.csv")  # <protocol>_<split>.csv only
+        for path in (dataset_dir / "manifests").glob("*.csv")
         if not path.stem.endswith("_classes") and path.stem != "rejected"
     )
-    if manifests:
-        rows.append(
-            (
-                "splits",
-                ", ".join(
-                    f"{path.stem}: {len(pd.read_csv(path, dtype=str))}" for path in manifests
-                ),
-            )
-        )
-    rows.append(
-        (
-            "size on disk",
-            f"{size / 2**20:.1f} MiB in {len(shards)} shard(s)"
-            + (f", {size / len(index) / 1024:.0f} KiB per sample" if len(index) else ""),
-        )
-    )
-    for name, value in rows:
-        table.add_row(name, value)
-    console.print(table)
+    return ", ".join(f"{path.stem}: {len(pd.read_csv(path, dtype=str))}" for path in manifests)
+
+
+def _size_text(dataset_dir: Path, samples: int) -> str:
+    """'12.3 MiB in 2 shard(s), 197 KiB per sample'."""
+    shards = sorted((dataset_dir / "shards").glob("*.h5"))
+    size = sum(shard.stat().st_size for shard in shards)
+    per_sample = f", {size / samples / 1024:.0f} KiB per sample" if samples else ""
+    return f"{size / 2**20:.1f} MiB in {len(shards)} shard(s){per_sample}"
 
 
 @app.command()

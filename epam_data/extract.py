@@ -69,7 +69,7 @@ from epam_data.runloop import (
 )
 from epam_data.shards import DEFAULT_MAX_SHARD_BYTES, PreparedSample, write_dataset_json
 from epam_data.splits import read_names
-from epam_data.video import iter_frames, probe_video
+from epam_data.video import VideoInfo, iter_frames, probe_video
 
 __all__ = [
     "ExtractOptions",
@@ -123,10 +123,10 @@ class ExtractOptions:
     frame_budget_bytes: int = 768 << 20
     prefetch: bool = True
     # (name, value) pairs for the backend's constructor (`epam_data.pose.load_backend`), e.g.
-    # mmlab's det_config, pose_checkpoint, device; values are strings, as the CLI gives them.
-    # dataset.json records all but RUNTIME_BACKEND_OPTIONS (where the models run, not which models
-    # run: a run resumed elsewhere may change them).
-    backend_options: tuple[tuple[str, str], ...] = ()
+    # mmlab's det_config, det_score_thr, device, with the types the CLI parsed. dataset.json
+    # records all but RUNTIME_BACKEND_OPTIONS (where the models run, not which models run: a run
+    # resumed elsewhere may change them), as text, so that folders made before compare equal.
+    backend_options: tuple[tuple[str, str | float], ...] = ()
 
     def __post_init__(self) -> None:
         unknown = [kind for kind in self.heatmaps if kind not in VOLUME_KINDS]
@@ -172,7 +172,7 @@ class ExtractOptions:
         """{"pose_backend_options": {...}} without the runtime-only ones; {} when none (older
         dataset.json files)."""
         recorded = {
-            name: value
+            name: str(value)
             for name, value in self.backend_options
             if name not in RUNTIME_BACKEND_OPTIONS
         }
@@ -248,65 +248,82 @@ def _dead_links(videos: list[Path], input_dir: Path) -> tuple[list[Path], list[R
     return alive, dead
 
 
-def list_samples(
-    input_dir: Path, dataset: str, *, labels_dir: Path | None = None, list_file: Path | None = None
+def _generic_samples(
+    input_dir: Path, list_file: Path | None
 ) -> tuple[list[tuple[Sample, Path]], list[Rejected]]:
-    """The samples of a run, each with its video file, and the names that could not be used, with
-    why.
-
-    ntu60 / ntu120 / toyota: the video files under `input_dir`, parsed by name. pku_mmd: the videos
-    `NNNN-V.*` cut into clips by their label files in `labels_dir`. generic: the `path,label` CSV
-    `list_file` (paths relative to `input_dir`) or, without it, one sub-folder per class. For the
-    other datasets `list_file` restricts the run to the names it lists (one per line). Samples come
-    back sorted by sample_id.
-    """
-    if not input_dir.is_dir():
-        raise EpamError(f"{input_dir}: not a folder of videos")
-    rejected: list[Rejected] = []
+    """The samples of a generic dataset (its `path,label` list or class folders), each with its
+    video file, and the rejected rows: a list file must not reach files outside `input_dir`."""
+    scan = scan_generic(list_file if list_file is not None else input_dir)
+    rejected: list[Rejected] = list(scan.rejected)
     found: list[tuple[Sample, Path]] = []
-    if dataset == "generic":
-        scan = scan_generic(list_file if list_file is not None else input_dir)
-        rejected.extend(scan.rejected)
-        root = input_dir.resolve()
-        for sample in scan.samples:
-            video = input_dir / sample.path
-            if not video.resolve().is_relative_to(root):  # `../secret.mp4` in a list file
-                reason = f"leaves {input_dir}; paths must stay inside it"
-                rejected.append(Rejected(sample.path, reason))
-                continue
-            found.append((sample, video))
-    else:
-        videos, dead = _dead_links(find_videos(input_dir), input_dir)
-        rejected.extend(dead)
-        if list_file is not None:
-            wanted = {normalize_name(name) for name in read_names(list_file)}
-            videos = [video for video in videos if normalize_name(video.name) in wanted]
-        by_name: dict[str, Path] = {}
-        for video in videos:
-            key = normalize_name(video.name) if dataset == "pku_mmd" else video.name
-            if key in by_name:
-                rejected.append(
-                    Rejected(
-                        str(video.relative_to(input_dir)), f"same name as {by_name[key]}; left out"
-                    )
+    root = input_dir.resolve()
+    for sample in scan.samples:
+        video = input_dir / sample.path
+        if not video.resolve().is_relative_to(root):  # `../secret.mp4` in a list file
+            reason = f"leaves {input_dir}; paths must stay inside it"
+            rejected.append(Rejected(sample.path, reason))
+            continue
+        found.append((sample, video))
+    return found, rejected
+
+
+def _videos_by_name(
+    videos: list[Path], input_dir: Path, dataset: str
+) -> tuple[dict[str, Path], list[Rejected]]:
+    """{name: video} with the first video of each name, and a rejected row for each later one:
+    samples are parsed from names, so two files of one name would make two samples of one id.
+    pku_mmd compares names without their extension (`normalize_name`)."""
+    by_name: dict[str, Path] = {}
+    rejected: list[Rejected] = []
+    for video in videos:
+        key = normalize_name(video.name) if dataset == "pku_mmd" else video.name
+        if key in by_name:
+            rejected.append(
+                Rejected(
+                    str(video.relative_to(input_dir)), f"same name as {by_name[key]}; left out"
                 )
-                continue
-            by_name[key] = video
-        scan = scan_names(dataset, list(by_name), labels_dir=labels_dir)
-        rejected.extend(scan.rejected)
-        stems = {normalize_name(name): path for name, path in by_name.items()}
-        for sample in scan.samples:
-            video = (
-                by_name.get(sample.path)
-                or stems.get(sample.video or sample.sample_id)
-                or stems.get(normalize_name(sample.sample_id))
             )
-            if video is None:
-                rejected.append(
-                    Rejected(sample.sample_id, f"no video file found for {sample.sample_id}")
-                )
-                continue
-            found.append((sample, video))
+            continue
+        by_name[key] = video
+    return by_name, rejected
+
+
+def _named_samples(
+    input_dir: Path, dataset: str, labels_dir: Path | None, list_file: Path | None
+) -> tuple[list[tuple[Sample, Path]], list[Rejected]]:
+    """The samples of a dataset whose file names say what they are (ntu60, toyota, pku_mmd, ...),
+    each with its video file, and the rejected rows, in the order they were found."""
+    videos, rejected = _dead_links(find_videos(input_dir), input_dir)
+    if list_file is not None:
+        wanted = {normalize_name(name) for name in read_names(list_file)}
+        videos = [video for video in videos if normalize_name(video.name) in wanted]
+    by_name, duplicates = _videos_by_name(videos, input_dir, dataset)
+    rejected.extend(duplicates)
+    scan = scan_names(dataset, list(by_name), labels_dir=labels_dir)
+    rejected.extend(scan.rejected)
+    stems = {normalize_name(name): path for name, path in by_name.items()}
+    found: list[tuple[Sample, Path]] = []
+    for sample in scan.samples:
+        video = (
+            by_name.get(sample.path)
+            or stems.get(sample.video or sample.sample_id)
+            or stems.get(normalize_name(sample.sample_id))
+        )
+        if video is None:
+            rejected.append(
+                Rejected(sample.sample_id, f"no video file found for {sample.sample_id}")
+            )
+            continue
+        found.append((sample, video))
+    return found, rejected
+
+
+def _unique_samples(
+    found: list[tuple[Sample, Path]], input_dir: Path
+) -> tuple[list[tuple[Sample, Path]], list[Rejected]]:
+    """`found` sorted by sample_id, keeping the first of each id (a rejected row for the others),
+    with each sample's path made relative to `input_dir` as the shards record it."""
+    rejected: list[Rejected] = []
     seen: dict[str, Path] = {}
     unique = []
     for sample, video in sorted(found, key=lambda item: item[0].sample_id):
@@ -322,6 +339,28 @@ def list_samples(
             (dataclasses.replace(sample, path=video.relative_to(input_dir).as_posix()), video)
         )
     return unique, rejected
+
+
+def list_samples(
+    input_dir: Path, dataset: str, *, labels_dir: Path | None = None, list_file: Path | None = None
+) -> tuple[list[tuple[Sample, Path]], list[Rejected]]:
+    """The samples of a run, each with its video file, and the names that could not be used, with
+    why.
+
+    ntu60 / ntu120 / toyota: the video files under `input_dir`, parsed by name. pku_mmd: the videos
+    `NNNN-V.*` cut into clips by their label files in `labels_dir`. generic: the `path,label` CSV
+    `list_file` (paths relative to `input_dir`) or, without it, one sub-folder per class. For the
+    other datasets `list_file` restricts the run to the names it lists (one per line). Samples come
+    back sorted by sample_id.
+    """
+    if not input_dir.is_dir():
+        raise EpamError(f"{input_dir}: not a folder of videos")
+    if dataset == "generic":
+        found, rejected = _generic_samples(input_dir, list_file)
+    else:
+        found, rejected = _named_samples(input_dir, dataset, labels_dir, list_file)
+    unique, duplicates = _unique_samples(found, input_dir)
+    return unique, rejected + duplicates
 
 
 # --- one sample -----------------------------------------------------------------------------------
@@ -483,25 +522,30 @@ def _start_from_label_box(backend: Any, boxes: np.ndarray | None, first_frame: i
         backend.start_tracks(box[None])
 
 
-def prepare_video(spec: VideoSpec, *, times: StageTimes | None = None) -> PreparedSample:
-    """Decode, pose, persons, crops and heatmaps of one sample (module docstring). Raises
-    VideoDecodeError (or another EpamError) when the sample cannot be prepared; `times` collects
-    seconds per stage."""
-    times = times if times is not None else StageTimes()
-    options, sample = spec.options, spec.sample
+def _probe(spec: VideoSpec, times: StageTimes) -> VideoInfo:
+    """The video's `probe_video` info (frames, size, fps), its time counted as decoding."""
     start = time.perf_counter()
     info = probe_video(spec.path)
     times.decode += time.perf_counter() - start
-    indices = _frame_indices(spec, info.num_frames)
-    max_persons = default_max_persons(sample, options.max_persons)
-    backend = _backend(options, max_persons)
-    backend.reset()
-    _start_from_label_box(backend, spec.person_boxes, int(indices[0]) if len(indices) else 0)
-    height, width = info.frame_hw
-    hold = (
+    return info
+
+
+def _holds_frames(options: ExtractOptions, num_frames: int, frame_hw: tuple[int, int]) -> bool:
+    """Whether the decoded frames are kept for the crops (they fit `frame_budget_bytes`) rather
+    than decoded a second time; never without RGB."""
+    height, width = frame_hw
+    return (
         options.rgb_size is not None
-        and len(indices) * height * width * 3 <= options.frame_budget_bytes
+        and num_frames * height * width * 3 <= options.frame_budget_bytes
     )
+
+
+def _estimate_poses(
+    spec: VideoSpec, backend: Any, indices: np.ndarray, hold: bool, times: StageTimes
+) -> tuple[list[Any], list[np.ndarray]]:
+    """(one pose result per frame of `indices`, the decoded chunks when `hold` else []): the one
+    pass that decodes the sample chunk by chunk, tracking carried across chunks by `backend`."""
+    options = spec.options
     held: list[np.ndarray] = []
     poses = []
     decoded = iter_frames(spec.path, indices, chunk_size=options.chunk_size)
@@ -515,31 +559,80 @@ def prepare_video(spec: VideoSpec, *, times: StageTimes | None = None) -> Prepar
         raise EpamError(
             f"{spec.path}: decoded {len(poses)} of {len(indices)} frames"
         )  # decoder contract broken
-    tracks = select_persons(poses, max_persons)
-    scores = tracks.scores.astype(np.float16)
-    box, seen = sample_box(tracks.keypoints, scores, info.frame_hw)
-    status = "ok" if seen and tracks.present.any() else "no_person"
-    jpegs = None
-    if options.rgb_size is not None:
-        frames = (
-            held
-            if hold
-            else _timed(iter_frames(spec.path, indices, chunk_size=options.chunk_size), times)
-        )
-        start = time.perf_counter()
-        jpegs = crop_jpegs(frames, box, options)
-        times.crop += time.perf_counter() - start
-    held.clear()
+    return poses, held
+
+
+def _rgb_jpegs(
+    spec: VideoSpec,
+    indices: np.ndarray,
+    held: list[np.ndarray] | None,
+    box: CropBox,
+    times: StageTimes,
+) -> list[bytes] | None:
+    """The sample's RGB crops (`crop_jpegs`) from the `held` chunks, or from a second decode when
+    they were not kept (None); None without rgb_size."""
+    options = spec.options
+    if options.rgb_size is None:
+        return None
+    frames = (
+        held
+        if held is not None
+        else _timed(iter_frames(spec.path, indices, chunk_size=options.chunk_size), times)
+    )
+    start = time.perf_counter()
+    jpegs = crop_jpegs(frames, box, options)
+    times.crop += time.perf_counter() - start
+    return jpegs
+
+
+def _timed_volumes(
+    keypoints: np.ndarray,
+    scores: np.ndarray,
+    box: CropBox,
+    options: ExtractOptions,
+    times: StageTimes,
+) -> dict[str, np.ndarray]:
+    """`heatmap_volumes` of the stored (float16) scores, {} without heatmaps; the time is added to
+    `times.heatmaps` either way."""
     start = time.perf_counter()
     volumes = (
-        heatmap_volumes(tracks.keypoints, scores.astype(np.float32), box, options)
+        heatmap_volumes(keypoints, scores.astype(np.float32), box, options)
         if options.heatmaps
         else {}
     )
     times.heatmaps += time.perf_counter() - start
+    return volumes
+
+
+def _sample_extra(options: ExtractOptions, max_persons: int) -> dict[str, Any]:
+    """The per-sample attributes the shard records beside the arrays."""
     extra: dict[str, Any] = {"max_persons": max_persons, "frame_stride": options.frame_stride}
     if options.heatmaps:
         extra.update(heatmap_size=options.heatmap_size, heatmap_sigma=options.heatmap_sigma)
+    return extra
+
+
+def prepare_video(spec: VideoSpec, *, times: StageTimes | None = None) -> PreparedSample:
+    """Decode, pose, persons, crops and heatmaps of one sample (module docstring). Raises
+    VideoDecodeError (or another EpamError) when the sample cannot be prepared; `times` collects
+    seconds per stage."""
+    times = times if times is not None else StageTimes()
+    options, sample = spec.options, spec.sample
+    info = _probe(spec, times)
+    indices = _frame_indices(spec, info.num_frames)
+    max_persons = default_max_persons(sample, options.max_persons)
+    backend = _backend(options, max_persons)
+    backend.reset()
+    _start_from_label_box(backend, spec.person_boxes, int(indices[0]) if len(indices) else 0)
+    hold = _holds_frames(options, len(indices), info.frame_hw)
+    poses, held = _estimate_poses(spec, backend, indices, hold, times)
+    tracks = select_persons(poses, max_persons)
+    scores = tracks.scores.astype(np.float16)
+    box, seen = sample_box(tracks.keypoints, scores, info.frame_hw)
+    status = "ok" if seen and tracks.present.any() else "no_person"
+    jpegs = _rgb_jpegs(spec, indices, held if hold else None, box, times)
+    held.clear()
+    volumes = _timed_volumes(tracks.keypoints, scores, box, options, times)
     return PreparedSample(
         sample=sample,
         keypoints=tracks.keypoints,
@@ -554,7 +647,7 @@ def prepare_video(spec: VideoSpec, *, times: StageTimes | None = None) -> Prepar
         num_person_raw=tracks.num_person_raw,
         source=spec.source,
         status=status,
-        extra=extra,
+        extra=_sample_extra(options, max_persons),
         **volumes,
     )
 
@@ -562,6 +655,36 @@ def prepare_video(spec: VideoSpec, *, times: StageTimes | None = None) -> Prepar
 def run_spec(spec: VideoSpec) -> Outcome:
     """`prepare_video` that never raises (`run_task`)."""
     return run_task(prepare_video, spec)
+
+
+def _write_dataset_json(
+    out_dir: Path, dataset: str, options: ExtractOptions, info: dict[str, Any] | None
+) -> None:
+    """dataset.json with the backend's model ids, which only a loaded backend knows; loading it
+    here also fails early, in one line, when the backend cannot run on this machine."""
+    backend = load_backend(
+        options.backend,
+        max_persons=1,  # fails early, in one line, if it cannot run here
+        **dict(options.backend_options),
+    )
+    write_dataset_json(out_dir, dataset, options.dataset_options(backend.model_ids), info=info)
+    del backend
+
+
+def _video_specs(
+    samples: list[tuple[Sample, Path]],
+    dataset: str,
+    options: ExtractOptions,
+    labels_dir: Path | None,
+) -> list[VideoSpec]:
+    """The VideoSpec of each sample, with the annotated person's boxes where the dataset has
+    them (`_label_boxes`)."""
+    return [
+        VideoSpec(
+            sample, str(video), sample.path, options, _label_boxes(dataset, labels_dir, sample)
+        )
+        for sample, video in samples
+    ]
 
 
 def extract_dataset(
@@ -600,20 +723,9 @@ def extract_dataset(
     report = ExtractReport(out_dir=out_dir, listed=len(samples), rejected=rejected)
     if limit is not None:
         samples = samples[:limit]
-    backend = load_backend(
-        options.backend,
-        max_persons=1,  # fails early, in one line, if it cannot run here
-        **dict(options.backend_options),
-    )
-    write_dataset_json(out_dir, dataset, options.dataset_options(backend.model_ids), info=info)
-    del backend
+    _write_dataset_json(out_dir, dataset, options, info)
     write_rejected(out_dir, rejected)
-    specs = [
-        VideoSpec(
-            sample, str(video), sample.path, options, _label_boxes(dataset, labels_dir, sample)
-        )
-        for sample, video in samples
-    ]
+    specs = _video_specs(samples, dataset, options, labels_dir)
     run_samples(
         specs,
         prepare_video,
