@@ -67,6 +67,12 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
+def loader_workers(requested: int) -> int:
+    """Loader processes actually started: at most the cores this process may use. More only
+    contend for those cores (and torch warns about it at every epoch)."""
+    return min(requested, usable_cores())
+
+
 def set_cpu_threads(device: torch.device, threads: int | None, workers: int) -> int:
     """Torch compute threads of this process on the CPU: `threads`, or the cores left to it (returns
     the count).
@@ -81,7 +87,7 @@ def set_cpu_threads(device: torch.device, threads: int | None, workers: int) -> 
         return torch.get_num_threads()
     if threads is None:
         per_process = usable_cores() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-        threads = max(1, per_process - workers)
+        threads = max(1, per_process - loader_workers(workers))
     torch.set_num_threads(threads)
     return threads
 

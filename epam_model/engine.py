@@ -66,6 +66,7 @@ from epam_model.distributed import (
     DistEnv,
     autocast_context,
     init_distributed,
+    loader_workers,
     set_cpu_threads,
     unwrap,
 )
@@ -206,7 +207,7 @@ def predict(
         dataset,
         batch_size=batch_size,
         sampler=list(range(env.rank, len(dataset), env.world_size)),
-        num_workers=workers,
+        **_loader_options(workers),
         pin_memory=device.type == "cuda",
         worker_init_fn=worker_init_fn,
     )
@@ -215,7 +216,7 @@ def predict(
     net.eval()
     indices, chunks = [], {}
     with torch.no_grad():
-        for batch in loader:
+        for batch in _batches(loader):
             rgb, pose = model_inputs(batch, device, clip_config)
             with autocast:
                 heads = forward_heads(net, stream, rgb, pose)
@@ -438,10 +439,44 @@ def _check_init(report: Any, half: str, config: TrainConfig, log: _Log) -> None:
         )
 
 
+# A loader worker that delivers no batch for this long is stuck: bytes flipped in a shard can make
+# the HDF5 library loop forever (found by fuzzing, tests/test_shard_fuzz.py). Generous: a batch of
+# long clips rendered on one slow core takes seconds, not minutes.
+LOADER_TIMEOUT_S = 600.0
+
+
 def _loader_wait(iterator: Iterator[Any]) -> tuple[Any, float]:
     start = time.perf_counter()
-    batch = next(iterator, None)
+    batch = _next_batch(iterator)
     return batch, time.perf_counter() - start
+
+
+def _loader_options(workers: int) -> dict[str, Any]:
+    """DataLoader's worker count and time limit (LOADER_TIMEOUT_S; workers only: in the main
+    process there is nothing to watch)."""
+    workers = loader_workers(workers)
+    return {"num_workers": workers, "timeout": LOADER_TIMEOUT_S if workers else 0}
+
+
+def _next_batch(iterator: Iterator[Any]) -> Any:
+    """The next batch, None at the end; a loader stuck past its time limit is one line that names
+    the likely cause and the command that finds it, not a traceback."""
+    try:
+        return next(iterator, None)
+    except RuntimeError as err:
+        if "timed out" not in str(err):
+            raise
+        raise EpamError(
+            f"no batch from the loader workers in {LOADER_TIMEOUT_S:g} s: a damaged shard can "
+            "make HDF5 loop forever; run `epam-data verify DATASET --deep`, and `--repair` to "
+            "move damaged shards aside"
+        ) from None
+
+
+def _batches(loader: DataLoader) -> Iterator[Any]:
+    iterator = iter(loader)
+    while (batch := _next_batch(iterator)) is not None:
+        yield batch
 
 
 def _train_one_epoch(
@@ -471,32 +506,63 @@ def _train_one_epoch(
             batch, waited = _loader_wait(iterator)
             if batch is None:
                 break
-            rgb, pose = model_inputs(batch, device, clip_config)
-            labels = batch["label"].to(device, non_blocking=True)
-            with autocast:
-                heads = forward_heads(model, config.stream, rgb, pose)
-                loss = stream_loss(heads, labels)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()  # cosine per iteration (docs/architecture.md 10)
-            n = len(labels)
-            correct = (heads[main_head(config.stream)].argmax(1) == labels).sum()
-            totals += torch.tensor(
-                [loss.item() * n, correct.item(), n, waited], dtype=torch.float64
+            loss, correct, n = _train_step(
+                model, batch, optimizer, scheduler, scaler, autocast, config, clip_config, device
             )
+            totals += torch.tensor([loss * n, correct, n, waited], dtype=torch.float64)
             if bar is not None:
-                elapsed = time.perf_counter() - start
-                bar[0].update(
-                    bar[1],
-                    advance=1,
-                    info=f"loss {totals[0] / totals[2]:.4f}  "
-                    f"{totals[2] * env.world_size / elapsed:.1f} clips/s  "
-                    f"data wait {totals[3] / elapsed:.0%}",
-                )
+                _show_progress(bar, totals, start, env.world_size)
+    return _epoch_stats(totals, start, device, env)
+
+
+def _train_step(
+    model: nn.Module,
+    batch: Mapping[str, Any],
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: Any,
+    autocast: Any,
+    config: TrainConfig,
+    clip_config: Any,
+    device: torch.device,
+) -> tuple[float, int, int]:
+    """One iteration; returns (mean loss, correct predictions, clips) of the batch for the epoch's
+    running totals."""
+    rgb, pose = model_inputs(batch, device, clip_config)
+    labels = batch["label"].to(device, non_blocking=True)
+    with autocast:
+        heads = forward_heads(model, config.stream, rgb, pose)
+        loss = stream_loss(heads, labels)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()  # cosine per iteration (docs/architecture.md 10)
+    n = len(labels)
+    correct = (heads[main_head(config.stream)].argmax(1) == labels).sum()
+    return loss.item(), correct.item(), n
+
+
+def _show_progress(bar: Any, totals: Tensor, start: float, world_size: int) -> None:
+    """Advance the epoch's bar with the running loss, throughput and data-wait share, so a slow
+    loader or a diverging loss shows while the epoch runs."""
+    elapsed = time.perf_counter() - start
+    bar[0].update(
+        bar[1],
+        advance=1,
+        info=f"loss {totals[0] / totals[2]:.4f}  "
+        f"{totals[2] * world_size / elapsed:.1f} clips/s  "
+        f"data wait {totals[3] / elapsed:.0%}",
+    )
+
+
+def _epoch_stats(
+    totals: Tensor, start: float, device: torch.device, env: DistEnv
+) -> dict[str, float]:
+    """The epoch's training metrics over all ranks, timed after the GPU has finished its queued
+    work."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
@@ -746,41 +812,8 @@ def _build_run(
     if saved is not None:
         unwrap(model).load_state_dict(saved["model"])
     model = _place_model(model, config, env, device, log)
-    sampler = DistributedSampler(
-        train_set,
-        num_replicas=env.world_size,
-        rank=env.rank,
-        shuffle=True,
-        seed=config.seed,
-        drop_last=False,
-    )
-    loader = DataLoader(
-        train_set,
-        batch_size=config.batch_size,
-        sampler=sampler,
-        num_workers=config.workers,
-        pin_memory=device.type == "cuda",
-        worker_init_fn=worker_init_fn,
-        drop_last=False,
-        persistent_workers=config.workers > 0,
-        # Making an iterator draws the workers' base seed: from the global RNG it would shift the
-        # dropout masks of a resumed run (persistent workers make one iterator per run, a resume
-        # another). The clips' randomness is a function of (seed, epoch, index) anyway.
-        generator=torch.Generator().manual_seed(config.seed),
-    )
-    optimizer = torch.optim.SGD(
-        model.parameters(),
-        lr=config.base_lr(env.world_size),
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
-    )
-    steps = len(loader) * config.epochs
-    warmup = round(len(loader) * config.warmup())
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, functools.partial(warmup_cosine, steps=steps, warmup=warmup)
-    )
-    _, use_scaler, _ = autocast_context(config.amp, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+    sampler, loader = _make_loader(config, train_set, env, device)
+    optimizer, scheduler, scaler = _make_optimizer(config, model, len(loader), env, device)
     best = {"metric": _select_metric(config), "value": -math.inf, "epoch": 0}
     return _Run(
         config,
@@ -800,6 +833,56 @@ def _build_run(
         scaler,
         best,
     )
+
+
+def _make_loader(
+    config: TrainConfig, train_set: Any, env: DistEnv, device: torch.device
+) -> tuple[DistributedSampler, DataLoader]:
+    """The training loader: each rank shuffles its own share, reproducibly per (seed, epoch)."""
+    sampler = DistributedSampler(
+        train_set,
+        num_replicas=env.world_size,
+        rank=env.rank,
+        shuffle=True,
+        seed=config.seed,
+        drop_last=False,
+    )
+    loader = DataLoader(
+        train_set,
+        batch_size=config.batch_size,
+        sampler=sampler,
+        **_loader_options(config.workers),
+        pin_memory=device.type == "cuda",
+        worker_init_fn=worker_init_fn,
+        drop_last=False,
+        persistent_workers=config.workers > 0,
+        # Making an iterator draws the workers' base seed: from the global RNG it would shift the
+        # dropout masks of a resumed run (persistent workers make one iterator per run, a resume
+        # another). The clips' randomness is a function of (seed, epoch, index) anyway.
+        generator=torch.Generator().manual_seed(config.seed),
+    )
+    return sampler, loader
+
+
+def _make_optimizer(
+    config: TrainConfig, model: nn.Module, iterations: int, env: DistEnv, device: torch.device
+) -> tuple[torch.optim.Optimizer, Any, Any]:
+    """SGD, its lr schedule stepped per iteration with `iterations` per epoch
+    (docs/architecture.md 10) and the loss scaler fp16 needs."""
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=config.base_lr(env.world_size),
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+    )
+    steps = iterations * config.epochs
+    warmup = round(iterations * config.warmup())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, functools.partial(warmup_cosine, steps=steps, warmup=warmup)
+    )
+    _, use_scaler, _ = autocast_context(config.amp, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+    return optimizer, scheduler, scaler
 
 
 def warmup_cosine(step: int, *, steps: int, warmup: int) -> float:
@@ -884,52 +967,13 @@ def _run_epoch(run: _Run, epoch: int) -> dict[str, float]:
         log=run.log,
         epoch=epoch + 1,
     )
-    logits = predict(
-        run.model,
-        run.val_set,
-        stream=config.stream,
-        clip_config=run.clip_config,
-        device=run.device,
-        batch_size=config.eval_batch_size or config.batch_size,
-        workers=config.workers,
-        amp=config.amp,
-        env=env,
-    )
-    val = summarize(logits[main_head(config.stream)], np.asarray(run.val_set.labels))
-    row = {
-        "epoch": epoch + 1,
-        "lr": epoch_lr,
-        "train_loss": stats["train_loss"],
-        "train_top1": stats["train_top1"],
-        "val_top1": val["top1"],
-        "val_mean_class_acc": val["mean_class_acc"],
-        "clips_per_s": stats["clips_per_s"],
-        "data_wait": stats["data_wait"],
-        "seconds": stats["train_seconds"],
-    }
+    val = _validate(run)
+    row = _metrics_row(epoch + 1, epoch_lr, stats, val)
     metric = run.best["metric"]
     improved = val[metric] > run.best["value"]
     if improved:
         run.best = {"metric": metric, "value": float(val[metric]), "epoch": epoch + 1}
-    rng = _gather_rng(run.device, env)  # a collective: every rank takes part
-    if env.is_main:
-        run.log.write_row(row)  # before the checkpoint: a resume truncates later rows
-        payload = _checkpoint_payload(
-            run.model,
-            run.optimizer,
-            run.scheduler,
-            run.scaler,
-            epoch=epoch + 1,
-            config=config,
-            model_args=run.model_args,
-            class_names=run.train_set.class_names,
-            row=row,
-            best=run.best,
-            rng=rng,
-        )
-        save_checkpoint(run.run_dir / "last.pt", payload)
-        if improved:
-            save_checkpoint(run.run_dir / "best.pt", payload)
+    _save_epoch(run, epoch + 1, row, improved)
     run.log.print(
         f"epoch {epoch + 1}/{config.epochs}: loss {row['train_loss']:.4f}, train top-1 "
         f"{row['train_top1']:.3f}, val top-1 {row['val_top1']:.3f}, val mean class acc "
@@ -939,6 +983,67 @@ def _run_epoch(run: _Run, epoch: int) -> dict[str, float]:
     if env.distributed:
         dist.barrier()  # no rank runs ahead of the checkpoint it may resume from
     return row
+
+
+def _validate(run: _Run) -> dict[str, float]:
+    """The main head's metrics on the validation split, which pick best.pt."""
+    config = run.config
+    logits = predict(
+        run.model,
+        run.val_set,
+        stream=config.stream,
+        clip_config=run.clip_config,
+        device=run.device,
+        batch_size=config.eval_batch_size or config.batch_size,
+        workers=config.workers,
+        amp=config.amp,
+        env=run.env,
+    )
+    return summarize(logits[main_head(config.stream)], np.asarray(run.val_set.labels))
+
+
+def _metrics_row(
+    epoch: int, lr: float, stats: Mapping[str, float], val: Mapping[str, float]
+) -> dict[str, float]:
+    """One metrics.csv row (METRICS_COLUMNS), also stored in the checkpoint."""
+    return {
+        "epoch": epoch,
+        "lr": lr,
+        "train_loss": stats["train_loss"],
+        "train_top1": stats["train_top1"],
+        "val_top1": val["top1"],
+        "val_mean_class_acc": val["mean_class_acc"],
+        "clips_per_s": stats["clips_per_s"],
+        "data_wait": stats["data_wait"],
+        "seconds": stats["train_seconds"],
+    }
+
+
+def _save_epoch(run: _Run, epoch: int, row: dict[str, float], improved: bool) -> None:
+    """Record a finished epoch on rank 0: metrics row, last.pt, and best.pt when it improved.
+
+    Every rank must call it: gathering the RNG states is a collective.
+    """
+    rng = _gather_rng(run.device, run.env)  # a collective: every rank takes part
+    if not run.env.is_main:
+        return
+    run.log.write_row(row)  # before the checkpoint: a resume truncates later rows
+    payload = _checkpoint_payload(
+        run.model,
+        run.optimizer,
+        run.scheduler,
+        run.scaler,
+        epoch=epoch,
+        config=run.config,
+        model_args=run.model_args,
+        class_names=run.train_set.class_names,
+        row=row,
+        best=run.best,
+        rng=rng,
+    )
+    save_checkpoint(run.run_dir / "last.pt", payload)
+    if improved:
+        save_checkpoint(run.run_dir / "best.pt", payload)
 
 
 def _write_config_yaml(path: Path, config: TrainConfig) -> None:
@@ -990,6 +1095,21 @@ def _write_eval_files(
     write_text_atomic(
         files["metrics"], json.dumps({**metrics, "meta": dict(meta)}, indent=2) + "\n"
     )
+    _write_per_class_csv(files["per_class"], scores, head)
+    predictions = scores.logits[head].argmax(axis=1)
+    matrix = confusion_matrix(scores.labels, predictions, len(scores.class_names))
+    draw_confusion_png(
+        matrix,
+        files["confusion"],
+        scores.class_names,
+        title=f"{head}: confusion, {len(scores.labels)} samples (rows true, columns predicted)",
+    )
+    _write_scores_npz(files["scores"], scores)
+    return files
+
+
+def _write_per_class_csv(path: Path, scores: Scores, head: str) -> None:
+    """Per-class accuracy of the main head, with the other heads' beside it for comparison."""
     rows = per_class_table(scores.logits[head], scores.labels, scores.class_names)
     others = {
         name: per_class_table(values, scores.labels, scores.class_names)
@@ -1006,7 +1126,7 @@ def _write_eval_files(
         "most_confused_with",
     ]
     write_csv_atomic(
-        files["per_class"],
+        path,
         header,
         (
             [
@@ -1021,16 +1141,12 @@ def _write_eval_files(
             for i, row in enumerate(rows)
         ),
     )
-    predictions = scores.logits[head].argmax(axis=1)
-    matrix = confusion_matrix(scores.labels, predictions, len(scores.class_names))
-    draw_confusion_png(
-        matrix,
-        files["confusion"],
-        scores.class_names,
-        title=f"{head}: confusion, {len(scores.labels)} samples (rows true, columns predicted)",
-    )
+
+
+def _write_scores_npz(path: Path, scores: Scores) -> None:
+    """The raw logits of every head with sample ids and labels, for later fusion of runs."""
     write_atomic(
-        files["scores"],
+        path,
         lambda stream: np.savez(
             stream,
             sample_ids=np.asarray(scores.sample_ids),
@@ -1039,7 +1155,6 @@ def _write_eval_files(
             **scores.logits,
         ),
     )
-    return files
 
 
 def _fmt(value: float) -> str:
@@ -1073,44 +1188,23 @@ def evaluate(
         raise EpamError(f"--clips {clips}: need at least 1 clip per video")
     checkpoint = find_checkpoint(source)
     payload = load_any_checkpoint(checkpoint)
-    saved = payload["config"]
     stream = payload["model_args"]["stream"]
     env, torch_device = init_distributed(device)
     set_cpu_threads(torch_device, threads, workers)
-    model = build_from_checkpoint(payload)
-    if saved.get("channels_last", True):
-        model = model.to(memory_format=torch.channels_last)
-    model = model.to(torch_device)
-    trained = TrainConfig.from_dict(saved)
-    clip_config = trained.clip_config()
-    render = _render_mode(trained, torch_device)
-    total: dict[str, np.ndarray] = {}
-    for clip in range(clips):
-        dataset = _eval_dataset(
-            dataset_dir, protocol, split, stream, clip_config, render, clip, clips
-        )
-        if clip == 0:
-            _check_classes(
-                dataset.class_names, payload["class_names"], checkpoint, dataset_dir, protocol
-            )
-        logits = predict(
-            model,
-            dataset,
-            stream=stream,
-            clip_config=clip_config,
-            device=torch_device,
-            batch_size=batch_size or int(saved.get("batch_size", 12)),
-            workers=workers,
-            amp=amp or saved.get("amp", "off"),
-            flip=flip,
-            env=env,
-        )
-        total = {head: total.get(head, 0) + values for head, values in logits.items()}
-    scores = Scores(
-        list(dataset.sample_ids),
-        np.asarray(dataset.labels, dtype=np.int64),
-        {head: (values / clips).astype(np.float32) for head, values in total.items()},
-        list(dataset.class_names),
+    scores = _score_clips(
+        _eval_model(payload, torch_device),
+        payload,
+        checkpoint,
+        dataset_dir,
+        protocol,
+        split,
+        clips=clips,
+        flip=flip,
+        batch_size=batch_size,
+        workers=workers,
+        amp=amp,
+        device=torch_device,
+        env=env,
     )
     suffix = (f"_clips{clips}" if clips > 1 else "") + ("_flip" if flip else "")
     out = Path(out_dir) if out_dir else checkpoint.parent / "eval" / f"{protocol}_{split}{suffix}"
@@ -1127,6 +1221,67 @@ def evaluate(
     }
     files = _write_eval_files(scores, out, main_head(stream), meta) if env.is_main else {}
     return EvalResult(scores.metrics(), out, files, len(scores.labels), checkpoint)
+
+
+def _eval_model(payload: Mapping[str, Any], device: torch.device) -> nn.Module:
+    """The checkpoint's network on `device`, in the memory format it was trained in."""
+    model = build_from_checkpoint(payload)
+    if payload["config"].get("channels_last", True):
+        model = model.to(memory_format=torch.channels_last)
+    return model.to(device)
+
+
+def _score_clips(
+    model: nn.Module,
+    payload: Mapping[str, Any],
+    checkpoint: Path,
+    dataset_dir: str | Path,
+    protocol: str,
+    split: str,
+    *,
+    clips: int,
+    flip: bool,
+    batch_size: int | None,
+    workers: int,
+    amp: str | None,
+    device: torch.device,
+    env: DistEnv,
+) -> Scores:
+    """The split's logits averaged over `clips` clips per video, the inputs prepared as the
+    checkpoint's run prepared them; batch size and amp default to the run's."""
+    saved = payload["config"]
+    stream = payload["model_args"]["stream"]
+    trained = TrainConfig.from_dict(saved)
+    clip_config = trained.clip_config()
+    render = _render_mode(trained, device)
+    total: dict[str, np.ndarray] = {}
+    for clip in range(clips):
+        dataset = _eval_dataset(
+            dataset_dir, protocol, split, stream, clip_config, render, clip, clips
+        )
+        if clip == 0:
+            _check_classes(
+                dataset.class_names, payload["class_names"], checkpoint, dataset_dir, protocol
+            )
+        logits = predict(
+            model,
+            dataset,
+            stream=stream,
+            clip_config=clip_config,
+            device=device,
+            batch_size=batch_size or int(saved.get("batch_size", 12)),
+            workers=workers,
+            amp=amp or saved.get("amp", "off"),
+            flip=flip,
+            env=env,
+        )
+        total = {head: total.get(head, 0) + values for head, values in logits.items()}
+    return Scores(
+        list(dataset.sample_ids),
+        np.asarray(dataset.labels, dtype=np.int64),
+        {head: (values / clips).astype(np.float32) for head, values in total.items()},
+        list(dataset.class_names),
+    )
 
 
 def _eval_dataset(

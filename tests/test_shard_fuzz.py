@@ -14,9 +14,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 from conftest import prepared_sample
 
-from epam_data.errors import ShardError
+from epam_data.errors import EpamError, ShardError
 from epam_data.shards import ShardWriter, verify_dataset
 from epam_data.shards import verify as verify_module
 from epam_data.shards.h5io import open_h5, read_group
@@ -143,3 +144,34 @@ def test_a_rewritten_heatmap_frame_fails_its_checksum(tmp_path, name):
     with pytest.raises(ShardError, match=rf"{name} frame 3 does not match its checksum"):
         _read_all(shard)
     assert any(f"{name} frame 3" in line for line in verify_dataset(tmp_path / "ds", deep=True))
+
+
+class _ShardKeypoints(torch.utils.data.Dataset):
+    """Every sample's keypoints of one shard file, as a training loader's worker reads them."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        with open_h5(self.path) as h5file:
+            return np.concatenate([read_group(group).keypoints for group in h5file.values()])
+
+
+def test_a_looping_shard_in_a_loader_worker_is_one_line_naming_verify(fuzzed, monkeypatch):
+    """The looping mutant read by a real DataLoader worker, as training and evaluation read: the
+    loader's time limit turns the hang into one EpamError that names `verify --deep`."""
+    from epam_model import engine
+
+    _, _, _, damage = fuzzed
+    looping = [path for path, lines in damage.items() if "loops" in lines[0]]
+    if not looping:
+        pytest.skip("no mutant made this HDF5 build loop; nothing to show")
+    monkeypatch.setattr(engine, "LOADER_TIMEOUT_S", 3.0)
+    loader = torch.utils.data.DataLoader(
+        _ShardKeypoints(looping[0]), batch_size=1, **engine._loader_options(1)
+    )
+    with pytest.raises(EpamError, match=r"no batch .* in 3 s: a damaged shard .* verify DATASET"):
+        list(engine._batches(loader))
