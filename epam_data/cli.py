@@ -7,8 +7,9 @@ exit code 1, never a traceback.
 from __future__ import annotations
 
 import errno
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from epam_data.extract import ExtractOptions
+    from epam_data.pyskl import ImportReport
     from epam_data.runloop import ExtractReport
 
 __all__ = ["app"]
@@ -146,58 +148,63 @@ SplitNameOption = Annotated[
     Optional[str],
     typer.Option(help="With --by: protocol name of the manifests.  [default: by_FIELD]"),
 ]
+# The official splits (epam_data.splits), from a prepared folder or a list of names.
+SplitsInputArgument = Annotated[
+    Optional[Path],
+    typer.Argument(help="Prepared dataset folder (reads its index.csv); omit when using --names."),
+]
+SplitsDatasetOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--dataset",
+        "-d",
+        help=f"One of {', '.join(DATASET_NAMES[:-1])}; read from dataset.json if omitted.",
+    ),
+]
+NamesOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        help="File with one video or sample name per line (PKU-MMD: video ids like 0002-L)."
+    ),
+]
+LabelsOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        help="PKU-MMD: folder of the label files 0002-L.txt; Penn Action: labels/ (0001.mat)."
+    ),
+]
+SplitsDirOption = Annotated[
+    Optional[Path],
+    typer.Option(help="PKU-MMD: folder with the official cross-subject.txt and cross-view.txt."),
+]
+ManifestsOutOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--out", "-o", help="Folder to write manifests/ into.  [default: the dataset folder]"
+    ),
+]
+ProtocolOption = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--protocol", "-p", help="Protocol to write (repeatable); default: all of the dataset."
+    ),
+]
+ExcludeOption = Annotated[
+    Optional[Path],
+    typer.Option(help="File of names to leave out, e.g. NTU's official missing-skeleton list."),
+]
 
 
 @app.command()
 def splits(
-    dataset_dir: Annotated[
-        Optional[Path],
-        typer.Argument(
-            help="Prepared dataset folder (reads its index.csv); omit when using --names."
-        ),
-    ] = None,
-    dataset: Annotated[
-        Optional[str],
-        typer.Option(
-            "--dataset",
-            "-d",
-            help=f"One of {', '.join(DATASET_NAMES[:-1])}; read from dataset.json if omitted.",
-        ),
-    ] = None,
-    names: Annotated[
-        Optional[Path],
-        typer.Option(
-            help="File with one video or sample name per line (PKU-MMD: video ids like 0002-L)."
-        ),
-    ] = None,
-    labels: Annotated[
-        Optional[Path],
-        typer.Option(
-            help="PKU-MMD: folder of the label files 0002-L.txt; Penn Action: labels/ (0001.mat)."
-        ),
-    ] = None,
-    splits_dir: Annotated[
-        Optional[Path],
-        typer.Option(
-            help="PKU-MMD: folder with the official cross-subject.txt and cross-view.txt."
-        ),
-    ] = None,
-    out: Annotated[
-        Optional[Path],
-        typer.Option(
-            "--out", "-o", help="Folder to write manifests/ into.  [default: the dataset folder]"
-        ),
-    ] = None,
-    protocol: Annotated[
-        Optional[list[str]],
-        typer.Option(
-            "--protocol", "-p", help="Protocol to write (repeatable); default: all of the dataset."
-        ),
-    ] = None,
-    exclude: Annotated[
-        Optional[Path],
-        typer.Option(help="File of names to leave out, e.g. NTU's official missing-skeleton list."),
-    ] = None,
+    dataset_dir: SplitsInputArgument = None,
+    dataset: SplitsDatasetOption = None,
+    names: NamesOption = None,
+    labels: LabelsOption = None,
+    splits_dir: SplitsDirOption = None,
+    out: ManifestsOutOption = None,
+    protocol: ProtocolOption = None,
+    exclude: ExcludeOption = None,
     by: ByOption = None,
     test: TestValuesOption = None,
     test_fraction: TestFractionOption = 0.2,
@@ -277,50 +284,62 @@ def _custom_splits(
     console.print(table)
 
 
+# `render`: one sample drawn (epam_data.render).
+PreparedDirArgument = Annotated[
+    Path, typer.Argument(help="Prepared dataset folder (the one with index.csv).")
+]
+SampleIdArgument = Annotated[str, typer.Argument(help="Sample to draw, as index.csv names it.")]
+PictureOutOption = Annotated[
+    Path,
+    typer.Option(
+        "--out",
+        "-o",
+        help="Picture to write: .png (contact sheet) or .gif (one frame per kept frame).",
+    ),
+]
+RenderFramesOption = Annotated[
+    Optional[int],
+    typer.Option(
+        help="Frames shown, evenly spaced: PNG rows (default 4); GIF: all, at most 300, "
+        "unless given."
+    ),
+]
+GifFpsOption = Annotated[
+    Optional[float],
+    typer.Option(
+        help="GIF frame rate.  [default: real time, from the sample's fps and frame spacing]"
+    ),
+]
+CanvasSizeOption = Annotated[
+    int, typer.Option(help="Heatmap canvas side in pixels, when volumes are rendered.")
+]
+SigmaOption = Annotated[
+    float, typer.Option(help="Gaussian sigma in canvas pixels, when volumes are rendered.")
+]
+PersonOption = Annotated[Optional[int], typer.Option(help="Draw only this person (0-based index).")]
+MinScoreOption = Annotated[
+    float, typer.Option(help="Joints scored below this are left off the skeleton.")
+]
+RenderHeatmapsOption = Annotated[
+    str,
+    typer.Option(help="auto (stored volumes when the sample has them), stored, or rendered."),
+]
+PanelOption = Annotated[int, typer.Option(help="Side of each panel in the picture, in pixels.")]
+
+
 @app.command()
 def render(
-    dataset_dir: Annotated[
-        Path, typer.Argument(help="Prepared dataset folder (the one with index.csv).")
-    ],
-    sample_id: Annotated[str, typer.Argument(help="Sample to draw, as index.csv names it.")],
-    out: Annotated[
-        Path,
-        typer.Option(
-            "--out",
-            "-o",
-            help="Picture to write: .png (contact sheet) or .gif (one frame per kept frame).",
-        ),
-    ],
-    frames: Annotated[
-        Optional[int],
-        typer.Option(
-            help="Frames shown, evenly spaced: PNG rows (default 4); GIF: all, at most 300, "
-            "unless given."
-        ),
-    ] = None,
-    fps: Annotated[
-        Optional[float],
-        typer.Option(
-            help="GIF frame rate.  [default: real time, from the sample's fps and frame spacing]"
-        ),
-    ] = None,
-    size: Annotated[
-        int, typer.Option(help="Heatmap canvas side in pixels, when volumes are rendered.")
-    ] = 56,
-    sigma: Annotated[
-        float, typer.Option(help="Gaussian sigma in canvas pixels, when volumes are rendered.")
-    ] = 0.6,
-    person: Annotated[
-        Optional[int], typer.Option(help="Draw only this person (0-based index).")
-    ] = None,
-    min_score: Annotated[
-        float, typer.Option(help="Joints scored below this are left off the skeleton.")
-    ] = 0.3,
-    heatmaps: Annotated[
-        str,
-        typer.Option(help="auto (stored volumes when the sample has them), stored, or rendered."),
-    ] = "auto",
-    panel: Annotated[int, typer.Option(help="Side of each panel in the picture, in pixels.")] = 256,
+    dataset_dir: PreparedDirArgument,
+    sample_id: SampleIdArgument,
+    out: PictureOutOption,
+    frames: RenderFramesOption = None,
+    fps: GifFpsOption = None,
+    size: CanvasSizeOption = 56,
+    sigma: SigmaOption = 0.6,
+    person: PersonOption = None,
+    min_score: MinScoreOption = 0.3,
+    heatmaps: RenderHeatmapsOption = "auto",
+    panel: PanelOption = 256,
 ) -> None:
     """Draw one sample: RGB crop with skeleton | joint heatmaps | limb heatmaps, as a PNG sheet or a
     GIF."""
@@ -586,12 +605,6 @@ BackendOption = Annotated[
         "(BlazePose boxes, mmpose keypoints); mmlab ones need scripts/install_mmlab.sh."
     ),
 ]
-LabelsOption = Annotated[
-    Optional[Path],
-    typer.Option(
-        help="PKU-MMD: folder of the label files 0002-L.txt; Penn Action: labels/ (0001.mat)."
-    ),
-]
 ListOption = Annotated[
     Optional[Path],
     typer.Option(
@@ -671,6 +684,40 @@ ThreadsOption = Annotated[
         "1 per worker with --jobs]"
     ),
 ]
+# extract's parameters that go to the pose backend (ExtractOptions.backend_options), in the order
+# they are stored.
+BACKEND_OPTION_NAMES = (
+    "det_config",
+    "det_checkpoint",
+    "pose_config",
+    "pose_checkpoint",
+    "det_score_thr",
+    "det_area_thr",
+    "max_detections",
+    "device",
+    "proposals",
+    "threads",
+)
+# Options of extract alone.
+ExtractMaxPersonsOption = Annotated[
+    Optional[int],
+    typer.Option(help="Persons kept per sample.  [default: 2 for NTU mutual actions, else 1]"),
+]
+VideoJobsOption = Annotated[
+    int, typer.Option("--jobs", "-j", help="Videos prepared in parallel (processes).")
+]
+ExtractRgbSizeOption = Annotated[
+    int,
+    typer.Option(
+        help="Side of the stored square RGB crops, in pixels (training cuts its 224 px clips "
+        "from them, with room for its random crops)."
+    ),
+]
+NoRgbOption = Annotated[bool, typer.Option("--no-rgb", help="Store no RGB crops (skeletons only).")]
+FrameStrideOption = Annotated[int, typer.Option(help="Keep every n-th frame.")]
+ExtractLimitOption = Annotated[
+    Optional[int], typer.Option(help="Only the first N samples (by sample id).")
+]
 
 
 def _backend_options(**given: str | float | None) -> tuple[tuple[str, str | float], ...]:
@@ -693,26 +740,13 @@ def extract(
     dataset: DatasetOption,
     out: OutOption,
     backend: BackendOption = "blazepose",
-    max_persons: Annotated[
-        Optional[int],
-        typer.Option(help="Persons kept per sample.  [default: 2 for NTU mutual actions, else 1]"),
-    ] = None,
-    jobs: Annotated[
-        int, typer.Option("--jobs", "-j", help="Videos prepared in parallel (processes).")
-    ] = 1,
+    max_persons: ExtractMaxPersonsOption = None,
+    jobs: VideoJobsOption = 1,
     part: PartOption = None,
-    rgb_size: Annotated[
-        int,
-        typer.Option(
-            help="Side of the stored square RGB crops, in pixels (training cuts its 224 px clips "
-            "from them, with room for its random crops)."
-        ),
-    ] = 256,
-    no_rgb: Annotated[
-        bool, typer.Option("--no-rgb", help="Store no RGB crops (skeletons only).")
-    ] = False,
+    rgb_size: ExtractRgbSizeOption = 256,
+    no_rgb: NoRgbOption = False,
     jpeg_quality: JpegQualityOption = 90,
-    frame_stride: Annotated[int, typer.Option(help="Keep every n-th frame.")] = 1,
+    frame_stride: FrameStrideOption = 1,
     labels: LabelsOption = None,
     list_file: ListOption = None,
     heatmaps: HeatmapsOption = "",
@@ -722,9 +756,7 @@ def extract(
     sample_timeout: SampleTimeoutOption = 3600.0,  # epam_data.runloop.DEFAULT_SAMPLE_TIMEOUT
     dask: DaskOption = None,
     ray: RayOption = None,
-    limit: Annotated[
-        Optional[int], typer.Option(help="Only the first N samples (by sample id).")
-    ] = None,
+    limit: ExtractLimitOption = None,
     det_config: DetConfigOption = None,
     det_checkpoint: DetCheckpointOption = None,
     pose_config: PoseConfigOption = None,
@@ -741,53 +773,66 @@ def extract(
 
     Exit code 1 when any sample failed (listed in OUT/failures.csv; a re-run retries them), else 0.
     """
-    from epam_data.extract import ExtractOptions, extract_dataset
-
-    backend_options = _backend_options(
-        det_config=det_config,
-        det_checkpoint=det_checkpoint,
-        pose_config=pose_config,
-        pose_checkpoint=pose_checkpoint,
-        det_score_thr=det_score_thr,
-        det_area_thr=det_area_thr,
-        max_detections=max_detections,
-        device=device,
-        proposals=proposals,
-        threads=threads,
-    )
-
-    def run(**more: object) -> ExtractReport:
-        _check_extract_input(dataset, input_dir)
-        options = ExtractOptions(
-            backend=backend,
-            max_persons=max_persons,
-            rgb_size=None if no_rgb else rgb_size,
-            jpeg_quality=jpeg_quality,
-            frame_stride=frame_stride,
-            heatmaps=_heatmap_kinds(heatmaps),
-            heatmap_size=heatmap_size,
-            backend_options=backend_options,
-        )
-        return extract_dataset(
-            input_dir,
-            out,
-            dataset,
-            options=options,
-            jobs=jobs,
-            samples_per_shard=samples_per_shard,
-            max_shard_bytes=max_shard_bytes,
-            sample_timeout=sample_timeout,
-            labels_dir=labels,
-            list_file=list_file,
-            dask_address=dask,
-            ray_address=ray,
-            limit=limit,
-            **more,
-        )
-
+    # The command line by parameter name, taken before any other local exists: its 31 values passed
+    # on one by one would make this body as long as the signature.
+    given = dict(locals())
+    del given["part"]  # _run_with_progress parses it
+    backend_options = _backend_options(**{name: given.pop(name) for name in BACKEND_OPTION_NAMES})
+    run = partial(_extract_run, **given, backend_options=backend_options)
     report = _run_with_progress("extract", part, run)
     print_extract_report(report)
     _exit_on_nothing_or_failures(report, input_dir, "no video file or frame folder")
+
+
+def _extract_run(
+    input_dir: Path,
+    out: Path,
+    dataset: str,
+    *,
+    backend: str,
+    max_persons: Optional[int],
+    rgb_size: int,
+    no_rgb: bool,
+    jpeg_quality: int,
+    frame_stride: int,
+    heatmaps: str,
+    heatmap_size: int,
+    backend_options: tuple[tuple[str, str | float], ...],
+    labels: Optional[Path],
+    list_file: Optional[Path],
+    dask: Optional[str],
+    ray: Optional[str],
+    **run_args: Any,
+) -> ExtractReport:
+    """One `extract` run from its command-line values; the input is checked and ExtractOptions
+    built inside the run, so that their errors are the same one line as the run's own.
+
+    run_args: the rest, named as extract_dataset names them (jobs, limit, ..., part, on_result).
+    """
+    from epam_data.extract import ExtractOptions, extract_dataset
+
+    _check_extract_input(dataset, input_dir)
+    options = ExtractOptions(
+        backend=backend,
+        max_persons=max_persons,
+        rgb_size=None if no_rgb else rgb_size,
+        jpeg_quality=jpeg_quality,
+        frame_stride=frame_stride,
+        heatmaps=_heatmap_kinds(heatmaps),
+        heatmap_size=heatmap_size,
+        backend_options=backend_options,
+    )
+    return extract_dataset(
+        input_dir,
+        out,
+        dataset,
+        options=options,
+        labels_dir=labels,
+        list_file=list_file,
+        dask_address=dask,
+        ray_address=ray,
+        **run_args,
+    )
 
 
 def _run_with_progress(
@@ -833,42 +878,51 @@ def _exit_on_nothing_or_failures(report: ExtractReport, source: object, nothing:
         raise typer.Exit(code=1)
 
 
+# Options of import-pyskl alone.
+PklArgument = Annotated[
+    Path, typer.Argument(help="PYSKL / MMAction2 annotation pickle (e.g. ntu60_hrnet.pkl).")
+]
+VideosOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        help="Folder of the videos (searched recursively, named by frame_dir): also store "
+        "RGB crops."
+    ),
+]
+PysklMaxPersonsOption = Annotated[
+    Optional[int],
+    typer.Option(
+        help="Keep the N persons with the highest total score.  [default: all in the pickle]"
+    ),
+]
+SampleJobsOption = Annotated[
+    int, typer.Option("--jobs", "-j", help="Samples prepared in parallel (processes).")
+]
+PysklRgbSizeOption = Annotated[
+    int, typer.Option(help="Side of the stored square RGB crops (with --videos).")
+]
+PysklLimitOption = Annotated[
+    Optional[int], typer.Option(help="Only the first N annotations (by sample id).")
+]
+
+
 @app.command("import-pyskl")
 def import_pyskl(
-    pkl: Annotated[
-        Path, typer.Argument(help="PYSKL / MMAction2 annotation pickle (e.g. ntu60_hrnet.pkl).")
-    ],
+    pkl: PklArgument,
     dataset: DatasetOption,
     out: OutOption,
-    videos: Annotated[
-        Optional[Path],
-        typer.Option(
-            help="Folder of the videos (searched recursively, named by frame_dir): also store "
-            "RGB crops."
-        ),
-    ] = None,
-    max_persons: Annotated[
-        Optional[int],
-        typer.Option(
-            help="Keep the N persons with the highest total score.  [default: all in the pickle]"
-        ),
-    ] = None,
-    jobs: Annotated[
-        int, typer.Option("--jobs", "-j", help="Samples prepared in parallel (processes).")
-    ] = 1,
+    videos: VideosOption = None,
+    max_persons: PysklMaxPersonsOption = None,
+    jobs: SampleJobsOption = 1,
     part: PartOption = None,
-    rgb_size: Annotated[
-        int, typer.Option(help="Side of the stored square RGB crops (with --videos).")
-    ] = 256,
+    rgb_size: PysklRgbSizeOption = 256,
     jpeg_quality: JpegQualityOption = 90,
     heatmaps: HeatmapsOption = "",
     heatmap_size: HeatmapSizeOption = 56,
     samples_per_shard: SamplesPerShardOption = 256,
     dask: DaskOption = None,
     ray: RayOption = None,
-    limit: Annotated[
-        Optional[int], typer.Option(help="Only the first N annotations (by sample id).")
-    ] = None,
+    limit: PysklLimitOption = None,
 ) -> None:
     """Import a PYSKL / MMAction2 pose pickle (read without running code) into shards and split
     manifests.
@@ -902,6 +956,13 @@ def import_pyskl(
             **run,
         ),
     )
+    _print_import_pyskl_report(report)
+    _exit_on_nothing_or_failures(report, pkl, "no annotation")
+
+
+def _print_import_pyskl_report(report: ImportReport) -> None:
+    """extract's summary table, then what only an import has: how much of each of the pickle's
+    splits made it into a manifest, and the notes on the pickle."""
     print_extract_report(report, "import-pyskl", listed="annotations listed")
     for name, (listed, written) in report.manifests.items():
         console.print(
@@ -909,7 +970,6 @@ def import_pyskl(
         )
     for note in report.notes:
         console.print(f"[yellow]note:[/yellow] {note}", soft_wrap=True, highlight=False)
-    _exit_on_nothing_or_failures(report, pkl, "no annotation")
 
 
 @app.command("import-penn-action")

@@ -368,47 +368,61 @@ def convert(
     )
 
 
+EvalCheckpointArgument = Annotated[
+    Path, typer.Argument(help="Run folder (uses best.pt, else last.pt) or checkpoint file.")
+]
+EvalDatasetArgument = Annotated[
+    Path, typer.Argument(exists=True, file_okay=False, help="Prepared dataset folder.")
+]
+EvalProtocolOption = Annotated[
+    str, typer.Option(help="Manifest prefix: xsub, xview, xset, cs, cv2 ...")
+]
+EvalSplitOption = Annotated[str, typer.Option(help="Split to score.")]
+EvalClipsOption = Annotated[
+    int,
+    typer.Option(min=1, help="Clips per video (different sampling offsets), logits averaged."),
+]
+EvalFlipOption = Annotated[
+    bool, typer.Option("--flip", help="Also score mirrored inputs and average.")
+]
+EvalOutOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--out",
+        "-o",
+        file_okay=False,
+        help=(
+            "Report folder.  [default: RUN/eval/PROTOCOL_SPLIT, with _clipsN and _flip when used]"
+        ),
+    ),
+]
+EvalBatchSizeOption = Annotated[
+    Optional[int], typer.Option(min=1, help="Clips per step.  [default: the run's]")
+]
+EvalWorkersOption = Annotated[int, typer.Option(min=0, help="Loader processes.")]
+EvalThreadsOption = Annotated[
+    Optional[int],
+    typer.Option(
+        min=1,
+        help="CPU compute threads.  [default: the usable cores minus --workers, at least 1]",
+    ),
+]
+EvalDeviceOption = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+
+
 @app.command("eval")
 def eval_command(
-    checkpoint: Annotated[
-        Path, typer.Argument(help="Run folder (uses best.pt, else last.pt) or checkpoint file.")
-    ],
-    dataset_dir: Annotated[
-        Path, typer.Argument(exists=True, file_okay=False, help="Prepared dataset folder.")
-    ],
-    protocol: Annotated[str, typer.Option(help="Manifest prefix: xsub, xview, xset, cs, cv2 ...")],
-    split: Annotated[str, typer.Option(help="Split to score.")] = "test",
-    clips: Annotated[
-        int,
-        typer.Option(min=1, help="Clips per video (different sampling offsets), logits averaged."),
-    ] = 1,
-    flip: Annotated[
-        bool, typer.Option("--flip", help="Also score mirrored inputs and average.")
-    ] = False,
-    out: Annotated[
-        Optional[Path],
-        typer.Option(
-            "--out",
-            "-o",
-            file_okay=False,
-            help=(
-                "Report folder.  [default: RUN/eval/PROTOCOL_SPLIT, with _clipsN and _flip when "
-                "used]"
-            ),
-        ),
-    ] = None,
-    batch_size: Annotated[
-        Optional[int], typer.Option(min=1, help="Clips per step.  [default: the run's]")
-    ] = None,
-    workers: Annotated[int, typer.Option(min=0, help="Loader processes.")] = 2,
-    threads: Annotated[
-        Optional[int],
-        typer.Option(
-            min=1,
-            help="CPU compute threads.  [default: the usable cores minus --workers, at least 1]",
-        ),
-    ] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    checkpoint: EvalCheckpointArgument,
+    dataset_dir: EvalDatasetArgument,
+    protocol: EvalProtocolOption,
+    split: EvalSplitOption = "test",
+    clips: EvalClipsOption = 1,
+    flip: EvalFlipOption = False,
+    out: EvalOutOption = None,
+    batch_size: EvalBatchSizeOption = None,
+    workers: EvalWorkersOption = 2,
+    threads: EvalThreadsOption = None,
+    device: EvalDeviceOption = "auto",
 ) -> None:
     """Top-1, top-5 and mean class accuracy per stream and fused; metrics.json, per-class CSV,
     confusion PNG, logits."""
