@@ -403,6 +403,82 @@ def _render_joints_torch(
     return out
 
 
+def _limb_windows_torch(
+    kp: torch.Tensor,
+    sc: torch.Tensor,
+    pairs: np.ndarray,
+    H: int,
+    W: int,
+    sigma: float,
+    eps: float,
+) -> tuple[torch.Tensor, ...]:
+    """The limbs to draw, as `_limb_segments_np` and `_render_limbs_np` pick them: A, B (input
+    dtype), |A - B|^2, value (float64), window start and end, and their clip, frame and limb."""
+    import torch
+
+    dev = kp.device
+    i, j = torch.as_tensor(pairs[:, 0], device=dev), torch.as_tensor(pairs[:, 1], device=dev)
+    a, b = kp[:, :, :, i], kp[:, :, :, j]  # [N, M, T, K, 2], input dtype
+    s_a, s_b = sc[:, :, :, i].double(), sc[:, :, :, j].double()
+    value = torch.minimum(s_a, s_b)
+    finite = (torch.isfinite(a).all(-1) & torch.isfinite(b).all(-1))[..., None]
+    keep = (value >= eps) & finite[..., 0]
+    a, b = torch.where(finite, a, 0.0), torch.where(finite, b, 0.0)
+    b, d2_ab, value = _short_limbs_to_start(torch, a, b, s_a, value)  # see _limb_segments_np
+    size = torch.tensor([W, H], dtype=torch.float64, device=dev)
+    start, end = _windows_torch(
+        torch.minimum(a, b).double(), torch.maximum(a, b).double(), 3 * sigma, size
+    )
+    keep &= (end > start).all(-1)
+    n, m, t, k = keep.nonzero(as_tuple=True)  # host sync: the number of limbs
+    a, b, d2_ab, value = a[n, m, t, k], b[n, m, t, k], d2_ab[n, m, t, k], value[n, m, t, k]
+    start, end = start[n, m, t, k], end[n, m, t, k]
+    return a, b, d2_ab, value, start, end, n, t, k
+
+
+def _run_offsets_torch(lengths: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Ragged runs of `lengths`: each entry's offset within its run, and the total (one host
+    sync, so that repeat_interleave needs no second one)."""
+    import torch
+
+    total = int(lengths.sum())  # host sync
+    offsets = torch.arange(total, device=lengths.device) - torch.repeat_interleave(
+        torch.cumsum(lengths, 0) - lengths, lengths, output_size=total
+    )
+    return offsets, total
+
+
+def _limb_rows_torch(
+    segments: tuple[torch.Tensor, ...],
+    start: torch.Tensor,
+    height: torch.Tensor,
+    row_in_window: torch.Tensor,
+    num_rows: int,
+) -> torch.Tensor:
+    """One column per window row, in the anchor's dtype: x0, ax, ay, bx, by, |A - B|^2, value,
+    the row's pixel y and its squared y distances to A and B (as the rows of _render_limbs_np)."""
+    import torch
+
+    a, b, d2_ab, value = segments
+    dtype = a.dtype
+    per_limb = torch.stack(
+        [
+            start[:, 0].to(dtype),
+            a[:, 0],
+            a[:, 1],
+            b[:, 0],
+            b[:, 1],
+            d2_ab,
+            value.to(dtype),
+        ]
+    )
+    rows = torch.repeat_interleave(per_limb, height, dim=1, output_size=num_rows)  # [7, R]
+    py = (torch.repeat_interleave(start[:, 1], height, output_size=num_rows) + row_in_window).to(
+        dtype
+    )
+    return torch.cat([rows, py[None], ((py - rows[2]) ** 2)[None], ((py - rows[4]) ** 2)[None]])
+
+
 def _render_limbs_torch(
     kp: torch.Tensor,
     sc: torch.Tensor,
@@ -421,56 +497,20 @@ def _render_limbs_torch(
     out = torch.zeros(N * T * K * H * W, dtype=torch.float32, device=dev)
     if K == 0:
         return out
-    i, j = torch.as_tensor(pairs[:, 0], device=dev), torch.as_tensor(pairs[:, 1], device=dev)
-    a, b = kp[:, :, :, i], kp[:, :, :, j]  # [N, M, T, K, 2], input dtype
-    s_a, s_b = sc[:, :, :, i].double(), sc[:, :, :, j].double()
-    value = torch.minimum(s_a, s_b)
-    finite = (torch.isfinite(a).all(-1) & torch.isfinite(b).all(-1))[..., None]
-    keep = (value >= eps) & finite[..., 0]
-    a, b = torch.where(finite, a, 0.0), torch.where(finite, b, 0.0)
-    b, d2_ab, value = _short_limbs_to_start(torch, a, b, s_a, value)  # see _limb_segments_np
-    size = torch.tensor([W, H], dtype=torch.float64, device=dev)
-    start, end = _windows_torch(
-        torch.minimum(a, b).double(), torch.maximum(a, b).double(), 3 * sigma, size
-    )
-    keep &= (end > start).all(-1)
-    n, m, t, k = keep.nonzero(as_tuple=True)  # host sync: the number of limbs
-    a, b, d2_ab, value = a[n, m, t, k], b[n, m, t, k], d2_ab[n, m, t, k], value[n, m, t, k]
-    start, end = start[n, m, t, k], end[n, m, t, k]
+    a, b, d2_ab, value, start, end, n, t, k = _limb_windows_torch(kp, sc, pairs, H, W, sigma, eps)
     dtype = a.dtype
 
     # Ragged runs and the anchor's arithmetic, as in _render_limbs_np.
     width, height = (end - start).unbind(-1)
-    num_rows = int(height.sum())  # host sync
-    row_in_window = torch.arange(num_rows, device=dev) - torch.repeat_interleave(
-        torch.cumsum(height, 0) - height, height, output_size=num_rows
-    )
-    per_limb = torch.stack(
-        [
-            start[:, 0].to(dtype),
-            a[:, 0],
-            a[:, 1],
-            b[:, 0],
-            b[:, 1],
-            d2_ab,
-            value.to(dtype),
-        ]
-    )
-    rows = torch.repeat_interleave(per_limb, height, dim=1, output_size=num_rows)  # [7, R]
-    py = (torch.repeat_interleave(start[:, 1], height, output_size=num_rows) + row_in_window).to(
-        dtype
-    )
-    rows = torch.cat([rows, py[None], ((py - rows[2]) ** 2)[None], ((py - rows[4]) ** 2)[None]])
+    row_in_window, num_rows = _run_offsets_torch(height)
+    rows = _limb_rows_torch((a, b, d2_ab, value), start, height, row_in_window, num_rows)
     plane = _channel_base(n, t, k, T, K, H * W, layout)
     row_start = torch.repeat_interleave(
         plane + start[:, 1] * W + start[:, 0], height, output_size=num_rows
     )
     row_start += row_in_window * W
     row_width = torch.repeat_interleave(width, height, output_size=num_rows)
-    num_pixels = int(row_width.sum())  # host sync
-    col = torch.arange(num_pixels, device=dev) - torch.repeat_interleave(
-        torch.cumsum(row_width, 0) - row_width, row_width, output_size=num_pixels
-    )
+    col, num_pixels = _run_offsets_torch(row_width)
     x0, ax, ay, bx, by, d2ab, val, py, dya2, dyb2 = torch.repeat_interleave(
         rows, row_width, dim=1, output_size=num_pixels
     )

@@ -43,7 +43,7 @@ from epam_data.datasets import DATASET_NAMES, Rejected, Sample, normalize_name, 
 from epam_data.datasets.base import VIDEO_EXTENSIONS
 from epam_data.errors import EpamError, NameParseError, VideoDecodeError
 from epam_data.extract import ExtractOptions, crop_jpegs, find_videos, heatmap_volumes, sample_box
-from epam_data.heatmaps import resize_keypoints
+from epam_data.heatmaps import CropBox, resize_keypoints
 from epam_data.protocols import Protocol, class_names, load_protocols
 from epam_data.runloop import (
     ExtractReport,
@@ -423,6 +423,33 @@ def _video_frames(
     return info, np.arange(frames, dtype=np.int64)
 
 
+def _crops_and_volumes(
+    spec: AnnotationSpec,
+    indices: np.ndarray,
+    keypoints: np.ndarray,
+    scores16: np.ndarray,
+    box: CropBox,
+    times: StageTimes,
+) -> tuple[list[bytes] | None, dict[str, np.ndarray]]:
+    """Extract's two slow stages on an imported sample, each timed into `times`: the RGB crops
+    (None without a video or with RGB off) and the heatmap volumes ({} with heatmaps off)."""
+    options = spec.options
+    jpegs = None
+    if spec.video and options.rgb_size is not None:
+        chunks = iter_frames(spec.video, indices, chunk_size=options.chunk_size)
+        start = time.perf_counter()
+        jpegs = crop_jpegs(chunks, box, options)
+        times.crop += time.perf_counter() - start
+    start = time.perf_counter()
+    volumes = (
+        heatmap_volumes(keypoints, scores16.astype(np.float32), box, options)
+        if options.heatmaps
+        else {}
+    )
+    times.heatmaps += time.perf_counter() - start
+    return jpegs, volumes
+
+
 def prepare_annotation(spec: AnnotationSpec, *, times: StageTimes | None = None) -> PreparedSample:
     """One annotation -> a PreparedSample: dense poses (`dense_pose`), the persons kept, keypoints
     rescaled to the video when its size differs from img_shape, then extract's crop box, RGB crops
@@ -450,19 +477,7 @@ def prepare_annotation(spec: AnnotationSpec, *, times: StageTimes | None = None)
             keypoints = resize_keypoints(keypoints, img_hw, frame_hw).astype(np.float32)
     scores16 = scores.astype(np.float16)
     box, seen = sample_box(keypoints, scores16, frame_hw)
-    jpegs = None
-    if spec.video and options.rgb_size is not None:
-        chunks = iter_frames(spec.video, indices, chunk_size=options.chunk_size)
-        start = time.perf_counter()
-        jpegs = crop_jpegs(chunks, box, options)
-        times.crop += time.perf_counter() - start
-    start = time.perf_counter()
-    volumes = (
-        heatmap_volumes(keypoints, scores16.astype(np.float32), box, options)
-        if options.heatmaps
-        else {}
-    )
-    times.heatmaps += time.perf_counter() - start
+    jpegs, volumes = _crops_and_volumes(spec, indices, keypoints, scores16, box, times)
     extra: dict[str, Any] = {
         "max_persons": keypoints.shape[0],
         "frame_stride": 1,
@@ -690,6 +705,25 @@ def _ok_ids(out_dir: Path) -> set[str]:
         }
 
 
+def _check_import_args(dataset: str, videos: Path | None, jobs: int) -> None:
+    """Refuse an unknown dataset, a missing videos folder or a bad --jobs before the pickle (which
+    may be large) is loaded."""
+    if dataset not in DATASET_NAMES:
+        raise EpamError(f"--dataset {dataset!r}: choose one of {', '.join(DATASET_NAMES)}")
+    if videos is not None and not videos.is_dir():
+        raise EpamError(f"--videos {videos}: not a folder")
+    check_jobs(jobs)
+
+
+def _import_options(options: ExtractOptions | None, videos: Path | None) -> ExtractOptions:
+    """Extract's options for an import: the defaults unless given, with RGB off when there are no
+    videos to crop it from."""
+    options = options if options is not None else ExtractOptions()
+    if videos is None:
+        options = dataclasses.replace(options, rgb_size=None)
+    return options
+
+
 def import_pyskl(
     pkl: str | Path,
     out_dir: str | Path,
@@ -718,16 +752,10 @@ def import_pyskl(
     """
     pkl, out_dir = Path(pkl), Path(out_dir)
     videos = Path(videos_dir) if videos_dir is not None else None
-    if dataset not in DATASET_NAMES:
-        raise EpamError(f"--dataset {dataset!r}: choose one of {', '.join(DATASET_NAMES)}")
-    if videos is not None and not videos.is_dir():
-        raise EpamError(f"--videos {videos}: not a folder")
-    check_jobs(jobs)
+    _check_import_args(dataset, videos, jobs)
     started = time.perf_counter()
     pyskl = load_pyskl(pkl)
-    options = options if options is not None else ExtractOptions()
-    if videos is None:
-        options = dataclasses.replace(options, rgb_size=None)
+    options = _import_options(options, videos)
     specs, rejected = _specs(pyskl, dataset, videos, options)
     report = ImportReport(out_dir=out_dir, listed=len(specs), rejected=rejected)
     specs.sort(key=lambda spec: spec.sample.sample_id)

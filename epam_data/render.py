@@ -317,12 +317,41 @@ def draw_skeleton(
     )
     colours = joint_colours(keypoints.shape[1])
     pairs = getattr(limbs, "limbs", limbs)  # a LimbSet or a plain list of joint pairs
+    _draw_limbs(draw, keypoints, visible, pairs, colours, width=width)
+    _draw_joints(draw, keypoints, visible, colours, radius=radius)
+    if label_persons:
+        _label_persons(draw, keypoints, visible, radius=radius)
+    return np.asarray(picture)
+
+
+def _draw_limbs(
+    draw: ImageDraw.ImageDraw,
+    keypoints: np.ndarray,
+    visible: np.ndarray,
+    pairs: Sequence[tuple[int, int]],
+    colours: Sequence[tuple[int, int, int]],
+    *,
+    width: int,
+) -> None:
+    """Every person's outlined limbs between two visible joints; drawn first, so that no limb
+    covers a joint."""
     for person in range(keypoints.shape[0]):
         for i, j in pairs:
             if visible[person, i] and visible[person, j]:
                 segment = [tuple(keypoints[person, i]), tuple(keypoints[person, j])]
                 draw.line(segment, fill=OUTLINE_COLOUR, width=width + 2)
                 draw.line(segment, fill=_limb_colour(i, j, colours), width=width)
+
+
+def _draw_joints(
+    draw: ImageDraw.ImageDraw,
+    keypoints: np.ndarray,
+    visible: np.ndarray,
+    colours: Sequence[tuple[int, int, int]],
+    *,
+    radius: int,
+) -> None:
+    """Every person's visible joints as outlined dots in their side colour, over all the limbs."""
     for person in range(keypoints.shape[0]):
         for joint in np.flatnonzero(visible[person]):
             x, y = keypoints[person, joint]
@@ -331,23 +360,27 @@ def draw_skeleton(
                 fill=OUTLINE_COLOUR,
             )
             draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=colours[joint])
-    if label_persons:
-        font = _font(max(10, radius * 3))
-        for person in range(keypoints.shape[0]):
-            if visible[person].any():
-                points = keypoints[person][visible[person]]
-                top = points[np.argmin(points[:, 1])]
-                anchor_y = max(0.0, top[1] - 2 * radius - 2)
-                draw.text(
-                    (top[0], anchor_y),
-                    f"P{person}",
-                    fill=TEXT_COLOUR,
-                    font=font,
-                    anchor="mb",
-                    stroke_width=2,
-                    stroke_fill=OUTLINE_COLOUR,
-                )
-    return np.asarray(picture)
+
+
+def _label_persons(
+    draw: ImageDraw.ImageDraw, keypoints: np.ndarray, visible: np.ndarray, *, radius: int
+) -> None:
+    """ "P<index>" above each drawn person's highest joint, so that --person can name it."""
+    font = _font(max(10, radius * 3))
+    for person in range(keypoints.shape[0]):
+        if visible[person].any():
+            points = keypoints[person][visible[person]]
+            top = points[np.argmin(points[:, 1])]
+            anchor_y = max(0.0, top[1] - 2 * radius - 2)
+            draw.text(
+                (top[0], anchor_y),
+                f"P{person}",
+                fill=TEXT_COLOUR,
+                font=font,
+                anchor="mb",
+                stroke_width=2,
+                stroke_fill=OUTLINE_COLOUR,
+            )
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
@@ -600,6 +633,38 @@ def _frames_shown(num_frames: int, frames: int | None, kind: str) -> tuple[int |
     return None, []
 
 
+def _check_picture_options(
+    prepared: PreparedSample, *, size: int, sigma: float, person: int | None, heatmaps: str
+) -> None:
+    """Refuse options `render_pictures` cannot draw with, naming the command-line flag at fault."""
+    if not (isinstance(size, int) and size >= 4):
+        raise EpamError(f"--size must be a heatmap canvas of at least 4 pixels, got {size}")
+    if not (math.isfinite(sigma) and sigma > 0):
+        raise EpamError(
+            f"--sigma must be a positive number of canvas pixels (PoseC3D uses 0.6), got {sigma}"
+        )
+    if person is not None and not 0 <= person < prepared.num_persons:
+        raise EpamError(
+            f"{prepared.sample_id} has {prepared.num_persons} person(s) "
+            f"(0..{prepared.num_persons - 1}); --person {person} is not one of them"
+        )
+    if heatmaps not in ("auto", "stored", "rendered"):
+        raise EpamError(f"--heatmaps must be auto, stored or rendered, got {heatmaps!r}")
+
+
+def _rgb_images(
+    prepared: PreparedSample, positions: np.ndarray, notes: list[str]
+) -> list[np.ndarray] | None:
+    """The decoded RGB crops at `positions`, or None (and a note) for a sample stored without RGB,
+    which then gets its skeleton on a dark panel."""
+    if prepared.rgb is None:
+        notes.append("no RGB stored (extract --no-rgb)")
+        return None
+    return decode_jpegs(
+        [prepared.rgb[int(t)] for t in positions], where=f"{prepared.sample_id} rgb"
+    )
+
+
 def render_pictures(
     prepared: PreparedSample,
     *,
@@ -618,19 +683,7 @@ def render_pictures(
     limbs] uint8 [P, P, 3] panels, captions, where the volumes came from, notes). A sample without
     RGB gets the skeleton on a dark panel and a note.
     """
-    if not (isinstance(size, int) and size >= 4):
-        raise EpamError(f"--size must be a heatmap canvas of at least 4 pixels, got {size}")
-    if not (math.isfinite(sigma) and sigma > 0):
-        raise EpamError(
-            f"--sigma must be a positive number of canvas pixels (PoseC3D uses 0.6), got {sigma}"
-        )
-    if person is not None and not 0 <= person < prepared.num_persons:
-        raise EpamError(
-            f"{prepared.sample_id} has {prepared.num_persons} person(s) "
-            f"(0..{prepared.num_persons - 1}); --person {person} is not one of them"
-        )
-    if heatmaps not in ("auto", "stored", "rendered"):
-        raise EpamError(f"--heatmaps must be auto, stored or rendered, got {heatmaps!r}")
+    _check_picture_options(prepared, size=size, sigma=sigma, person=person, heatmaps=heatmaps)
     positions = (
         np.arange(prepared.num_frames) if frames is None else np.asarray(frames, dtype=np.int64)
     )
@@ -646,13 +699,7 @@ def render_pictures(
         limbs=limbs,
     )
     keypoints, scores = prepared.keypoints, prepared.scores.astype(np.float32)
-    if prepared.rgb is None:
-        notes.append("no RGB stored (extract --no-rgb)")
-        images = None
-    else:
-        images = decode_jpegs(
-            [prepared.rgb[int(t)] for t in positions], where=f"{prepared.sample_id} rgb"
-        )
+    images = _rgb_images(prepared, positions, notes)
     panel = layout.panel
     panel_keypoints = to_canvas(keypoints, box, (panel, panel))  # [M, T, V, 2] panel pixels
     if (
@@ -674,6 +721,69 @@ def render_pictures(
 # --------------------------------------------------------------------------------------------------
 # Entry points
 # --------------------------------------------------------------------------------------------------
+
+
+def _panel_headings(
+    prepared: PreparedSample, source: str, min_score: float
+) -> tuple[str, str, str]:
+    """The three column headings; the volumes' channel counts come from wherever they were taken
+    (the shard's stored volumes or the keypoints rendered here), so the heading says what is
+    maxed."""
+    if source.startswith("stored"):
+        joint, limb = prepared.joint_heatmaps, prepared.limb_heatmaps
+        channels = (joint.shape[1], limb.shape[1])  # type: ignore[union-attr]
+    else:
+        channels = (prepared.keypoints.shape[2], len(COCO_LIMBS))
+    return (
+        f"RGB crop + skeleton (score >= {min_score:g})",
+        f"joints: max of {channels[0]} channels",
+        f"limbs: max of {channels[1]} channels",
+    )
+
+
+def _real_time_fps(prepared: PreparedSample, positions: np.ndarray) -> float:
+    """The GIF rate that plays the frames shown in real time: the source rate over their median
+    spacing in source frames (DEFAULT_GIF_FPS when the sample does not know its rate)."""
+    shown = prepared.frame_indices[positions]
+    stride = float(np.median(np.diff(shown))) if shown.size > 1 else 1.0
+    return prepared.fps / max(stride, 1.0) if prepared.fps > 0 else DEFAULT_GIF_FPS
+
+
+def _picture_kind(path: Path, panel: int) -> str:
+    """The picture's kind (".png" or ".gif", from its suffix), once the path and the panel side
+    are known to be drawable, so that a bad option fails before any rendering."""
+    kind = path.suffix.lower()
+    if kind not in (".png", ".gif"):
+        raise EpamError(f"{path}: the picture must end in .png (contact sheet) or .gif (animation)")
+    if not (isinstance(panel, int) and panel >= 32):
+        raise EpamError(f"--panel must be at least 32 pixels, got {panel}")
+    return kind
+
+
+def _compose_pictures(
+    kind: str,
+    rows: Sequence[Sequence[np.ndarray]],
+    captions: Sequence[str],
+    *,
+    title: str,
+    headings: Sequence[str],
+    layout: SheetLayout,
+    notes: Sequence[str],
+) -> list[np.ndarray]:
+    """What gets written: a PNG is one contact sheet with every row; a GIF has one picture per
+    frame, each a one-row sheet under the same header."""
+    if kind == ".png":
+        return [
+            compose_picture(
+                rows, captions, title=title, headings=headings, layout=layout, notes=notes
+            )
+        ]
+    return [
+        compose_picture(
+            [row], [caption], title=title, headings=headings, layout=layout, notes=notes
+        )
+        for row, caption in zip(rows, captions)
+    ]
 
 
 def render_sample(
@@ -699,11 +809,7 @@ def render_sample(
     `panel` is each panel's side.
     """
     path = Path(path)
-    kind = path.suffix.lower()
-    if kind not in (".png", ".gif"):
-        raise EpamError(f"{path}: the picture must end in .png (contact sheet) or .gif (animation)")
-    if not (isinstance(panel, int) and panel >= 32):
-        raise EpamError(f"--panel must be at least 32 pixels, got {panel}")
+    kind = _picture_kind(path, panel)
     count, thinned = _frames_shown(prepared.num_frames, frames, kind)
     positions = frame_positions(prepared.num_frames, count)
     layout = SheetLayout(panel=panel)
@@ -718,36 +824,17 @@ def render_sample(
         layout=layout,
     )
     notes = thinned + notes
-    if source.startswith("stored"):
-        joint, limb = prepared.joint_heatmaps, prepared.limb_heatmaps
-        channels = (joint.shape[1], limb.shape[1])  # type: ignore[union-attr]
-    else:
-        channels = (prepared.keypoints.shape[2], len(COCO_LIMBS))
-    headings = (
-        f"RGB crop + skeleton (score >= {min_score:g})",
-        f"joints: max of {channels[0]} channels",
-        f"limbs: max of {channels[1]} channels",
-    )
+    headings = _panel_headings(prepared, source, min_score)
     title = f"{_title(prepared, person)} · heatmaps {source}"
     path.parent.mkdir(parents=True, exist_ok=True)
+    pictures = _compose_pictures(
+        kind, rows, captions, title=title, headings=headings, layout=layout, notes=notes
+    )
     if kind == ".png":
-        write_png(
-            compose_picture(
-                rows, captions, title=title, headings=headings, layout=layout, notes=notes
-            ),
-            path,
-        )
+        write_png(pictures[0], path)
     else:
-        if fps is None:  # real time: the source rate over the spacing of the frames shown
-            shown = prepared.frame_indices[positions]
-            stride = float(np.median(np.diff(shown))) if shown.size > 1 else 1.0
-            fps = prepared.fps / max(stride, 1.0) if prepared.fps > 0 else DEFAULT_GIF_FPS
-        pictures = [
-            compose_picture(
-                [row], [caption], title=title, headings=headings, layout=layout, notes=notes
-            )
-            for row, caption in zip(rows, captions)
-        ]
+        if fps is None:
+            fps = _real_time_fps(prepared, positions)
         write_gif(pictures, path, fps=fps)
     return RenderReport(
         path=path,

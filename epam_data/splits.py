@@ -295,6 +295,27 @@ def write_manifests(report: SplitReport, protocols: dict[str, Protocol], out_dir
     report.out_dir = folder
 
 
+def _wanted_protocols(
+    dataset: str, protocols: list[str] | None
+) -> tuple[dict[str, Protocol], list[str]]:
+    """The dataset's protocols by name and the names asked for (all by default), checked before
+    any manifest is built, so that a typo fails with the valid choices."""
+    if dataset == "generic":
+        raise EpamError(
+            "generic datasets have no official protocol; make one with `epam-data splits OUT --by "
+            "random` (or --by subject, camera, video ...: no group in two splits)"
+        )
+    available = load_protocols(dataset)
+    wanted = protocols or list(available)
+    unknown = [name for name in wanted if name not in available]
+    if unknown:
+        raise ProtocolError(
+            f"unknown protocol {', '.join(unknown)} for {dataset}; choose from "
+            f"{', '.join(available)}"
+        )
+    return available, wanted
+
+
 def make_splits(
     scan: Scan,
     dataset: str,
@@ -310,19 +331,7 @@ def make_splits(
     A protocol that cannot be built (PKU-MMD cs without its split file) is reported in
     `protocol_errors`; the others are still written. Raises EpamError when no name parsed at all.
     """
-    if dataset == "generic":
-        raise EpamError(
-            "generic datasets have no official protocol; make one with `epam-data splits OUT --by "
-            "random` (or --by subject, camera, video ...: no group in two splits)"
-        )
-    available = load_protocols(dataset)
-    wanted = protocols or list(available)
-    unknown = [name for name in wanted if name not in available]
-    if unknown:
-        raise ProtocolError(
-            f"unknown protocol {', '.join(unknown)} for {dataset}; choose from "
-            f"{', '.join(available)}"
-        )
+    available, wanted = _wanted_protocols(dataset, protocols)
     report = SplitReport(rejected=list(scan.rejected), parsed=len(scan.samples))
     if not scan.samples:
         raise EpamError(

@@ -522,6 +522,37 @@ def _frame_counts(rows: Sequence[dict[str, str]], index_path: Path) -> dict[str,
     return counts
 
 
+def _check_dataset_options(
+    stream: str,
+    train: bool,
+    config: ClipConfig,
+    *,
+    seed: int,
+    render: str,
+    clip: int,
+    num_clips: int,
+) -> None:
+    """Refuse a `ClipDataset` option (or combination) that cannot work, with one line saying
+    what to choose, before any file is read."""
+    if stream not in STREAMS:
+        raise DataConfigError(f"stream {stream!r}: choose one of {', '.join(STREAMS)}")
+    if render not in ("loader", "device"):
+        raise DataConfigError(
+            f"render {render!r}: choose 'loader' (numpy, in the workers) or 'device'"
+        )
+    if config.heatmap_source == "stored" and (train or render == "device"):
+        raise DataConfigError(
+            "heatmap_source 'stored' reads the shard's volumes for evaluation with render "
+            "'loader' only; training crops at random, so it renders from the keypoints"
+        )
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise DataConfigError(f"seed must be an integer >= 0, got {seed!r}")
+    if not 0 <= clip < num_clips or (train and num_clips != 1):
+        raise DataConfigError(
+            f"clip {clip} of {num_clips}: need 0 <= clip < num_clips, and one clip in training"
+        )
+
+
 class ClipDataset(torch.utils.data.Dataset):
     """Clips of the samples a manifest lists (module docstring), as dicts of tensors.
 
@@ -554,23 +585,9 @@ class ClipDataset(torch.utils.data.Dataset):
         clip: int = 0,
         num_clips: int = 1,
     ):
-        if stream not in STREAMS:
-            raise DataConfigError(f"stream {stream!r}: choose one of {', '.join(STREAMS)}")
-        if render not in ("loader", "device"):
-            raise DataConfigError(
-                f"render {render!r}: choose 'loader' (numpy, in the workers) or 'device'"
-            )
-        if config.heatmap_source == "stored" and (train or render == "device"):
-            raise DataConfigError(
-                "heatmap_source 'stored' reads the shard's volumes for evaluation with render "
-                "'loader' only; training crops at random, so it renders from the keypoints"
-            )
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise DataConfigError(f"seed must be an integer >= 0, got {seed!r}")
-        if not 0 <= clip < num_clips or (train and num_clips != 1):
-            raise DataConfigError(
-                f"clip {clip} of {num_clips}: need 0 <= clip < num_clips, and one clip in training"
-            )
+        _check_dataset_options(
+            stream, train, config, seed=seed, render=render, clip=clip, num_clips=num_clips
+        )
         self.dataset_dir = Path(dataset_dir)
         self.protocol, self.split = protocol, split
         self.stream, self.train, self.config, self.render = stream, bool(train), config, render
@@ -580,39 +597,50 @@ class ClipDataset(torch.utils.data.Dataset):
         self.sample_ids, self.labels, _ = read_manifest(self.manifest)
         self.class_names = read_class_names(self.dataset_dir, protocol)
         self.num_classes = len(self.class_names)
+        self._check_labels()
+        self.reader = ShardReader(self.dataset_dir)
+        self._shard_of = {row["sample_id"]: row.get("shard", "") for row in self.reader.rows}
+        self._frames_of = _frame_counts(self.reader.rows, self.dataset_dir / "index.csv")
+        self._bad: set[int] = self._missing_positions()
+        self._skips = 0
+        # The epoch lives in shared memory so that set_epoch reaches DataLoader workers already
+        # started.
+        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
+
+    def _check_labels(self) -> None:
+        """Refuse a manifest label beyond the protocol's classes now, naming the first such row,
+        rather than as an index error inside the loss."""
         beyond = np.flatnonzero(self.labels >= self.num_classes)
         if beyond.size:
             row = int(beyond[0])
             raise DataConfigError(
                 f"{self.manifest}: {self.sample_ids[row]} has label {self.labels[row]} but "
-                f"{protocol} has {self.num_classes} classes (labels 0..{self.num_classes - 1})"
+                f"{self.protocol} has {self.num_classes} classes "
+                f"(labels 0..{self.num_classes - 1})"
             )
-        self.reader = ShardReader(self.dataset_dir)
-        self._shard_of = {row["sample_id"]: row.get("shard", "") for row in self.reader.rows}
-        self._frames_of = _frame_counts(self.reader.rows, self.dataset_dir / "index.csv")
+
+    def _missing_positions(self) -> set[int]:
+        """Manifest positions whose sample is not in the index: an error listing them, or with
+        skip_bad a warning (pointing at the dataset's caller) and the set to skip."""
         missing = [
             position
             for position, sample_id in enumerate(self.sample_ids)
             if sample_id not in self.reader
         ]
-        self._bad: set[int] = set(missing)
         if missing:
             listed = ", ".join(self.sample_ids[position] for position in missing[:10])
             message = (
                 f"{self.manifest}: {len(missing)} of {len(self.sample_ids)} samples are not in "
                 f"{self.dataset_dir / 'index.csv'} ({listed}{', ...' if len(missing) > 10 else ''})"
             )
-            if not skip_bad:
+            if not self.skip_bad:
                 raise EpamError(
                     f"{message}; prepare them (epam-data extract), remove them from the manifest, "
                     "or pass skip_bad=True to use other samples in their place"
                 )
-            warnings.warn(f"{message}; other samples are returned in their place", stacklevel=2)
+            warnings.warn(f"{message}; other samples are returned in their place", stacklevel=3)
             logger.warning("%s; other samples are returned in their place", message)
-        self._skips = 0
-        # The epoch lives in shared memory so that set_epoch reaches DataLoader workers already
-        # started.
-        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
+        return set(missing)
 
     # -- public ------------------------------------------------------------------------------------
 

@@ -1206,8 +1206,7 @@ def evaluate(
         device=torch_device,
         env=env,
     )
-    suffix = (f"_clips{clips}" if clips > 1 else "") + ("_flip" if flip else "")
-    out = Path(out_dir) if out_dir else checkpoint.parent / "eval" / f"{protocol}_{split}{suffix}"
+    out = _eval_out_dir(out_dir, checkpoint, protocol, split, clips=clips, flip=flip)
     meta = {
         "checkpoint": str(checkpoint),
         "epoch": int(payload["epoch"]),
@@ -1221,6 +1220,21 @@ def evaluate(
     }
     files = _write_eval_files(scores, out, main_head(stream), meta) if env.is_main else {}
     return EvalResult(scores.metrics(), out, files, len(scores.labels), checkpoint)
+
+
+def _eval_out_dir(
+    out_dir: str | Path | None,
+    checkpoint: Path,
+    protocol: str,
+    split: str,
+    *,
+    clips: int,
+    flip: bool,
+) -> Path:
+    """The report folder: `out_dir` when given, else one beside the checkpoint named after what
+    was scored, so runs with other clips or flip settings do not overwrite each other."""
+    suffix = (f"_clips{clips}" if clips > 1 else "") + ("_flip" if flip else "")
+    return Path(out_dir) if out_dir else checkpoint.parent / "eval" / f"{protocol}_{split}{suffix}"
 
 
 def _eval_model(payload: Mapping[str, Any], device: torch.device) -> nn.Module:

@@ -136,6 +136,65 @@ def _quiet_exporter() -> Iterator[None]:
         registration.setLevel(level)
 
 
+def _require_exporter() -> None:
+    """Import onnx and onnxscript up front: the exporter needs both, and failing here gives an
+    actionable message instead of an exporter traceback."""
+    try:
+        import onnx  # noqa: F401 - the exporter needs both; fail here with an actionable message
+        import onnxscript  # noqa: F401
+    except ImportError as err:
+        raise ExportError(
+            f"ONNX export needs the packages onnx and onnxscript: {ONNX_PACKAGES}"
+        ) from err
+
+
+def _io_names(model: nn.Module) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Graph input and output names: both streams for `EpamNet`, else the one stream's input
+    (told apart by its channel count) and "logits"."""
+    if isinstance(model, EpamNet):
+        return ("rgb", "pose"), ("rgb_logits", "pose_logits")
+    return ("rgb" if model.in_channels == 3 else "pose",), ("logits",)
+
+
+def _run_export(
+    model: nn.Module,
+    inputs: tuple[Tensor, ...],
+    out: Path,
+    input_names: tuple[str, ...],
+    output_names: tuple[str, ...],
+    opset: int,
+) -> float:
+    """Run the torch.export-based exporter with a dynamic batch axis and return its time in
+    seconds; any exporter failure becomes an `ExportError` naming the innermost cause."""
+    dynamic = tuple(
+        {0: torch.export.Dim.DYNAMIC} for _ in inputs
+    )  # by position: forward's argument names vary
+    start = time.perf_counter()
+    try:
+        with _quiet_exporter():
+            torch.onnx.export(
+                model,
+                inputs,
+                str(out),
+                dynamo=True,
+                input_names=list(input_names),
+                output_names=list(output_names),
+                dynamic_shapes=dynamic,
+                opset_version=opset,
+                external_data=False,
+                verbose=False,
+            )  # one self-contained file (10 MB)
+    # the exporter raises many types; all mean the same to the user
+    except Exception as err:  # noqa: BLE001
+        cause = err
+        while cause.__cause__ is not None:  # the exporter wraps the real reason
+            cause = cause.__cause__
+        raise ExportError(
+            f"exporting to {out} failed: {type(cause).__name__}: {str(cause).splitlines()[0]}"
+        ) from err
+    return time.perf_counter() - start
+
+
 def export_onnx(
     model: nn.Module,
     out: str | Path,
@@ -161,50 +220,15 @@ def export_onnx(
         check: run the file with onnxruntime on the same random input and compare with PyTorch.
         tolerance: largest absolute difference accepted by the check before `ExportError` is raised.
     """
-    try:
-        import onnx  # noqa: F401 - the exporter needs both; fail here with an actionable message
-        import onnxscript  # noqa: F401
-    except ImportError as err:
-        raise ExportError(
-            f"ONNX export needs the packages onnx and onnxscript: {ONNX_PACKAGES}"
-        ) from err
+    _require_exporter()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     was_training = model.training
     model.eval()  # restored below: no hidden mode change
     try:
         inputs = example_inputs(model, batch, rgb_shape=rgb_shape, pose_shape=pose_shape)
-        if isinstance(model, EpamNet):
-            input_names, output_names = ("rgb", "pose"), ("rgb_logits", "pose_logits")
-        else:
-            input_names, output_names = ("rgb" if model.in_channels == 3 else "pose",), ("logits",)
-        dynamic = tuple(
-            {0: torch.export.Dim.DYNAMIC} for _ in inputs
-        )  # by position: forward's argument names vary
-        start = time.perf_counter()
-        try:
-            with _quiet_exporter():
-                torch.onnx.export(
-                    model,
-                    inputs,
-                    str(out),
-                    dynamo=True,
-                    input_names=list(input_names),
-                    output_names=list(output_names),
-                    dynamic_shapes=dynamic,
-                    opset_version=opset,
-                    external_data=False,
-                    verbose=False,
-                )  # one self-contained file (10 MB)
-        # the exporter raises many types; all mean the same to the user
-        except Exception as err:  # noqa: BLE001
-            cause = err
-            while cause.__cause__ is not None:  # the exporter wraps the real reason
-                cause = cause.__cause__
-            raise ExportError(
-                f"exporting to {out} failed: {type(cause).__name__}: {str(cause).splitlines()[0]}"
-            ) from err
-        seconds = time.perf_counter() - start
+        input_names, output_names = _io_names(model)
+        seconds = _run_export(model, inputs, out, input_names, output_names, opset)
         max_abs_diff, max_abs_output = check_onnx(out, model, inputs) if check else (None, None)
     finally:
         model.train(was_training)

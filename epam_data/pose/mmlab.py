@@ -550,6 +550,32 @@ class TopDownEstimator:
         return out
 
 
+def _raise_score_thr(cfg: Any, score_thr: float) -> None:
+    """Raise the detector config's own test score threshold (the R-CNN stage's, for two-stage
+    models) to `score_thr`, so the boxes we would drop are dropped before NMS keeps them."""
+    test_cfg = cfg.model.test_cfg
+    stage = test_cfg.rcnn if "rcnn" in test_cfg else test_cfg
+    if "score_thr" in stage:
+        stage.score_thr = max(float(stage.score_thr), score_thr)
+
+
+def _person_label(cfg: Any, meta: dict[str, Any], model: Any, config: str) -> int:
+    """The detector's label index of 'person', from the first class list found in the config,
+    the checkpoint's meta or the model; a detector without that class cannot be used."""
+    classes = (
+        cfg.get("test_dataloader", {}).get("dataset", {}).get("metainfo", {}).get("classes")
+        or meta.get("dataset_meta", {}).get("classes")
+        or meta.get("CLASSES")
+        or model.dataset_meta.get("classes")
+    )
+    if not classes or "person" not in classes:
+        raise PoseBackendError(
+            f"detector config {config}: its classes have no 'person' ({classes}); use a "
+            "COCO detector"
+        )
+    return list(classes).index("person")
+
+
 class PersonDetector:
     """An mmdet detector kept to its person class: frames -> person boxes, batched over frames.
 
@@ -591,10 +617,7 @@ class PersonDetector:
         self.max_detections = None if max_detections in (None, "", "none") else int(max_detections)
         self.batch_size = int(batch_size)
         cfg = Config.fromfile(str(config_path))
-        test_cfg = cfg.model.test_cfg
-        stage = test_cfg.rcnn if "rcnn" in test_cfg else test_cfg
-        if "score_thr" in stage:
-            stage.score_thr = max(float(stage.score_thr), self.score_thr)
+        _raise_score_thr(cfg, self.score_thr)
         with DefaultScope.overwrite_default_scope("mmdet"), warnings.catch_warnings():
             warnings.simplefilter(
                 "ignore"
@@ -614,18 +637,7 @@ class PersonDetector:
             pipeline = get_test_pipeline_cfg(cfg.copy())
             pipeline[0].type = "mmdet.LoadImageFromNDArray"
             self.pipeline = Compose(pipeline)
-        classes = (
-            cfg.get("test_dataloader", {}).get("dataset", {}).get("metainfo", {}).get("classes")
-            or meta.get("dataset_meta", {}).get("classes")
-            or meta.get("CLASSES")
-            or self.model.dataset_meta.get("classes")
-        )
-        if not classes or "person" not in classes:
-            raise PoseBackendError(
-                f"detector config {config}: its classes have no 'person' ({classes}); use a "
-                "COCO detector"
-            )
-        self.person_label = list(classes).index("person")
+        self.person_label = _person_label(cfg, meta, self.model, config)
         self.model_ids = {
             "detector": config_id,
             "detector_checkpoint": _checkpoint_id(weights),
