@@ -35,6 +35,7 @@ import tempfile
 import time
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -45,6 +46,14 @@ from epam_data.persons import select_persons
 from epam_data.pose import load_backend
 from epam_data.shards import ShardWriter
 from epam_data.video import iter_frames
+
+if TYPE_CHECKING:
+    from epam_data.pose.mmlab import (
+        BlazePoseMMPoseBackend,
+        MMLabBackend,
+        PersonDetector,
+        TopDownEstimator,
+    )
 
 SHARED_CLIP = Path(__file__).resolve().parents[2] / "shared" / "media" / "two_players_426x240.mp4"
 SAMPLE_ID = "S001C001P001R001A050"  # an NTU mutual action: two persons by default
@@ -160,6 +169,98 @@ def _lift_rtmdet(head) -> None:
             conv.bias[0] = 0.0
 
 
+def _load_mmlab_model(
+    backend: str, pair: str, *, threads: int, det_checkpoint: str, pose_checkpoint: str
+) -> tuple[MMLabBackend | BlazePoseMMPoseBackend, str]:
+    """The backend for one --pairs entry and its row name. MMLab detectors keep every box
+    (thresholds 0) and the best 2 per frame, so that random weights still yield 2 persons."""
+    from epam_data.pose.mmlab import BlazePoseMMPoseBackend, MMLabBackend
+
+    if backend != "mmlab":
+        model = BlazePoseMMPoseBackend(
+            pose_config=pair,
+            pose_checkpoint=pose_checkpoint,
+            device="cpu",
+            threads=threads,
+            max_persons=2,
+        )
+        return model, f"blazepose + {pair}"
+    det, pose = pair.split(":")
+    model = MMLabBackend(
+        det_config=det,
+        det_checkpoint=det_checkpoint,
+        pose_config=pose,
+        pose_checkpoint=pose_checkpoint,
+        device="cpu",
+        threads=threads,
+        det_score_thr=0,
+        det_area_thr=0,
+        max_detections=2,
+    )
+    return model, f"{det} + {pose}"
+
+
+def _time_detector(
+    detector: PersonDetector,
+    name: str,
+    video: np.ndarray,
+    rows: dict[str, dict[str, float]],
+    *,
+    det_checkpoint: str,
+) -> None:
+    """Adds the detector's seconds per frame at batch 1 and 8 to `rows`; a random RTMDet is lifted
+    first so that it keeps boxes like a trained one (the same work downstream)."""
+    head = detector.model.bbox_head if hasattr(detector.model, "bbox_head") else None
+    if det_checkpoint == "random" and hasattr(head, "rtm_reg"):
+        _lift_rtmdet(head)
+    for batch, size in (("batch 1", 1), ("batched", 8)):
+        detector.batch_size = size
+        rows.setdefault(f"{name}: detector, s/frame", {})[batch] = _seconds_per_item(
+            partial(detector.detect, video), len(video)
+        )
+
+
+def _time_pose(
+    estimator: TopDownEstimator,
+    name: str,
+    video: np.ndarray,
+    boxes: list[np.ndarray],
+    rows: dict[str, dict[str, float]],
+) -> None:
+    """Adds the pose model's seconds per box at batch 1 and 32 to `rows`, on BlazePose's boxes of
+    the two players (so every pair is timed on the same crops)."""
+    num_boxes = sum(len(frame_boxes) for frame_boxes in boxes)
+    for batch, size in (("batch 1", 1), ("batched", 32)):
+        estimator.batch_size = size
+        rows.setdefault(f"{name}: pose ({num_boxes} boxes), s/box", {})[batch] = _seconds_per_item(
+            partial(estimator.estimate, video, boxes), num_boxes
+        )
+
+
+def _time_backend(
+    model: MMLabBackend | BlazePoseMMPoseBackend,
+    name: str,
+    video: np.ndarray,
+    rows: dict[str, dict[str, float]],
+) -> None:
+    """Adds the backend's end-to-end seconds per frame to `rows`, fed 1 frame per call (every model
+    at batch 1) and chunks of 8 (detector batch 8, pose batch 32), as extraction feeds it."""
+    from epam_data.pose.mmlab import MMLabBackend
+
+    def feed(chunk: int) -> None:
+        model.reset()
+        for first in range(0, len(video), chunk):
+            model.estimate(video[first : first + chunk])
+
+    for batch, chunk in (("batch 1", 1), ("batched", 8)):
+        if isinstance(model, MMLabBackend):
+            model.detector.batch_size = chunk
+        model.estimator.batch_size = 1 if chunk == 1 else 32
+        rows.setdefault(f"{name}: end to end, s/frame", {})[batch] = _seconds_per_item(
+            partial(feed, chunk), len(video)
+        )
+
+
 def time_mmlab(
     clip: Path,
     backend: str,
@@ -174,69 +275,22 @@ def time_mmlab(
     docstring)."""
     import torch
 
-    from epam_data.pose.mmlab import BlazePoseMMPoseBackend, MMLabBackend
-
     torch.set_num_threads(threads)
     video = np.concatenate(list(iter_frames(clip, chunk_size=8)))[:frames]
     boxes = [found.boxes for found in load_backend("blazepose", max_persons=2).estimate(video)]
-    num_boxes = sum(len(frame_boxes) for frame_boxes in boxes)
     rows: dict[str, dict[str, float]] = {}
-
-    def end_to_end(model, name: str) -> None:
-        def feed(chunk: int) -> None:
-            model.reset()
-            for first in range(0, len(video), chunk):
-                model.estimate(video[first : first + chunk])
-
-        for batch, chunk in (("batch 1", 1), ("batched", 8)):
-            if isinstance(model, MMLabBackend):
-                model.detector.batch_size = chunk
-            model.estimator.batch_size = 1 if chunk == 1 else 32
-            rows.setdefault(f"{name}: end to end, s/frame", {})[batch] = _seconds_per_item(
-                partial(feed, chunk), len(video)
-            )
-
     for pair in pairs:
+        model, name = _load_mmlab_model(
+            backend,
+            pair,
+            threads=threads,
+            det_checkpoint=det_checkpoint,
+            pose_checkpoint=pose_checkpoint,
+        )
         if backend == "mmlab":
-            det, pose = pair.split(":")
-            model = MMLabBackend(
-                det_config=det,
-                det_checkpoint=det_checkpoint,
-                pose_config=pose,
-                pose_checkpoint=pose_checkpoint,
-                device="cpu",
-                threads=threads,
-                det_score_thr=0,
-                det_area_thr=0,
-                max_detections=2,
-            )
-            name = f"{det} + {pose}"
-            detector = model.detector
-            head = detector.model.bbox_head if hasattr(detector.model, "bbox_head") else None
-            if det_checkpoint == "random" and hasattr(head, "rtm_reg"):
-                _lift_rtmdet(head)
-            for batch, size in (("batch 1", 1), ("batched", 8)):
-                detector.batch_size = size
-                rows.setdefault(f"{name}: detector, s/frame", {})[batch] = _seconds_per_item(
-                    partial(detector.detect, video), len(video)
-                )
-        else:
-            pose = pair
-            model = BlazePoseMMPoseBackend(
-                pose_config=pose,
-                pose_checkpoint=pose_checkpoint,
-                device="cpu",
-                threads=threads,
-                max_persons=2,
-            )
-            name = f"blazepose + {pose}"
-        estimator = model.estimator
-        for batch, size in (("batch 1", 1), ("batched", 32)):
-            estimator.batch_size = size
-            rows.setdefault(f"{name}: pose ({num_boxes} boxes), s/box", {})[batch] = (
-                _seconds_per_item(partial(estimator.estimate, video, boxes), num_boxes)
-            )
-        end_to_end(model, name)
+            _time_detector(model.detector, name, video, rows, det_checkpoint=det_checkpoint)
+        _time_pose(model.estimator, name, video, boxes, rows)
+        _time_backend(model, name, video, rows)
         del model
     return rows
 

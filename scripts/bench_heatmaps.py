@@ -22,6 +22,7 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -108,7 +109,8 @@ def median_ms_cuda(fn, repeats: int) -> float:
     return statistics.median(times) * 1e3
 
 
-def main() -> None:
+def _parse_args() -> argparse.Namespace:
+    """The command line (module docstring); kept apart so that main reads as the table it prints."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=48)
     parser.add_argument("--size", type=int, default=56)
@@ -119,11 +121,58 @@ def main() -> None:
     parser.add_argument("--reference-repeats", type=int, default=7)
     parser.add_argument("--sigma", type=float, default=0.6)
     parser.add_argument("--torch-threads", type=int, default=1)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def _table_row(
+    args: argparse.Namespace,
+    rng: np.random.Generator,
+    reference_render: Callable[..., np.ndarray],
+    kind: str,
+    persons: int,
+    cuda: bool,
+) -> str:
+    """One markdown row: every implementation timed on the same clip (and batch of clips) and
+    checked against the reference, so that a fast but wrong renderer shows in its row."""
+    hw = (args.size, args.size)
+    kp, scores = make_clip(rng, persons, args.frames, args.size)
+    batch = [make_clip(rng, persons, args.frames, args.size) for _ in range(args.batch)]
+    kp_b = torch.from_numpy(np.stack([b[0] for b in batch]))
+    sc_b = torch.from_numpy(np.stack([b[1] for b in batch]))
+    kp_1, sc_1 = torch.from_numpy(kp)[None], torch.from_numpy(scores)[None]
+    options = dict(kind=kind, sigma=args.sigma)
+
+    ref_ms = median_ms(
+        lambda: reference_render(kp, scores, hw, kind, args.sigma), args.reference_repeats
+    )
+    np_ms = median_ms(lambda: render(kp, scores, hw, **options), args.repeats)
+    t1_ms = median_ms(lambda: render_torch(kp_1, sc_1, hw, **options), args.repeats)
+    tb_ms = (
+        median_ms(lambda: render_torch(kp_b, sc_b, hw, **options), max(3, args.repeats // 4))
+        / args.batch
+    )
+    expected = reference_render(kp, scores, hw, kind, args.sigma)
+    diff_np = np.abs(render(kp, scores, hw, **options) - expected).max()
+    diff_t = np.abs(render_torch(kp_1, sc_1, hw, **options)[0].numpy() - expected).max()
+    row = (
+        f"| {kind} | {persons} | {ref_ms:.2f} | {np_ms:.3f} | {ref_ms / np_ms:.0f} | "
+        f"{t1_ms:.3f} | {ref_ms / t1_ms:.0f} | {tb_ms:.3f} | {ref_ms / tb_ms:.0f} |"
+    )
+    if cuda:
+        kp_c, sc_c = kp_b.cuda(), sc_b.cuda()
+        cu_ms = (
+            median_ms_cuda(lambda: render_torch(kp_c, sc_c, hw, **options), args.repeats)
+            / args.batch
+        )
+        row += f" {cu_ms:.4f} | {ref_ms / cu_ms:.0f} |"
+    return row + f" {diff_np:.1e} / {diff_t:.1e} |"
+
+
+def main() -> None:
+    args = _parse_args()
     torch.set_num_threads(args.torch_threads)
     reference_render = load_reference()
     rng = np.random.default_rng(0)
-    hw = (args.size, args.size)
     cuda = torch.cuda.is_available()
 
     print(
@@ -146,39 +195,7 @@ def main() -> None:
     print("|" + "---|" * (header.count("|") - 1))
     for kind in ("joint", "limb"):
         for persons in (1, 2):
-            kp, scores = make_clip(rng, persons, args.frames, args.size)
-            batch = [make_clip(rng, persons, args.frames, args.size) for _ in range(args.batch)]
-            kp_b = torch.from_numpy(np.stack([b[0] for b in batch]))
-            sc_b = torch.from_numpy(np.stack([b[1] for b in batch]))
-            kp_1, sc_1 = torch.from_numpy(kp)[None], torch.from_numpy(scores)[None]
-            options = dict(kind=kind, sigma=args.sigma)
-
-            ref_ms = median_ms(
-                lambda: reference_render(kp, scores, hw, kind, args.sigma), args.reference_repeats
-            )
-            np_ms = median_ms(lambda: render(kp, scores, hw, **options), args.repeats)
-            t1_ms = median_ms(lambda: render_torch(kp_1, sc_1, hw, **options), args.repeats)
-            tb_ms = (
-                median_ms(
-                    lambda: render_torch(kp_b, sc_b, hw, **options), max(3, args.repeats // 4)
-                )
-                / args.batch
-            )
-            expected = reference_render(kp, scores, hw, kind, args.sigma)
-            diff_np = np.abs(render(kp, scores, hw, **options) - expected).max()
-            diff_t = np.abs(render_torch(kp_1, sc_1, hw, **options)[0].numpy() - expected).max()
-            row = (
-                f"| {kind} | {persons} | {ref_ms:.2f} | {np_ms:.3f} | {ref_ms / np_ms:.0f} | "
-                f"{t1_ms:.3f} | {ref_ms / t1_ms:.0f} | {tb_ms:.3f} | {ref_ms / tb_ms:.0f} |"
-            )
-            if cuda:
-                kp_c, sc_c = kp_b.cuda(), sc_b.cuda()
-                cu_ms = (
-                    median_ms_cuda(lambda: render_torch(kp_c, sc_c, hw, **options), args.repeats)
-                    / args.batch
-                )
-                row += f" {cu_ms:.4f} | {ref_ms / cu_ms:.0f} |"
-            print(row + f" {diff_np:.1e} / {diff_t:.1e} |")
+            print(_table_row(args, rng, reference_render, kind, persons, cuda))
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -144,7 +145,8 @@ def interleaved_medians(steps: dict[str, tuple[object, int]], rounds: int) -> di
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def main() -> None:
+def _parse_args() -> argparse.Namespace:
+    """The command line (module docstring); kept apart so that main reads as setup, time, print."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--frames", type=int, default=100, help="frames of the test video")
     parser.add_argument("--size", default="960x540", help="WIDTHxHEIGHT of the test video")
@@ -154,52 +156,55 @@ def main() -> None:
         default=15,
         help="timing rounds (each path delivers one clip per round, render_torch one batch of 8)",
     )
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    size = tuple(int(v) for v in args.size.lower().split("x"))
-    reference_render = load_reference()
-    with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        out = prepare(Path(tmp), args.frames, size)
-        setup_s = time.perf_counter() - start
-        video = Path(tmp) / "videos" / f"{SAMPLE_ID}_rgb.mp4"
-        sample = ShardReader(out).read(SAMPLE_ID, rgb=False, heatmaps=False)
-        keypoints, scores = sample.keypoints, sample.scores.astype(np.float32)
+    return parser.parse_args()
 
-        train = ClipDataset(out, "bench", "test", train=True)
-        stored = ClipDataset(out, "bench", "test", config=ClipConfig(heatmap_source="stored"))
-        device = ClipDataset(out, "bench", "test", train=True, render="device")
-        batch = 8
 
-        def train_step(i: int) -> None:
-            train.set_epoch(i + 1)
-            train[0]
+def _timing_steps(
+    out: Path, video: Path, reference_render: Callable[..., np.ndarray]
+) -> dict[str, tuple[Callable[[int], object], int]]:
+    """Every path of the module docstring as an `interleaved_medians` step, in table order; the
+    datasets and the collated batch are built here, before any timing."""
+    sample = ShardReader(out).read(SAMPLE_ID, rgb=False, heatmaps=False)
+    keypoints, scores = sample.keypoints, sample.scores.astype(np.float32)
 
-        def device_step(i: int) -> None:
-            device.set_epoch(i + 1)
-            device[0]
+    train = ClipDataset(out, "bench", "test", train=True)
+    stored = ClipDataset(out, "bench", "test", config=ClipConfig(heatmap_source="stored"))
+    device = ClipDataset(out, "bench", "test", train=True, render="device")
+    batch = 8
 
-        collated = torch.utils.data.default_collate([device[0]] * batch)
+    def train_step(i: int) -> None:
+        train.set_epoch(i + 1)
+        train[0]
 
-        steps = {
-            "anchors' way: decord raw video + crop/resize + PoseC3D heatmap loops": (
-                lambda i: anchors_clip(
-                    video, keypoints, scores, sample.original_hw, reference_render
-                ),
-                1,
-            ),
-            "ours: ClipDataset train, heatmaps rendered in the loader (numpy)": (train_step, 1),
-            "ours: ClipDataset eval, stored heatmaps read": (lambda i: stored[0], 1),
-            "ours: ClipDataset train, render='device': the loader's side (keypoints + RGB)": (
-                device_step,
-                1,
-            ),
-            "ours: model_inputs rendering those on CPU with render_torch (batch 8, per clip)": (
-                lambda i: model_inputs(collated, torch.device("cpu"), device.config),
-                batch,
-            ),
-        }
-        medians = interleaved_medians(steps, args.rounds)
+    def device_step(i: int) -> None:
+        device.set_epoch(i + 1)
+        device[0]
+
+    collated = torch.utils.data.default_collate([device[0]] * batch)
+
+    return {
+        "anchors' way: decord raw video + crop/resize + PoseC3D heatmap loops": (
+            lambda i: anchors_clip(video, keypoints, scores, sample.original_hw, reference_render),
+            1,
+        ),
+        "ours: ClipDataset train, heatmaps rendered in the loader (numpy)": (train_step, 1),
+        "ours: ClipDataset eval, stored heatmaps read": (lambda i: stored[0], 1),
+        "ours: ClipDataset train, render='device': the loader's side (keypoints + RGB)": (
+            device_step,
+            1,
+        ),
+        "ours: model_inputs rendering those on CPU with render_torch (batch 8, per clip)": (
+            lambda i: model_inputs(collated, torch.device("cpu"), device.config),
+            batch,
+        ),
+    }
+
+
+def _print_table(
+    medians: dict[str, float], size: tuple[int, ...], frames: int, setup_s: float
+) -> None:
+    """The machine, the video and the markdown table; the render='device' paths get a summed row,
+    since a worker and the GPU-side rendering together are what replaces the loader's render."""
     rows = list(medians.items())
     rows.append(
         ("ours: render='device' end to end on CPU (the two rows above)", rows[-2][1] + rows[-1][1])
@@ -213,7 +218,7 @@ def main() -> None:
         f"load average {os.getloadavg()[0]:.1f}; torch {torch.__version__} on 1 thread"
     )
     print(
-        f"video: {size[0]}x{size[1]}, {args.frames} frames (H.264); shards prepared in "
+        f"video: {size[0]}x{size[1]}, {frames} frames (H.264); shards prepared in "
         f"{setup_s:.1f} s (not timed); "
         f"one clip = RGB [3, 16, 224, 224] + joint heatmaps [17, 48, 56, 56]\n"
     )
@@ -221,6 +226,20 @@ def main() -> None:
     print("|---|---:|---:|---:|")
     for name, seconds in rows:
         print(f"| {name} | {seconds * 1e3:.1f} | {1 / seconds:.1f} | {anchor / seconds:.1f} |")
+
+
+def main() -> None:
+    args = _parse_args()
+    torch.set_num_threads(1)
+    size = tuple(int(v) for v in args.size.lower().split("x"))
+    reference_render = load_reference()
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        out = prepare(Path(tmp), args.frames, size)
+        setup_s = time.perf_counter() - start
+        video = Path(tmp) / "videos" / f"{SAMPLE_ID}_rgb.mp4"
+        medians = interleaved_medians(_timing_steps(out, video, reference_render), args.rounds)
+    _print_table(medians, size, args.frames, setup_s)
 
 
 if __name__ == "__main__":
