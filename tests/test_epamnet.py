@@ -256,7 +256,7 @@ def test_tiny_model_overfits_a_few_clips() -> None:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert losses[-1] < 0.25 * losses[0], losses
     assert (model.eval()(rgb, pose).fused().argmax(1) == labels).all()
 
