@@ -82,6 +82,7 @@ __all__ = [
     "prepare_video",
     "run_spec",
     "sample_box",
+    "timed_volumes",
 ]
 
 CROP_THREADS = 2  # threads cutting and encoding the RGB crops in the main process (crop_jpegs)
@@ -585,7 +586,7 @@ def _rgb_jpegs(
     return jpegs
 
 
-def _timed_volumes(
+def timed_volumes(
     keypoints: np.ndarray,
     scores: np.ndarray,
     box: CropBox,
@@ -632,7 +633,7 @@ def prepare_video(spec: VideoSpec, *, times: StageTimes | None = None) -> Prepar
     status = "ok" if seen and tracks.present.any() else "no_person"
     jpegs = _rgb_jpegs(spec, indices, held if hold else None, box, times)
     held.clear()
-    volumes = _timed_volumes(tracks.keypoints, scores, box, options, times)
+    volumes = timed_volumes(tracks.keypoints, scores, box, options, times)
     return PreparedSample(
         sample=sample,
         keypoints=tracks.keypoints,

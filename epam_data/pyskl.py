@@ -42,7 +42,7 @@ from epam_data.atomic import write_atomic
 from epam_data.datasets import DATASET_NAMES, Rejected, Sample, normalize_name, parse_sample_id
 from epam_data.datasets.base import VIDEO_EXTENSIONS
 from epam_data.errors import EpamError, NameParseError, VideoDecodeError
-from epam_data.extract import ExtractOptions, crop_jpegs, find_videos, heatmap_volumes, sample_box
+from epam_data.extract import ExtractOptions, crop_jpegs, find_videos, sample_box, timed_volumes
 from epam_data.heatmaps import CropBox, resize_keypoints
 from epam_data.protocols import Protocol, class_names, load_protocols
 from epam_data.runloop import (
@@ -440,14 +440,7 @@ def _crops_and_volumes(
         start = time.perf_counter()
         jpegs = crop_jpegs(chunks, box, options)
         times.crop += time.perf_counter() - start
-    start = time.perf_counter()
-    volumes = (
-        heatmap_volumes(keypoints, scores16.astype(np.float32), box, options)
-        if options.heatmaps
-        else {}
-    )
-    times.heatmaps += time.perf_counter() - start
-    return jpegs, volumes
+    return jpegs, timed_volumes(keypoints, scores16, box, options, times)
 
 
 def prepare_annotation(spec: AnnotationSpec, *, times: StageTimes | None = None) -> PreparedSample:

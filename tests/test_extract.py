@@ -681,49 +681,52 @@ def test_dead_links_are_rejected_with_a_reason(tmp_path: Path) -> None:
     assert all("loop of links" in item.reason for item in rejected)
 
 
+def _tmpfs(folder: Path, options: str) -> None:
+    """Mount a real tmpfs on `folder` (skips where this process may not mount one)."""
+    import subprocess
+
+    folder.mkdir()
+    command = ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs ({options}) here: {done.stderr.strip()}")
+
+
+def _unmount(folder: Path) -> None:
+    import subprocess
+
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
 @pytest.fixture
 def small_disk(tmp_path: Path):
     """A real 80 MB file system (tmpfs) for OUT; skips where this process may not mount one."""
-    import subprocess
-
     mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=80m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here to fill a real disk: {done.stderr.strip()}")
+    _tmpfs(mount, "size=80m")
     try:
         yield mount
     finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
+        _unmount(mount)
 
 
 @pytest.fixture
 def read_only_dir(tmp_path: Path):
     """A folder this process cannot write: a read-only tmpfs for root (whom permissions do not
-    stop), mode 0555 for anyone else; skips where neither holds."""
+    stop), mode 0555 for anyone else."""
     import os
-    import subprocess
 
     folder = tmp_path / "read_only"
-    folder.mkdir()
     if os.geteuid() != 0:
+        folder.mkdir()
         folder.chmod(0o555)
         yield folder
         folder.chmod(0o755)
         return
-    options = ["-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(folder)]
-    done = subprocess.run(["mount", *options], capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        pytest.skip(f"root cannot mount a read-only tmpfs here: {done.stderr.strip()}")
+    _tmpfs(folder, "size=1m,ro")
     try:
         yield folder
     finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
+        _unmount(folder)
 
 
 def test_a_read_only_out_is_one_line(media_dir: Path, read_only_dir: Path, tmp_path: Path) -> None:
