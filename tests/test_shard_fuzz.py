@@ -175,3 +175,50 @@ def test_a_looping_shard_in_a_loader_worker_is_one_line_naming_verify(fuzzed, mo
     )
     with pytest.raises(EpamError, match=r"no batch .* in 3 s: a damaged shard .* verify DATASET"):
         list(engine._batches(loader))
+
+
+def _outside_file(folder: Path) -> Path:
+    """An HDF5 file outside the dataset, holding keypoints of the right shape."""
+    outside = folder / "outside.h5"
+    with h5py.File(outside, "w") as h5file:
+        h5file["keypoints"] = np.full((2, 6, 17, 2), 7.0, np.float32)
+    return outside
+
+
+def _point_outside(group: h5py.Group, outside: Path, how: str) -> None:
+    """Replace the group's keypoints by ones read from `outside`, in one of HDF5's three ways."""
+    del group["keypoints"]
+    if how == "external link":
+        group["keypoints"] = h5py.ExternalLink(str(outside), "/keypoints")
+    elif how == "external storage":
+        raw = outside.with_suffix(".raw")
+        raw.write_bytes(np.full((2, 6, 17, 2), 7.0, np.float32).tobytes())
+        group.create_dataset(
+            "keypoints", shape=(2, 6, 17, 2), dtype="f4", external=[(str(raw), 0, 816 * 4)]
+        )
+    else:
+        layout = h5py.VirtualLayout(shape=(2, 6, 17, 2), dtype="f4")
+        layout[:] = h5py.VirtualSource(str(outside), "keypoints", shape=(2, 6, 17, 2))
+        group.create_virtual_dataset("keypoints", layout)
+
+
+@pytest.mark.parametrize("how", ["external link", "external storage", "virtual dataset"])
+def test_a_shard_that_points_outside_itself_is_refused(tmp_path, how):
+    """A forged shard whose keypoints live in another file: the reader and verify refuse it in one
+    line instead of reading that file, and so does the index rebuild for a link."""
+    from epam_data.shards import ShardReader, rebuild_index
+
+    shard = _shard_of_three(tmp_path / "ds")
+    sample_id = prepared_sample(0).sample_id
+    with h5py.File(shard, "r+") as h5file:
+        _point_outside(h5file[sample_id], _outside_file(tmp_path), how)
+    with open_h5(shard) as h5file:
+        assert h5file[sample_id]["keypoints"][0, 0, 0, 0] == 7.0  # HDF5 itself would read it
+    with ShardReader(tmp_path / "ds") as reader, pytest.raises(ShardError, match="not stored in"):
+        reader.read(sample_id)
+    problems = verify_dataset(tmp_path / "ds", deep=False)
+    assert any(sample_id in line and "not stored in this shard" in line for line in problems)
+    if how == "external link":  # rebuilding the index reads shapes: only a link would go out
+        (tmp_path / "ds" / "shards" / "shard-00000.csv").unlink()  # rebuilt from the shard
+        with pytest.warns(UserWarning, match="not stored in this shard"):
+            rebuild_index(tmp_path / "ds")

@@ -47,8 +47,11 @@ REPAIR_HINT = "the file is damaged; `epam-data verify OUT --repair` moves it asi
 
 __all__ = [
     "attrs_crc32",
+    "foreign_parts",
+    "foreign_storage",
     "frame_crc32",
     "jpeg_crc32",
+    "local_group",
     "open_h5",
     "plain",
     "pose_crc32",
@@ -193,6 +196,41 @@ def _damaged(group: h5py.Group, what: str) -> ShardError:
     return ShardError(f"{Path(group.file.filename).name}:{group.name}: {what}; {REPAIR_HINT}")
 
 
+def foreign_parts(group: h5py.Group) -> list[str]:
+    """Members of a sample group that are links (an external link opens another file, a soft link
+    points elsewhere): the writer makes none, and a forged shard could read any file the user may
+    read through them. Read from the link table, nothing is resolved (0.03 ms a group)."""
+    links = group.id.links
+    return [
+        f"{name} (a link)"
+        for name in group
+        if links.get_info(name.encode()).type != h5py.h5l.TYPE_HARD
+    ]
+
+
+def foreign_storage(dataset: h5py.Dataset) -> bool:
+    """Whether a dataset's values live in other files (virtual or external storage)."""
+    return dataset.is_virtual or bool(dataset.external)
+
+
+def local_group(h5file: h5py.File, sample_id: str) -> h5py.Group:
+    """h5file[sample_id] when it and everything in it are stored in this shard (foreign_parts);
+    KeyError when there is no such member, ShardError naming what points outside."""
+    link = h5file.get(sample_id, getlink=True)
+    if link is None:
+        raise KeyError(sample_id)
+    where = f"{Path(h5file.filename).name}:/{sample_id}"
+    if not isinstance(link, h5py.HardLink):
+        raise ShardError(
+            f"{where}: a {type(link).__name__}, not a group of this shard; {REPAIR_HINT}"
+        )
+    group = h5file[sample_id]
+    foreign = foreign_parts(group)
+    if foreign:
+        raise _damaged(group, f"{', '.join(foreign)}: not stored in this shard (refused)")
+    return group
+
+
 def _check_chunks(group: h5py.Group, name: str, dataset: h5py.Dataset) -> None:
     """Every chunk of a chunked dataset is in the file with all its filters applied. Found by
     fuzzing the shards: a lost chunk address reads back as zeros, and a chunk whose filter mask
@@ -215,6 +253,8 @@ def checked_dataset(group: h5py.Group, name: str) -> h5py.Dataset:
     long clips).
     """
     dataset = group[name]
+    if foreign_storage(dataset):
+        raise _damaged(group, f"{name}: not stored in this shard (virtual or external; refused)")
     declared = dataset.size * dataset.dtype.itemsize
     limit = int(os.environ.get(MAX_BYTES_ENV, DEFAULT_MAX_DATASET_BYTES))
     if declared > limit:
@@ -311,6 +351,9 @@ def read_group(
 ) -> PreparedSample:
     """A sample group back into a PreparedSample (validated again), optionally a subset of its
     frames."""
+    foreign = foreign_parts(group)
+    if foreign:
+        raise _damaged(group, f"{', '.join(foreign)}: not stored in this shard (refused)")
     stored = dict(group.attrs.items())
     expected = stored.get(ATTRS_CRC_ATTR)
     if expected is not None and attrs_crc32(stored) != int(expected):

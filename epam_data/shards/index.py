@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from epam_data.atomic import remove_stale_temps, write_atomic, write_text_atomic
-from epam_data.shards.h5io import open_h5, plain
+from epam_data.errors import ShardError
+from epam_data.shards.h5io import local_group, open_h5, plain
 from epam_data.shards.layout import (
     csv_text,
     finished_shards,
@@ -89,17 +90,18 @@ def _scan_shard_rows(shard: Path) -> list[Row]:
     """Index rows of a finished shard, read from the shard itself (its sample groups and their
     attributes)."""
     with open_h5(shard) as h5file:
+        groups = [local_group(h5file, sample_id) for sample_id in h5file]  # links not followed
         return [
             index_row(
                 group.attrs, group["keypoints"].shape[0], group["keypoints"].shape[1], shard.name
             )
-            for group in h5file.values()
+            for group in groups
         ]
 
 
 def shard_rows(shard: Path, *, rescan: bool = False, repair: bool = False) -> list[Row]:
     """Index rows of a finished shard: its sidecar when present and whole, else the shard (rewriting
-    the sidecar when `repair`). Raises OSError or KeyError when neither can be read."""
+    the sidecar when `repair`). Raises OSError, KeyError or ShardError when neither can be read."""
     path = sidecar(shard)
     if not rescan and path.is_file():
         try:
@@ -120,7 +122,7 @@ def _readable_rows(shard: Path, *, rescan: bool = False) -> list[Row] | None:
     out."""
     try:
         return shard_rows(shard, rescan=rescan, repair=True)
-    except (OSError, KeyError) as err:
+    except (OSError, KeyError, ShardError) as err:
         warnings.warn(f"{shard}: cannot be read ({err}); left out of index.csv", stacklevel=4)
         return None
 
@@ -249,7 +251,7 @@ def done_shards(out_dir: Path) -> dict[str, str]:
     for shard in finished_shards(out_dir):
         try:
             rows = shard_rows(shard)
-        except (OSError, KeyError) as err:  # its samples count as not done, so a re-run redoes them
+        except (OSError, KeyError, ShardError) as err:  # its samples count as not done: redone
             warnings.warn(
                 f"{shard}: cannot be read ({err}); its samples count as not done", stacklevel=3
             )

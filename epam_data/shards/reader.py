@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 
 from epam_data.errors import ShardError
-from epam_data.shards.h5io import open_h5, read_group
+from epam_data.shards.h5io import local_group, open_h5, read_group
 from epam_data.shards.index import INDEX_COLUMNS
 from epam_data.shards.layout import SHARD_FILE, finished_shards, read_csv, shards_dir
 from epam_data.shards.sample import PreparedSample
@@ -101,7 +101,7 @@ class ShardReader(Mapping[str, PreparedSample]):
             raise KeyError(f"{sample_id!r} is not in {self.out_dir / 'index.csv'}")
         h5file = self._shard_file(sample_id)
         try:
-            return h5file[sample_id]
+            return local_group(h5file, sample_id)
         except KeyError as err:
             raise ShardError(
                 f"{h5file.filename}: no group {sample_id!r} although index.csv lists it there; "

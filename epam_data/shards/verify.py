@@ -18,7 +18,7 @@ import numpy as np
 
 from epam_data.errors import ShardError, one_line
 from epam_data.shards.dataset_json import read_dataset_json
-from epam_data.shards.h5io import open_h5, plain, read_group
+from epam_data.shards.h5io import foreign_storage, local_group, open_h5, plain, read_group
 from epam_data.shards.index import ADDED_INDEX_COLUMNS, INDEX_COLUMNS
 from epam_data.shards.layout import finished_shards, read_csv
 from epam_data.shards.sample import PreparedSample
@@ -47,6 +47,8 @@ def _dataset_problem(
 ) -> str | None:
     """What is wrong with one dataset's dtype or shape against its schema row, or None."""
     dataset = group[spec.name]
+    if foreign_storage(dataset):
+        return f"{where}/{spec.name}: not stored in this shard (virtual or external storage)"
     dtype = h5py.check_vlen_dtype(dataset.dtype) if spec.storage == VLEN else dataset.dtype
     expected = spec.expected(dims)
     if (
@@ -192,9 +194,9 @@ class _ShardFacts:
     groups: list[_GroupFacts]
 
 
-def _group_facts(shard: Path, group: h5py.Group, deep: bool) -> _GroupFacts:
-    sample_id = group.name.lstrip("/")
+def _group_facts(shard: Path, h5file: h5py.File, sample_id: str, deep: bool) -> _GroupFacts:
     try:
+        group = local_group(h5file, sample_id)
         problems = group_problems(group, deep=deep)
         label = group.attrs.get("label")
         frames = group["keypoints"].shape[1] if "keypoints" in group else None
@@ -220,8 +222,8 @@ def _walk_shard(shard: Path, deep: bool) -> tuple[Path, _ShardFacts]:
                     f"{shard}: schema_version {h5file.attrs.get('schema_version')!r}, expected "
                     f"{SCHEMA_VERSION}"
                 )
-            for group in h5file.values():
-                groups.append(_group_facts(shard, group, deep))
+            for sample_id in h5file:  # names: a link is not followed before it is checked
+                groups.append(_group_facts(shard, h5file, sample_id, deep))
     except Exception as err:  # noqa: BLE001 (verify reports, never raises)
         problems.append(f"{shard}: cannot be read to the end ({one_line(err, 300)})")
     return shard, _ShardFacts(problems, groups)
