@@ -47,6 +47,7 @@ from epam_data.errors import VideoDecodeError
 
 __all__ = ["VideoInfo", "iter_frames", "probe_video", "read_frame_range", "read_frames"]
 
+TEXT_SNIFF_BYTES = 1024  # how much of a file is read to tell text (playlists) from a video
 REENCODE_HINT = "re-encode it (ffmpeg -i IN -c:v libx264 -pix_fmt yuv420p OUT.mp4) or remove it"
 # decord prefixes its messages with "[hh:mm:ss] /github/workspace/src/...cc:123: "; the rest is the
 # reason.
@@ -191,7 +192,24 @@ def _check_file(path: Path, asked: str) -> int:
             f"{path}: the file is empty (0 bytes), asked for {asked}; the copy or download "
             "failed: fetch it again or remove it"
         )
+    _refuse_text(path, asked)
     return size
+
+
+def _refuse_text(path: Path, asked: str) -> None:
+    """A text file is never a video, and some text is dangerous to hand to FFmpeg: an HLS playlist
+    (#EXTM3U) or an ffconcat list makes it open the files (or URLs) the text names, so a file in
+    the input folder could feed another file's frames into the dataset (seen: decord opened the
+    segment an .mp4-named playlist listed). Every video container starts with binary bytes."""
+    with open(path, "rb") as stream:
+        head = stream.read(TEXT_SNIFF_BYTES)
+    if head.isascii() and all(byte >= 32 or byte in b"\t\n\r" for byte in head):
+        first = head.split(b"\n", 1)[0][:40].decode("ascii", "replace").strip()
+        kind = "a playlist" if first.startswith(("#EXTM3U", "ffconcat", "[playlist]")) else "text"
+        raise VideoDecodeError(
+            f"{path}: {kind}, not a video (it begins {first!r}; asked for {asked}); a playlist "
+            "names other files, which extract does not follow: pass the videos themselves"
+        )
 
 
 def _narrow_frames_message(path: Path, frame_hw: tuple[int, int], asked: str) -> str:

@@ -145,7 +145,7 @@ def test_requests_outside_the_video_name_the_file_and_what_it_has(videos, reques
     [
         ("missing.mp4", ["no such file"]),
         ("empty.mp4", ["empty (0 bytes)", "fetch it again"]),
-        ("notes.mp4", ["cannot open as a video", "not a readable video container", "re-encode"]),
+        ("notes.mp4", ["text, not a video", "'these are not frames'"]),
         ("noise.avi", ["cannot open as a video", "re-encode"]),
         ("audio.m4a", ["no video stream"]),
         ("index_lost.mp4", ["cut short", "re-encode"]),
@@ -175,6 +175,24 @@ def test_narrow_frames_decord_cannot_copy_are_not_called_damaged(pyav, tmp_path,
             call(path)
         assert_one_line_about(err, path, "the video is fine", f"{width} x 40 px", "scale=")
         assert "damaged" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10.0,\n{segment}\n#EXT-X-ENDLIST\n",
+        "ffconcat version 1.0\nfile '{segment}'\n",
+    ],
+)
+def test_a_playlist_named_like_a_video_is_refused_before_ffmpeg_follows_it(videos, tmp_path, text):
+    """An HLS or ffconcat playlist saved as .mp4 made decord open the video it names (seen with
+    strace): another file's frames would enter the dataset. It is refused before decord sees it."""
+    path = tmp_path / "S001C001P001R001A001_rgb.mp4"
+    path.write_text(text.format(segment=videos["mp4"]))
+    for call in (probe_video, read_frames):
+        with pytest.raises(VideoDecodeError) as err:
+            call(path)
+        assert_one_line_about(err, path, "a playlist, not a video", "does not follow")
 
 
 def test_a_folder_is_not_a_video(tmp_path):
