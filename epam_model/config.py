@@ -127,7 +127,7 @@ class TrainConfig:
     weight_decay: float = option(3e-4, "SGD weight decay.", min=0)
     clip_grad: float = option(40.0, "Largest gradient norm (clipped above).", min=0)
     dropout: float = option(0.5, "Dropout before each classifier.", min=0)
-    workers: int = option(4, "Loader processes per process.", min=0)
+    workers: int = option(4, "Loader processes per process (at most the usable cores).", min=0)
     threads: int | None = option(
         None,
         "CPU compute threads per process.",
