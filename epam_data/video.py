@@ -203,6 +203,8 @@ def _refuse_text(path: Path, asked: str) -> None:
     segment an .mp4-named playlist listed). Every video container starts with binary bytes."""
     with open(path, "rb") as stream:
         head = stream.read(TEXT_SNIFF_BYTES)
+    if head.startswith(b"YUV4MPEG2"):  # raw video: a text header, then pixels that may look so
+        return
     if head.isascii() and all(byte >= 32 or byte in b"\t\n\r" for byte in head):
         first = head.split(b"\n", 1)[0][:40].decode("ascii", "replace").strip()
         kind = "a playlist" if first.startswith(("#EXTM3U", "ffconcat", "[playlist]")) else "text"

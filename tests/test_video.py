@@ -195,6 +195,23 @@ def test_a_playlist_named_like_a_video_is_refused_before_ffmpeg_follows_it(video
         assert_one_line_about(err, path, "a playlist, not a video", "does not follow")
 
 
+def test_raw_y4m_video_whose_first_kb_looks_like_text_still_decodes(pyav, tmp_path):
+    """YUV4MPEG2 is a text header then raw pixels; a flat frame of luma 100 makes its first KB pure
+    ASCII, which the playlist guard must not take for text."""
+    path = tmp_path / "flat.y4m"
+    with pyav.open(str(path), "w", format="yuv4mpegpipe") as container:
+        stream = container.add_stream("rawvideo", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for _ in range(5):
+            frame = np.full((48, 64, 3), 100, np.uint8)
+            for packet in stream.encode(pyav.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    assert path.read_bytes()[:1024].isascii()
+    assert read_frames(path).shape == (5, 48, 64, 3)
+
+
 def test_a_folder_is_not_a_video(tmp_path):
     with pytest.raises(VideoDecodeError, match="not a file"):
         probe_video(tmp_path)
