@@ -632,11 +632,15 @@ def test_reader_works_in_forked_and_pickled_workers(tmp_path):
     reader = _FORK_READER = ShardReader(tmp_path)
     ids = list(reader)
     first = reader[ids[0]]  # opens shard-00000.h5 in the parent before the fork
+    pool = multiprocessing.get_context("fork").Pool(2)
     try:
-        with multiprocessing.get_context("fork").Pool(2) as pool:
-            sums = pool.map(_keypoint_sum, ids)
+        sums = pool.map(_keypoint_sum, ids)
     finally:
         _FORK_READER = None
+        # close + join, not the context manager's terminate: a child forked after an in-process
+        # Ray test inherits Ray's SIGTERM handler, and terminate() then waited for it forever
+        pool.close()
+        pool.join()
     assert sums == pytest.approx([float(prepared_sample(i).keypoints.sum()) for i in range(6)])
     assert_same_sample(reader[ids[0]], first)  # the parent's handles still work
     clone = pickle.loads(pickle.dumps(reader))
