@@ -350,10 +350,7 @@ def read_group(
     group: h5py.Group, *, frames: np.ndarray | None = None, rgb: bool = True, heatmaps: bool = True
 ) -> PreparedSample:
     """A sample group back into a PreparedSample (validated again), optionally a subset of its
-    frames."""
-    foreign = foreign_parts(group)
-    if foreign:
-        raise _damaged(group, f"{', '.join(foreign)}: not stored in this shard (refused)")
+    frames. Take the group from `local_group`, which refuses members stored outside the shard."""
     stored = dict(group.attrs.items())
     expected = stored.get(ATTRS_CRC_ATTR)
     if expected is not None and attrs_crc32(stored) != int(expected):
