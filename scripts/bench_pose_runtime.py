@@ -4,9 +4,11 @@
 Why: the torch port exists so that a GPU can run the networks batched; before moving the backend to
 it, this shows what it costs or saves on the CPU where the interpreter runs today. Landmark model:
 milliseconds per crop at batches of 1, 2 and 8 crops; detector: milliseconds per call (one
-letterboxed frame). Each runtime at 1 and 2 threads; each figure is the median of `--repeats` timed
-calls after one warm-up call. On a shared, busy machine the figures are noisy: compare rows of one
-run, not runs.
+letterboxed frame). Each runtime at 1 and 2 threads; each figure is the median over `--repeats`
+rounds of the median of 5 calls, the runtimes taking turns. "torch" is the port as the backend runs
+it on a CPU (oneDNN convolutions, the landmark model's unused outputs skipped), "torch plain" the
+same with the torch calls a GPU runs. On a shared, busy machine the figures are noisy: compare rows
+of one run, not runs.
 
     .venv/bin/python scripts/bench_pose_runtime.py --repeats 5
 """
@@ -24,6 +26,7 @@ import numpy as np
 import torch
 
 from epam_data.pose import blazepose
+from epam_data.pose.blazepose_runtime import LANDMARK_OUTPUTS
 from epam_data.pose.tflite_torch import TFLiteModule, read_tflite_graph
 from epam_data.video import read_frames
 
@@ -32,6 +35,7 @@ MEDIA = ROOT.parent / "shared" / "media"
 CLIPS = ("two_players_426x240.mp4", "arm_wrestling_340x256.mp4")
 BATCHES = (1, 2, 8)
 THREADS = (1, 2)
+RUNTIMES = ("tflite", "torch", "torch plain")
 
 
 def real_inputs(count: int = 8) -> tuple[np.ndarray, np.ndarray]:
@@ -96,27 +100,43 @@ def torch_call(module: TFLiteModule, inputs: np.ndarray) -> Callable[[], Any]:
     return call
 
 
+def torch_modules(detector_path: Path, landmark_path: Path) -> dict[tuple[Path, str], Any]:
+    """Each network as the backend runs it on the CPU ("torch": oneDNN, the landmark model's
+    unused outputs skipped) and with the plain torch calls a GPU runs ("torch plain")."""
+    modules = {}
+    for path in (detector_path, landmark_path):
+        description = read_tflite_graph(path)
+        for runtime, onednn in (("torch", True), ("torch plain", False)):
+            module = TFLiteModule(description).eval().use_onednn(onednn)
+            if path == landmark_path:
+                shapes = [tuple(shape[1:]) for shape in module.output_shapes]
+                module.keep_outputs([shapes.index(s) for s in LANDMARK_OUTPUTS])
+            modules[path, runtime] = module
+    return modules
+
+
 def rows(repeats: int) -> list[tuple[str, str, int, int, float, float]]:
-    """(model, runtime, threads, batch, ms per call, ms per crop) for every setting."""
+    """(model, runtime, threads, batch, ms per call, ms per crop) for every setting; the runtimes
+    of one setting take turns, `repeats` rounds of 5 calls, so that load from other jobs falls
+    on all of them alike."""
     detector_path, landmark_path = blazepose.find_model_files()
     crops, letterboxes = real_inputs(max(BATCHES))
-    modules = {
-        path: TFLiteModule(read_tflite_graph(path)).eval()
-        for path in (detector_path, landmark_path)
-    }
+    modules = torch_modules(detector_path, landmark_path)
     settings = [("landmark", landmark_path, crops[:batch]) for batch in BATCHES]
     settings.append(("detector", detector_path, letterboxes[:1]))
     results = []
     for threads in THREADS:
         torch.set_num_threads(threads)
         for name, path, inputs in settings:
-            for runtime in ("tflite", "torch"):
-                if runtime == "tflite":
-                    call = tflite_call(path, inputs, threads)
-                else:
-                    call = torch_call(modules[path], inputs)
-                seconds = median_seconds(call, repeats)
-                ms = seconds * 1e3
+            calls = {"tflite": tflite_call(path, inputs, threads)}
+            for runtime in RUNTIMES[1:]:
+                calls[runtime] = torch_call(modules[path, runtime], inputs)
+            times: dict[str, list[float]] = {runtime: [] for runtime in calls}
+            for _ in range(repeats):
+                for runtime, call in calls.items():
+                    times[runtime].append(median_seconds(call, 5))
+            for runtime, seconds in times.items():
+                ms = statistics.median(seconds) * 1e3
                 results.append((name, runtime, threads, len(inputs), ms, ms / len(inputs)))
     return results
 
@@ -135,7 +155,7 @@ def markdown(results: list[tuple[str, str, int, int, float, float]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=5, help="timed calls per figure (median)")
+    parser.add_argument("--repeats", type=int, default=5, help="rounds per figure (median)")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads available by default")
     print(markdown(rows(args.repeats)))

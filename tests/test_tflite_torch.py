@@ -35,6 +35,7 @@ import itertools
 import math
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -148,16 +149,40 @@ def test_outputs_follow_the_interpreter_order(
         ]
 
 
+ONEDNN = pytest.mark.parametrize(
+    "onednn", [True, False], ids=["onednn", "plain"]
+)  # the CPU default, and the torch calls a GPU runs
+
+
+@pytest.fixture(params=[True, False], ids=["onednn", "plain"])
+def conv_path(
+    request: pytest.FixtureRequest, modules: dict[str, tt.TFLiteModule]
+) -> Iterator[bool]:
+    """Each real network both ways (oneDNN, the CPU default; the torch calls a GPU runs); the
+    shared modules are left on the default for the tests after."""
+    if request.param and not tt.onednn_available():
+        pytest.skip("this torch build has no oneDNN")
+    yield request.param
+    for module in modules.values():
+        module.use_onednn(True)
+
+
 def test_landmark_model_matches_the_interpreter(
     model_files: tuple[Path, Path],
     modules: dict[str, tt.TFLiteModule],
     real_inputs: dict[str, np.ndarray],
+    conv_path: bool,
 ) -> None:
     crops = real_inputs["crops"]
     assert len(crops) >= 12  # fixed ROIs plus the backend's tracks
     interpreter = blazepose._make_interpreter(model_files[1])
     reference = [np.concatenate(o) for o in zip(*(_invoke(interpreter, c[None]) for c in crops))]
-    ours = _run_torch(modules["landmark"], crops)  # the whole batch in one call
+    module = modules["landmark"].use_onednn(conv_path)
+    ours = _run_torch(module, crops)  # the whole batch in one call
+    one = _run_torch(module, crops[:1])  # then another batch size (other reordered weights)
+    assert all(
+        np.abs(a[0] - b[0]).max() <= 1e-3 * max(1, np.abs(b).max()) for a, b in zip(one, ours)
+    )
     for ref, out in zip(reference, ours):
         assert ref.shape == out.shape
     landmarks_ref, landmarks = reference[0].reshape(-1, 39, 5), ours[0].reshape(-1, 39, 5)
@@ -176,18 +201,39 @@ def test_detector_matches_the_interpreter(
     model_files: tuple[Path, Path],
     modules: dict[str, tt.TFLiteModule],
     real_inputs: dict[str, np.ndarray],
+    conv_path: bool,
 ) -> None:
     letterboxes = real_inputs["letterboxes"]
     interpreter = blazepose._make_interpreter(model_files[0])
     boxes_ref, logits_ref = (
         np.concatenate(o) for o in zip(*(_invoke(interpreter, x[None]) for x in letterboxes))
     )
-    boxes, logits = _run_torch(modules["detector"], letterboxes)
+    boxes, logits = _run_torch(modules["detector"].use_onednn(conv_path), letterboxes)
     assert boxes.shape == boxes_ref.shape == (len(letterboxes), 2254, 12)
     assert logits.shape == logits_ref.shape == (len(letterboxes), 2254, 1)
     assert np.abs(boxes - boxes_ref).max() < BOX_TOL
     assert np.abs(_sigmoid(logits) - _sigmoid(logits_ref)).max() < SCORE_TOL
     assert (_sigmoid(logits_ref) >= 0.5).any()  # the clips do show people
+
+
+def test_kept_outputs_are_the_same_from_fewer_steps(
+    model_files: tuple[Path, Path], real_inputs: dict[str, np.ndarray]
+) -> None:
+    """What the blazepose backend keeps of the landmark model (landmarks, presence, heatmap)
+    comes out bit for bit as from the whole graph, with the segmentation branch skipped."""
+    description = tt.read_tflite_graph(model_files[1])
+    whole = tt.TFLiteModule(description).eval()
+    kept = tt.TFLiteModule(description).eval().keep_outputs([3, 0, 1])
+    assert kept.output_names == [whole.output_names[i] for i in (3, 0, 1)]
+    assert kept.output_shapes == [[1, 64, 64, 39], [1, 195], [1, 1]]
+    assert len(kept._plan) < len(whole._plan) - 15  # measured 113 of 135 steps run
+    crops = real_inputs["crops"][:3]
+    full, ours = _run_torch(whole, crops), _run_torch(kept, crops)
+    for position, out in zip((3, 0, 1), ours):
+        np.testing.assert_array_equal(out, full[position])
+    for bad in ([], [5], [-1]):
+        with pytest.raises(ValueError, match="output positions"):
+            tt.TFLiteModule(description).keep_outputs(bad)
 
 
 # --- the cache ------------------------------------------------------------------------------------
@@ -378,12 +424,14 @@ def _tiny_add_model() -> bytes:
     return graph.build([x], [y])
 
 
-def _compare(model: bytes, tmp_path: Path, tol: float = 1e-5) -> tt.TFLiteModule:
+def _compare(
+    model: bytes, tmp_path: Path, tol: float = 1e-5, onednn: bool = True
+) -> tt.TFLiteModule:
     """Runs the model in the interpreter and in torch (batch 1) on random inputs in [-2, 2]."""
     path = tmp_path / "model.tflite"
     path.write_bytes(model)
     interpreter = blazepose._make_interpreter(path)
-    module = tt.load_tflite_module(path, use_cache=False)
+    module = tt.load_tflite_module(path, use_cache=False).use_onednn(onednn)
     shape = interpreter.get_input_details()[0]["shape"]
     x = np.random.default_rng(7).uniform(-2, 2, shape).astype(np.float32)
     for ref, out in zip(_invoke(interpreter, x), _run_torch(module, x)):
@@ -446,11 +494,18 @@ def _conv_graph(
     "size, stride, padding, activation",
     [(8, 2, 0, 0), (9, 2, 0, 1), (7, 1, 0, 2), (10, 3, 0, 3), (9, 2, 1, 3)],
 )
+@ONEDNN
 def test_convolution_padding_and_activations(
-    size: int, stride: int, padding: int, activation: int, depthwise: bool, tmp_path: Path
+    size: int,
+    stride: int,
+    padding: int,
+    activation: int,
+    depthwise: bool,
+    onednn: bool,
+    tmp_path: Path,
 ) -> None:
     model = _conv_graph(size, stride, padding, activation, depthwise)
-    _compare(model, tmp_path, tol=1e-4)
+    _compare(model, tmp_path, tol=1e-4, onednn=onednn)
 
 
 def test_add_of_a_broadcast_constant_with_relu(tmp_path: Path) -> None:

@@ -145,7 +145,8 @@ class TorchNetworks:
         self._detector = _torch_module(detector_path).to(self.device).eval()
         self._landmark = _torch_module(landmark_path).to(self.device).eval()
         shapes = [tuple(shape[1:]) for shape in self._landmark.output_shapes]
-        self._landmark_outputs = [shapes.index(shape) for shape in LANDMARK_OUTPUTS]
+        # Only what `landmarks` returns runs: the segmentation mask would cost a third.
+        self._landmark.keep_outputs([shapes.index(shape) for shape in LANDMARK_OUTPUTS])
 
     def _run(self, module: Any, inputs: np.ndarray) -> list[np.ndarray]:
         with self._torch.inference_mode():
@@ -159,8 +160,7 @@ class TorchNetworks:
 
     def landmarks(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """As `TFLiteNetworks.landmarks`."""
-        outputs = self._run(self._landmark, crops)
-        landmarks, presence, heatmap = (outputs[i] for i in self._landmark_outputs)
+        landmarks, presence, heatmap = self._run(self._landmark, crops)
         return landmarks, presence[:, 0], heatmap
 
 

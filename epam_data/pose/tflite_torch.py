@@ -15,10 +15,12 @@ steps, a "graph description" made of plain dicts, lists, numbers, strings and te
 Everything an operator needs (weights in torch layout, explicit paddings, axes) is worked out when
 the description is made, so the forward pass is a loop of torch calls. Activations are NCHW to
 torch, as its convolutions want, and channels-last in memory: the NHWC input, permuted once at the
-entry, is exactly that, oneDNN's depthwise convolutions keep it, and 1x1 convolutions run as one
-matrix product over the pixels. 4-D outputs are permuted back to NHWC once at the exit; RESHAPE,
-CONCATENATION and PAD translate their NHWC axes. The module returns a tuple in the order of the
-interpreter's `get_output_details()`.
+entry, is exactly that. On the CPU every convolution is one oneDNN call with its weights reordered
+once (per input shape) and its activation fused, as torch.compile's CPU backend emits them; on a GPU
+they are plain torch calls, 1x1 convolutions one matrix product over the pixels. 4-D outputs are
+permuted back to NHWC once at the exit; RESHAPE, CONCATENATION and PAD translate their NHWC axes.
+The module returns a tuple in the order of the interpreter's `get_output_details()`, or the outputs
+a caller keeps (`TFLiteModule.keep_outputs`: only the steps they need run).
 
 TFLite semantics kept (and checked against the interpreter by tests/test_tflite_torch.py):
 
@@ -67,6 +69,7 @@ __all__ = [
     "default_cache_dir",
     "load_cached_module",
     "load_tflite_module",
+    "onednn_available",
     "read_tflite_graph",
 ]
 
@@ -608,6 +611,26 @@ def _activate(x: torch.Tensor, activation: str) -> torch.Tensor:
     return x
 
 
+def onednn_available() -> bool:
+    """Whether this torch has the oneDNN calls `_Conv` uses on the CPU: the ones torch.compile's
+    CPU backend emits for a frozen convolution (weights reordered once, activation fused)."""
+    return (
+        torch.backends.mkldnn.is_available()
+        and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
+        and hasattr(torch._C._nn, "mkldnn_reorder_conv2d_weight")
+    )
+
+
+# TFLite's fused activations as oneDNN post-ops (name, scalars).
+_ONEDNN_POST_OPS: dict[str, tuple[str, list[float]]] = {
+    "none": ("none", []),
+    "relu": ("relu", []),
+    "relu6": ("hardtanh", [0.0, 6.0]),
+    "relu_n1_to_1": ("hardtanh", [-1.0, 1.0]),
+}
+_PACKED_SHAPES = 8  # reordered weights kept per convolution (one per input shape)
+
+
 class _Conv(nn.Module):
     def __init__(self, attrs: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
         super().__init__()
@@ -625,11 +648,17 @@ class _Conv(nn.Module):
             and self.groups == 1
             and not any(attrs["padding"])
         )
+        self.onednn = onednn_available()
+        self._packed: dict[tuple[Any, ...], torch.Tensor] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """A 1x1 convolution runs as one matrix product over the channels-last pixels: torch
-        sends it at batch < 16 on one thread to its slow im2col path, which also copies
-        channels-last activations to NCHW (half the landmark model's time)."""
+        """float32 on the CPU: oneDNN with the weights reordered once per input shape and the
+        activation fused (`_onednn`). Elsewhere (a GPU, half precision) plain torch calls; a 1x1
+        convolution there runs as one matrix product over the channels-last pixels: torch sends
+        it at batch < 16 on one thread to its slow im2col path, which also copies channels-last
+        activations to NCHW (half the landmark model's time)."""
+        if self.onednn and x.device.type == "cpu" and x.dtype == self.weight.dtype == torch.float32:
+            return self._onednn(x)
         if self.pointwise:
             weight = self.weight.view(self.weight.shape[0], -1)
             y = F.linear(x.permute(0, 2, 3, 1), weight, self.bias).permute(0, 3, 1, 2)
@@ -640,6 +669,25 @@ class _Conv(nn.Module):
             x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
         )
         return _activate(y, self.activation)
+
+    def _onednn(self, x: torch.Tensor) -> torch.Tensor:
+        """What torch's own conv2d does on the CPU, less the weight reorder that it repeats on
+        every call and the separate clamp: 10-20 % of the landmark model's time on one core."""
+        if self.pre_pad is not None:
+            x = F.pad(x, self.pre_pad)
+        padding, stride, dilation = list(self.padding), list(self.stride), list(self.dilation)
+        key = (tuple(x.shape), self.weight.data_ptr())
+        packed = self._packed.get(key)
+        if packed is None:
+            if len(self._packed) >= _PACKED_SHAPES:
+                self._packed.clear()
+            packed = self._packed[key] = torch._C._nn.mkldnn_reorder_conv2d_weight(
+                self.weight.to_mkldnn(), padding, stride, dilation, self.groups, list(x.shape)
+            )
+        post_op, scalars = _ONEDNN_POST_OPS[self.activation]
+        return torch.ops.mkldnn._convolution_pointwise(
+            x, packed, self.bias, padding, stride, dilation, self.groups, post_op, scalars, ""
+        )
 
 
 class _MaxPool(nn.Module):
@@ -771,22 +819,35 @@ _STEP_MODULES: dict[str, type[nn.Module]] = {
 }
 
 
-def _schedule(description: dict[str, Any]) -> tuple[dict[int, int], list[tuple[int, ...]]]:
+_StepIO = tuple[tuple[int, ...], int]  # a step's input tensor indices and its output index
+
+
+def _needed_steps(steps: Sequence[_StepIO], outputs: Sequence[int]) -> list[int]:
+    """Numbers of the steps that the tensors `outputs` depend on, in execution order."""
+    needed, wanted = [], set(outputs)
+    for number in range(len(steps) - 1, -1, -1):
+        reads, write = steps[number]
+        if write in wanted:
+            needed.append(number)
+            wanted.update(reads)
+    return needed[::-1]
+
+
+def _schedule(
+    inputs: Sequence[int], steps: Sequence[_StepIO], outputs: Sequence[int]
+) -> tuple[dict[int, int], list[tuple[int, ...]]]:
     """Compact slot numbers for the tensors, and which slots each step frees once it has run (their
     last reader), so the forward pass holds only live activations."""
     slots: dict[int, int] = {}
-    for index in [t["index"] for t in description["inputs"]] + [
-        s["output"] for s in description["steps"]
-    ]:
+    for index in [*inputs, *(write for _, write in steps)]:
         slots.setdefault(index, len(slots))
     last_use: dict[int, int] = {}
-    for number, step in enumerate(description["steps"]):
-        for index in step["inputs"]:
+    for number, (reads, _) in enumerate(steps):
+        for index in reads:
             last_use[index] = number
-    keep = {t["index"] for t in description["outputs"]}
-    frees: list[list[int]] = [[] for _ in description["steps"]]
+    frees: list[list[int]] = [[] for _ in steps]
     for index, number in last_use.items():
-        if index not in keep:
+        if index not in outputs:
             frees[number].append(slots[index])
     return slots, [tuple(free) for free in frees]
 
@@ -794,7 +855,7 @@ def _schedule(description: dict[str, Any]) -> tuple[dict[int, int], list[tuple[i
 class TFLiteModule(nn.Module):
     """A float TFLite graph run by torch: `forward(*inputs)` takes NHWC tensors (any batch) and
     returns a tuple of tensors in the order of the interpreter's `get_output_details()`, with its
-    shapes except that the batch is the input's.
+    shapes except that the batch is the input's (or only some of them: `keep_outputs`).
 
     Attributes: `input_names`, `input_shapes`, `output_names`, `output_shapes` (as stated in the
     file, batch 1), `source` (file name and sha256). Weights are buffers: `.to(device)` and
@@ -812,14 +873,48 @@ class TFLiteModule(nn.Module):
             _STEP_MODULES[step["op"]](step["attrs"], step["tensors"])
             for step in description["steps"]
         )
-        slots, frees = _schedule(description)
+        self._inputs = [t["index"] for t in description["inputs"]]
+        self._steps_io = [(tuple(s["inputs"]), s["output"]) for s in description["steps"]]
+        self._plan_for([t["index"] for t in description["outputs"]])
+
+    def _plan_for(self, outputs: list[int]) -> None:
+        """The steps that compute the tensors `outputs` (indices), and their slots."""
+        numbers = _needed_steps(self._steps_io, outputs)
+        steps_io = [self._steps_io[number] for number in numbers]
+        slots, frees = _schedule(self._inputs, steps_io, outputs)
         self._num_slots = len(slots)
-        self._input_slots = [slots[t["index"]] for t in description["inputs"]]
-        self._output_slots = [slots[t["index"]] for t in description["outputs"]]
+        self._input_slots = [slots[index] for index in self._inputs]
+        self._output_indices, self._output_slots = outputs, [slots[i] for i in outputs]
         self._plan = [
-            (tuple(slots[i] for i in step["inputs"]), slots[step["output"]], free)
-            for step, free in zip(description["steps"], frees)
+            (self.steps[number], tuple(slots[i] for i in reads), slots[write], free)
+            for number, (reads, write), free in zip(numbers, steps_io, frees)
         ]
+
+    def keep_outputs(self, positions: Sequence[int]) -> TFLiteModule:
+        """From now on compute and return only the outputs at `positions` (of the current
+        outputs), in that order; returns the module.
+
+        Why: the interpreter always computes every output. The blazepose backend reads 3 of the
+        landmark model's 5: its 256x256 segmentation mask and world landmarks cost a third of the
+        model's time on a CPU for nothing. The skipped steps keep their weights (the cache and
+        `state_dict` stay whole), they just do not run.
+        """
+        positions = [int(p) for p in positions]
+        if not positions or any(not 0 <= p < len(self.output_names) for p in positions):
+            raise ValueError(f"output positions {positions} not in 0..{len(self.output_names) - 1}")
+        self.output_names = [self.output_names[p] for p in positions]
+        self.output_shapes = [self.output_shapes[p] for p in positions]
+        self._plan_for([self._output_indices[p] for p in positions])
+        return self
+
+    def use_onednn(self, enabled: bool) -> TFLiteModule:
+        """Convolutions of float32 CPU tensors through oneDNN with reordered weights (the default
+        where `onednn_available()`), or through the plain torch calls a GPU runs; returns the
+        module. Both compute the same function: tests hold each to the interpreter."""
+        for step in self.steps:
+            if isinstance(step, _Conv):
+                step.onednn = enabled and onednn_available()
+        return self
 
     def _check(self, inputs: Sequence[torch.Tensor]) -> None:
         if len(inputs) != len(self.input_shapes):
@@ -836,7 +931,7 @@ class TFLiteModule(nn.Module):
         values: list[torch.Tensor | None] = [None] * self._num_slots
         for slot, x in zip(self._input_slots, inputs):
             values[slot] = x.permute(_NHWC_TO_NCHW) if x.dim() == 4 else x
-        for module, (reads, write, free) in zip(self.steps, self._plan):
+        for module, reads, write, free in self._plan:
             values[write] = module(*[values[slot] for slot in reads])
             for slot in free:
                 values[slot] = None
