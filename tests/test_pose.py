@@ -12,6 +12,7 @@ import itertools
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -456,6 +457,19 @@ def test_torch_runtime_from_converted_files_alone(
         load_backend("blazepose")
 
 
+def _count_detector_batches(backend: Any) -> list[int]:
+    """The regions of each detector network call from now on (the real call, counted)."""
+    sizes: list[int] = []
+    detect = backend._networks.detect
+
+    def counted(inputs: np.ndarray) -> Any:
+        sizes.append(len(inputs))
+        return detect(inputs)
+
+    backend._networks.detect = counted
+    return sizes
+
+
 @pytest.mark.parametrize("runtime", ["tflite", "torch"])
 def test_videos_in_flight_track_as_one_at_a_time(
     media_dir: Path, model_files: object, runtime: str
@@ -476,7 +490,13 @@ def test_videos_in_flight_track_as_one_at_a_time(
     for frames in clips:
         backend.reset()
         alone.append(backend.estimate(frames))
+    regions_alone = backend.timings.detector_calls
+    batches = _count_detector_batches(backend)
+    backend.batch_regions = runtime == "torch"  # a stage's regions in one batch, as on a GPU
     together = dict(track_videos(backend, clips, in_flight=2))
+    # the videos' first frames (and any two detecting at once) share detector calls
+    assert len(batches) < backend.timings.detector_calls - regions_alone
+    assert max(batches) >= 2
     assert sorted(together) == [0, 1, 2]
     for index, frames in enumerate(clips):
         assert len(together[index]) == len(frames)

@@ -73,6 +73,7 @@ from epam_data.pose.blazepose_geometry import (  # noqa: F401 (re-exported: test
     _sigmoid,
     decode_detections,
     detection_regions,
+    detection_stages,
     grid_tiles,
     roi_from_box,
     roi_from_keypoints,
@@ -118,6 +119,19 @@ MODELS_ENV = "EPAM_BLAZEPOSE_MODELS"
 TORCH_BATCH = 256  # crops per landmark call with the torch runtime (`track_videos` fills it)
 LandmarkRequest = tuple[np.ndarray, np.ndarray]  # (frame, rois [N, 4])
 LandmarkResult = tuple[np.ndarray, np.ndarray]  # (landmarks [N, 39, 5], presence [N])
+DetectResult = tuple[np.ndarray, np.ndarray]  # raw boxes [R, 2254, 12], logits [R, 2254]
+
+
+@dataclass(frozen=True)
+class DetectRequest:
+    """The letterboxed regions [R, 224, 224, 3] of one frame that the detector must see, answered
+    with a `DetectResult`."""
+
+    inputs: np.ndarray
+
+
+Request = LandmarkRequest | DetectRequest
+Result = LandmarkResult | DetectResult
 DETECTOR_FILE = "pose_detection.tflite"
 LANDMARK_FILE = "pose_landmark_full.tflite"
 _WHEEL_FILES = {
@@ -374,7 +388,9 @@ class BlazePoseBackend:
             runtime, self.detector_path, self.landmark_path, xnnpack=xnnpack, device=device
         )
         self.runtime = type(self._networks).__name__
-        self._detector_input = np.zeros((1, DETECTOR_SIZE, DETECTOR_SIZE, 3), np.float32)
+        # The detector regions of a stage in one batch: on a GPU (same persons either way).
+        device = getattr(self._networks, "device", None)
+        self.batch_regions = device is not None and device.type != "cpu"
         self.reset()
 
     def reset(self) -> None:
@@ -412,20 +428,42 @@ class BlazePoseBackend:
     # -- one frame ---------------------------------------------------------------------------------
 
     def _track_frame(self, frame: np.ndarray) -> FramePoses:
-        """One frame, its landmark requests served at once (`_steps` says what is asked)."""
+        """One frame, each of its network requests served as it comes (`_steps` says what is
+        asked)."""
         steps = self._steps(frame)
-        answer: LandmarkResult | None = None
+        answer: Result | None = None
         while True:
             try:
                 request = steps.send(answer)  # type: ignore[arg-type]  # None starts it
             except StopIteration as done:
                 return done.value
-            answer = self._landmarks_many([request])[0]
+            answer = self._serve([request])[0]
 
-    def _steps(self, frame: np.ndarray) -> Generator[LandmarkRequest, LandmarkResult, FramePoses]:
+    def _serve(self, requests: Sequence[Request]) -> list[Result]:
+        """The answers to many requests (of one frame of many videos): the detector requests in
+        one network call, the landmark requests in another (`_detect_many`, `_landmarks_many`)."""
+        kinds = [isinstance(request, DetectRequest) for request in requests]
+        detections = iter(self._detect_many([r for r, d in zip(requests, kinds) if d]))
+        landmarks = iter(self._landmarks_many([r for r, d in zip(requests, kinds) if not d]))
+        return [next(detections) if d else next(landmarks) for d in kinds]
+
+    def _detect_many(self, requests: Sequence[DetectRequest]) -> list[DetectResult]:
+        """The detector's raw output for every region of `requests`, in one call (the torch
+        runtime: one batch on the GPU; TFLite runs them one by one)."""
+        if not requests:
+            return []
+        start = time.perf_counter()
+        boxes, scores = self._networks.detect(np.concatenate([r.inputs for r in requests]))
+        self.timings.detector_s += time.perf_counter() - start
+        self.timings.detector_calls += len(boxes)
+        bounds = np.cumsum([0] + [len(r.inputs) for r in requests])
+        return [(boxes[a:b], scores[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+
+    def _steps(self, frame: np.ndarray) -> Generator[Request, Any, FramePoses]:
         """The tracking of one frame, written once for one video and for many in flight
-        (`track_videos`): it yields each batch of ROIs the landmark model must see, (frame,
-        rois), receives their (landmarks, presence), and returns the frame's persons."""
+        (`track_videos`): it yields each batch of work for the networks, the regions the detector
+        must see (`DetectRequest`) or the ROIs the landmark model must see, (frame, rois),
+        receives the answer (`_serve`), and returns the frame's persons."""
         self.timings.frames += 1
         if self._frames_since_search is not None:
             self._frames_since_search += 1
@@ -437,7 +475,7 @@ class BlazePoseBackend:
         rough = seeded  # new persons whose first crop is only roughly placed: settled always
         if detect:
             self._since_detection = 0
-            detected, proposed = self._detect(frame, len(rois))
+            detected, proposed = yield from self._detect(frame, len(rois))
             rois += proposed + detected
             rough += len(proposed)
         else:
@@ -459,27 +497,41 @@ class BlazePoseBackend:
             landmarks, presence, rois_array, (len(self._tracks), seeded), frame.shape[:2]
         )
 
-    def _detect(self, frame: np.ndarray, held: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    def _detect(
+        self, frame: np.ndarray, held: int
+    ) -> Generator[DetectRequest, DetectResult, tuple[list[np.ndarray], list[np.ndarray]]]:
         """ROIs of the persons the detector finds that the tracks do not already cover, at most the
-        free slots: (detected, proposed).
+        free slots: (detected, proposed). A generator, as `_steps`: it yields the regions of each
+        stage (`_stages`) as one `DetectRequest`.
 
-        The whole frame first; the tiles of `detection_regions` only while slots remain free, then
-        the proposer's persons (`proposals`), whose ROIs come from their keypoints. A candidate
-        centred inside a tracked person's landmark box and overlapping it, or overlapping a
-        candidate already taken, is skipped before the landmark model; the landmark check in
-        `_update_tracks` catches the rest.
+        The whole frame first; the tiles only while slots remain free, then the proposer's persons
+        (`proposals`), whose ROIs come from their keypoints. A candidate centred inside a tracked
+        person's landmark box and overlapping it, or overlapping a candidate already taken, is
+        skipped before the landmark model; the landmark check in `_update_tracks` catches the
+        rest. Regions are read in order and reading stops when the slots are full, so running a
+        stage at once finds what one region at a time would.
         """
         free = self.max_persons - held
         taken = _Taken([_body_box(track.landmarks) for track in self._tracks])
         wide = self._wide_search_now()
         detected: list[np.ndarray] = []
-        for region in detection_regions(*frame.shape[:2], grid=self.grid_tiles and wide):
+        for stage in self._stages(frame, grid=self.grid_tiles and wide):
             if len(detected) >= free:
                 break
-            boxes, keypoints = self._run_detector(frame, region)
-            for box, points in zip(boxes, keypoints):
-                if len(detected) < free and taken.add(box):
-                    detected.append(snap_roi(roi_from_points(points[0], points[1])))
+            start = time.perf_counter()
+            inputs = np.empty((len(stage), DETECTOR_SIZE, DETECTOR_SIZE, 3), np.float32)
+            placements = [_letterbox(frame, region, box) for region, box in zip(stage, inputs)]
+            self.timings.detector_s += time.perf_counter() - start
+            raw_boxes, raw_scores = yield DetectRequest(inputs)
+            for index, (region, placement) in enumerate(zip(stage, placements)):
+                if len(detected) >= free:
+                    break
+                boxes, keypoints = self._decode(
+                    raw_boxes[index], raw_scores[index], region, placement
+                )
+                for box, points in zip(boxes, keypoints):
+                    if len(detected) < free and taken.add(box):
+                        detected.append(snap_roi(roi_from_points(points[0], points[1])))
         proposed: list[np.ndarray] = []
         if len(detected) < free and self._proposer is not None and wide:
             persons = self._run_proposer(frame)
@@ -505,22 +557,33 @@ class BlazePoseBackend:
         self.timings.proposer_calls += 1
         return persons
 
-    def _run_detector(
-        self, frame: np.ndarray, region: tuple[int, int, int, int]
+    def _stages(self, frame: np.ndarray, *, grid: bool) -> list[list[tuple[int, int, int, int]]]:
+        """`detection_stages` when `batch_regions` (a GPU), else one region a stage: on the CPU a
+        batch costs what its regions cost one by one, and a region after the slots are full is
+        waste (a third more detector work on the arm-wrestling clip)."""
+        stages = detection_stages(*frame.shape[:2], grid=grid)
+        if self.batch_regions:
+            return stages
+        return [[region] for stage in stages for region in stage]
+
+    def _decode(
+        self,
+        raw_boxes: np.ndarray,
+        raw_scores: np.ndarray,
+        region: tuple[int, int, int, int],
+        placement: tuple[float, float, float],
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Detections in one region of the frame: boxes [N, 4] and keypoints [N, 4, 2] in frame
-        pixels, best first."""
+        """The detections of one region (its raw output and its `_letterbox` placement): boxes
+        [N, 4] and keypoints [N, 4, 2] in frame pixels, best first."""
         start = time.perf_counter()
-        scale, pad_x, pad_y = _letterbox(frame, region, self._detector_input[0])
-        raw_boxes, raw_scores = self._networks.detect(self._detector_input)
+        scale, pad_x, pad_y = placement
         boxes, keypoints = decode_detections(
             raw_boxes, raw_scores, self._anchors, min_score=self.min_detection_score
         )
         offset = np.array(region[:2], np.float32)
         boxes = (boxes * DETECTOR_SIZE - [pad_x, pad_y, pad_x, pad_y]) / scale + np.tile(offset, 2)
         keypoints = (keypoints * DETECTOR_SIZE - [pad_x, pad_y]) / scale + offset
-        self.timings.detector_s += time.perf_counter() - start
-        self.timings.detector_calls += 1
+        self.timings.detector_s += time.perf_counter() - start  # letterbox, network and decoding
         return boxes.astype(np.float32), keypoints.astype(np.float32)
 
     def _landmarks(self, frame: np.ndarray, rois: np.ndarray) -> LandmarkResult:
@@ -532,6 +595,8 @@ class BlazePoseBackend:
         """`_landmarks` for many (frame, rois) requests, the crops of all in as few network calls
         as the runtime allows: TFLite keeps one interpreter per batch size, so `max_persons` crops
         a call; torch takes up to `TORCH_BATCH` (the GPU's work comes in one batch)."""
+        if not requests:
+            return []
         start = time.perf_counter()
         rois = np.concatenate([r for _, r in requests]) if requests else np.zeros((0, 4))
         inputs = np.empty((len(rois), LANDMARK_SIZE, LANDMARK_SIZE, 3), np.float32)
@@ -649,9 +714,10 @@ def track_videos(
 
     The next crop of a person depends on this frame's landmarks, so one video cannot be batched
     over time; `in_flight` videos advance a frame each per step instead, and the landmark crops
-    of all of them go to the network together (`_landmarks_many`): what fills a GPU with the
-    torch runtime. Each video is tracked by its own copy of the backend (its own tracks and ids)
-    exactly as `estimate` would, so the results are the same as one video at a time. `videos`
+    of all of them go to the network together (`_landmarks_many`), as do the regions any of them
+    asks the detector to look at (`_detect_many`): what fills a GPU with the torch runtime. Each
+    video is tracked by its own copy of the backend (its own tracks and ids) exactly as
+    `estimate` would, so the results are the same as one video at a time. `videos`
     gives each video's frames (uint8 [H, W, 3], any iterable, e.g. a decoder), read as needed.
     """
     pending = enumerate(iter(frames) for frames in videos)
@@ -675,8 +741,9 @@ def _clone(backend: BlazePoseBackend) -> BlazePoseBackend:
 
 
 def _step(running: dict[int, tuple[Any, Any, list[FramePoses]]]) -> list[int]:
-    """One frame of every running video, their landmark requests served together; returns the
-    videos that have no frame left."""
+    """One frame of every running video, their requests served together (`_serve`: the detector
+    regions of all in one call, the landmark crops in another); returns the videos that have no
+    frame left."""
     ended, steps = [], {}
     for index, (tracker, frames, _) in running.items():
         frame = next(frames, None)
@@ -684,7 +751,7 @@ def _step(running: dict[int, tuple[Any, Any, list[FramePoses]]]) -> list[int]:
             ended.append(index)
         else:
             steps[index] = tracker._steps(np.ascontiguousarray(frame))
-    answers: dict[int, LandmarkResult | None] = dict.fromkeys(steps)
+    answers: dict[int, Result | None] = dict.fromkeys(steps)
     server = next(iter(running.values()))[0]  # every clone shares the networks
     while answers:
         requests = {}
@@ -693,7 +760,5 @@ def _step(running: dict[int, tuple[Any, Any, list[FramePoses]]]) -> list[int]:
                 requests[index] = steps[index].send(answer)  # type: ignore[arg-type]
             except StopIteration as done:
                 running[index][2].append(done.value)
-        answers = (
-            dict(zip(requests, server._landmarks_many(list(requests.values())))) if requests else {}
-        )
+        answers = dict(zip(requests, server._serve(list(requests.values())))) if requests else {}
     return ended

@@ -256,29 +256,37 @@ def _letterbox(
     return scale, pad_x, pad_y
 
 
-def detection_regions(
+def detection_stages(
     height: int, width: int, *, grid: bool = False
-) -> list[tuple[int, int, int, int]]:
-    """Where the detector looks: the whole frame, then, for frames at least 1.3x wider than tall (or
-    taller than wide), two overlapping tiles, each 60% of the long side (at least square), at the
-    two ends.
+) -> list[list[tuple[int, int, int, int]]]:
+    """Where the detector looks, in the order it looks, in stages whose regions can run as one
+    batch: the whole frame; then, for frames at least 1.3x wider than tall (or taller than wide),
+    two overlapping tiles, each 60% of the long side (at least square), at the two ends; then,
+    with `grid`, the grid tiles (`grid_tiles`).
 
     The detector sees its input at 224x224, so small or distant people (a 240p clip, a far corner of
     a 1080p one) are missed on the whole frame; a tile shows them about 1.6x larger (measured on
     two_players_426x240: the whole frame finds nobody at frame 100, each half finds its player).
-    Tiles run only when the whole frame left a tracking slot empty.
+    A stage runs only when the ones before left a tracking slot empty.
     """
-    regions = [(0, 0, width, height)]
+    stages = [[(0, 0, width, height)]]
     long_side, short_side = max(height, width), min(height, width)
     if long_side >= 1.3 * short_side:
         tile = max(short_side, math.ceil(0.6 * long_side))
         if width >= height:
-            regions += [(0, 0, tile, height), (width - tile, 0, width, height)]
+            stages.append([(0, 0, tile, height), (width - tile, 0, width, height)])
         else:
-            regions += [(0, 0, width, tile), (0, height - tile, width, height)]
+            stages.append([(0, 0, width, tile), (0, height - tile, width, height)])
     if grid:
-        regions += grid_tiles(height, width)
-    return regions
+        stages.append(grid_tiles(height, width))
+    return stages
+
+
+def detection_regions(
+    height: int, width: int, *, grid: bool = False
+) -> list[tuple[int, int, int, int]]:
+    """The regions of `detection_stages`, in order, in one list."""
+    return [region for stage in detection_stages(height, width, grid=grid) for region in stage]
 
 
 GRID_TILE = 2 / 3  # side of a grid tile / the frame's short side

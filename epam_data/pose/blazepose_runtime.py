@@ -96,14 +96,16 @@ class TFLiteNetworks:
         self._landmarkers: dict[int, tuple[Any, tuple[int, ...]]] = {}
 
     def detect(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """inputs float32 [1, 224, 224, 3] in [-1, 1] -> raw boxes [2254, 12], logits [2254]."""
+        """inputs float32 [R, 224, 224, 3] in [-1, 1] -> raw boxes [R, 2254, 12], logits
+        [R, 2254]: one invoke per region (the interpreter is planned for batch 1)."""
         input_index, boxes_index, scores_index = self._detector_io
-        self._detector.set_tensor(input_index, inputs)
-        self._detector.invoke()
-        return (
-            self._detector.get_tensor(boxes_index)[0],
-            self._detector.get_tensor(scores_index)[0, :, 0],
-        )
+        boxes, scores = [], []
+        for region in inputs:
+            self._detector.set_tensor(input_index, region[None])
+            self._detector.invoke()
+            boxes.append(self._detector.get_tensor(boxes_index)[0])
+            scores.append(self._detector.get_tensor(scores_index)[0, :, 0])
+        return np.stack(boxes), np.stack(scores)
 
     def landmarks(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """crops float32 [B, 256, 256, 3] in [0, 1] -> landmarks [B, 195] (crop pixels, logits for
@@ -154,9 +156,9 @@ class TorchNetworks:
         return [output.float().cpu().numpy() for output in outputs]
 
     def detect(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """As `TFLiteNetworks.detect`."""
+        """As `TFLiteNetworks.detect`, every region in one call."""
         boxes, scores = self._run(self._detector, inputs)
-        return boxes[0], scores[0, :, 0]
+        return boxes, scores[:, :, 0]
 
     def landmarks(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """As `TFLiteNetworks.landmarks`."""
