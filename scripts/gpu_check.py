@@ -734,9 +734,10 @@ def check_blazepose_torch(ctx: Ctx) -> dict[str, Any]:
     """The blazepose backend's tracker with its networks in PyTorch on the device.
 
     Frames/s one video at a time, and with `track_videos` keeping IN_FLIGHT videos in flight (their
-    crops in one landmark batch): the baseline of the GPU-extraction work, with up to 2 persons on
-    `--frames DIR` (JPEG frames with people, e.g. a shared clip dumped as images; the GPU machine
-    has no video decoder) at 1080p, and where the time goes. Needs the networks:
+    crops in one landmark batch, their detector regions in one detector batch; the crops cut on
+    the device, then on the CPU for comparison): the baseline of the GPU-extraction work, with up
+    to 2 persons on `--frames DIR` (JPEG frames with people, e.g. a shared clip dumped as images;
+    the GPU machine has no video decoder) at 1080p, and where the time goes. Needs the networks:
     $EPAM_BLAZEPOSE_MODELS with the .tflite files or their converted .pt files."""
     import numpy as np
 
@@ -759,24 +760,34 @@ def check_blazepose_torch(ctx: Ctx) -> dict[str, Any]:
     sync(ctx)
     wall = time.perf_counter() - start
     spent = {key: value - before[key] for key, value in vars(backend.timings).items()}
-    from epam_data.pose.blazepose import track_videos
-
-    start = time.perf_counter()
-    videos = dict(track_videos(backend, [frames] * IN_FLIGHT, in_flight=IN_FLIGHT))
-    sync(ctx)
-    batched = IN_FLIGHT * len(frames) / (time.perf_counter() - start)
-    if any(len(v) != len(frames) for v in videos.values()):
-        raise Failed("track_videos lost frames")
+    batched = _in_flight_frames_s(ctx, backend, frames)
+    backend.device_crops = False  # the crops cut on the CPU instead, for the comparison
+    cpu_crops = _in_flight_frames_s(ctx, backend, frames)
     return {
         "frames": len(frames),
         "frame_hw": list(frames.shape[1:3]),
         "persons_per_frame": float(np.mean([len(p) for p in poses])),
         "frames_s": len(frames) / wall,
         f"in_flight{IN_FLIGHT}_frames_s": batched,
+        f"in_flight{IN_FLIGHT}_cpu_crops_frames_s": cpu_crops,
         "landmark_ms_per_frame": 1000 * spent["landmark_s"] / len(frames),
         "detector_ms_per_frame": 1000 * spent["detector_s"] / len(frames),
         "landmark_crops": spent["landmark_crops"],
     }
+
+
+def _in_flight_frames_s(ctx: Ctx, backend: Any, frames: Any) -> float:
+    """Frames/s of `track_videos` with IN_FLIGHT copies of `frames` in flight (their detector
+    regions and landmark crops batched; crops cut on the device unless `device_crops` is off)."""
+    from epam_data.pose.blazepose import track_videos
+
+    start = time.perf_counter()
+    videos = dict(track_videos(backend, [frames] * IN_FLIGHT, in_flight=IN_FLIGHT))
+    sync(ctx)
+    rate = IN_FLIGHT * len(frames) / (time.perf_counter() - start)
+    if any(len(v) != len(frames) for v in videos.values()):
+        raise Failed("track_videos lost frames")
+    return rate
 
 
 IN_FLIGHT = 8  # blazepose_torch: videos tracked at once by track_videos

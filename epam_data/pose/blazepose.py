@@ -391,6 +391,8 @@ class BlazePoseBackend:
         # The detector regions of a stage in one batch: on a GPU (same persons either way).
         device = getattr(self._networks, "device", None)
         self.batch_regions = device is not None and device.type != "cpu"
+        # ... and the landmark crops cut there, from the frames (`crop_rotated_torch`).
+        self.device_crops = self.batch_regions
         self.reset()
 
     def reset(self) -> None:
@@ -594,11 +596,34 @@ class BlazePoseBackend:
     def _landmarks_many(self, requests: Sequence[LandmarkRequest]) -> list[LandmarkResult]:
         """`_landmarks` for many (frame, rois) requests, the crops of all in as few network calls
         as the runtime allows: TFLite keeps one interpreter per batch size, so `max_persons` crops
-        a call; torch takes up to `TORCH_BATCH` (the GPU's work comes in one batch)."""
+        a call; torch takes up to `TORCH_BATCH` (the GPU's work comes in one batch), and with
+        `device_crops` cuts them on its device from the frames, all in one call."""
         if not requests:
             return []
         start = time.perf_counter()
-        rois = np.concatenate([r for _, r in requests]) if requests else np.zeros((0, 4))
+        rois = np.concatenate([r for _, r in requests])
+        if not len(rois):
+            return [(np.zeros((0, 39, 5), np.float32), np.zeros(0, np.float32)) for _ in requests]
+        if self.device_crops:
+            chunks = [(self._networks.landmarks_in_frames(requests, LANDMARK_SIZE), rois)]
+        else:
+            chunks = self._landmarks_of_crops(requests, rois)
+        landmarks, presence = [], []
+        for (raw, chunk_presence, heatmap), chunk_rois in chunks:
+            self.timings.landmark_calls += 1
+            landmarks.append(self._to_frame(raw, heatmap, chunk_rois))
+            presence.append(chunk_presence)  # a probability already
+        self.timings.landmark_s += time.perf_counter() - start
+        self.timings.landmark_crops += len(rois)
+        bounds = np.cumsum([0] + [len(r) for _, r in requests])
+        landmarks_all, presence_all = np.concatenate(landmarks), np.concatenate(presence)
+        return [(landmarks_all[a:b], presence_all[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+
+    def _landmarks_of_crops(
+        self, requests: Sequence[LandmarkRequest], rois: np.ndarray
+    ) -> list[tuple[tuple[np.ndarray, np.ndarray, np.ndarray], np.ndarray]]:
+        """The network's (raw, presence, heatmap) and the ROIs of each chunk of crops cut on the
+        CPU (`_crop_rotated`)."""
         inputs = np.empty((len(rois), LANDMARK_SIZE, LANDMARK_SIZE, 3), np.float32)
         row = 0
         for frame, frame_rois in requests:
@@ -606,18 +631,10 @@ class BlazePoseBackend:
                 _crop_rotated(frame, roi, inputs[row])
                 row += 1
         step = TORCH_BATCH if isinstance(self._networks, TorchNetworks) else self.max_persons
-        landmarks, presence = [], []
-        for first in range(0, len(rois), step):
-            chunk = slice(first, first + step)
-            raw, chunk_presence, heatmap = self._networks.landmarks(inputs[chunk])
-            self.timings.landmark_calls += 1
-            landmarks.append(self._to_frame(raw, heatmap, rois[chunk]))
-            presence.append(chunk_presence)  # a probability already
-        self.timings.landmark_s += time.perf_counter() - start
-        self.timings.landmark_crops += len(rois)
-        bounds = np.cumsum([0] + [len(r) for _, r in requests])
-        landmarks_all, presence_all = np.concatenate(landmarks), np.concatenate(presence)
-        return [(landmarks_all[a:b], presence_all[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+        return [
+            (self._networks.landmarks(inputs[first : first + step]), rois[first : first + step])
+            for first in range(0, len(rois), step)
+        ]
 
     def _to_frame(self, raw: np.ndarray, heatmap: np.ndarray, rois: np.ndarray) -> np.ndarray:
         """The landmark model's raw output [B, 195] for crops of `rois` -> landmarks [B, 39, 5],

@@ -2,13 +2,14 @@
 device).
 
 The tracker in `epam_data.pose.blazepose` needs two calls, the same for both runtimes:
-`detect(inputs)` on one letterboxed 224x224 image and `landmarks(crops)` on a batch of 256x256
+`detect(inputs)` on letterboxed 224x224 regions and `landmarks(crops)` on a batch of 256x256
 person crops. `TFLiteNetworks` runs the .tflite files with one interpreter thread (two XNNPACK
 threads on a busy 2-core machine made each invoke 40-80x slower: docs/pose-backends.md 6.1).
 `TorchNetworks` runs the same files converted to PyTorch (`epam_data.pose.tflite_torch`, equal to
 the interpreter within 0.003 px and 6e-5 in presence), so a GPU can run them; on this project's
-CPU it is slower per crop at batch 1-2 (BENCHMARKS.md, BlazePose runtimes), which is why TFLite
-stays the CPU default.
+CPU it is as fast per core (BENCHMARKS.md, BlazePose runtimes) but torch costs a process 205 MB
+and 1.4 s to start, which is why TFLite stays the CPU default. On a GPU, `landmarks_in_frames`
+cuts the crops there too (`crop_rotated_torch`), from the uploaded uint8 frames.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ import numpy as np
 
 from epam_data.pose.base import PoseBackendError
 
-__all__ = ["RUNTIMES", "TFLiteNetworks", "TorchNetworks", "make_networks"]
+__all__ = ["RUNTIMES", "TFLiteNetworks", "TorchNetworks", "crop_rotated_torch", "make_networks"]
 
 RUNTIME_INSTALL = "pip install ai-edge-litert==2.3.0"
 RUNTIMES = ("tflite", "torch")
@@ -164,6 +165,58 @@ class TorchNetworks:
         """As `TFLiteNetworks.landmarks`."""
         landmarks, presence, heatmap = self._run(self._landmark, crops)
         return landmarks, presence[:, 0], heatmap
+
+    def landmarks_in_frames(
+        self, requests: Sequence[tuple[np.ndarray, np.ndarray]], size: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`landmarks` of the ROIs [N, 4] of each (uint8 frame, rois) request, all in one batch,
+        the frames uploaded whole and cropped on the device (`crop_rotated_torch`)."""
+        torch = self._torch
+        with torch.inference_mode():
+            crops = torch.cat(
+                [
+                    crop_rotated_torch(
+                        torch.from_numpy(frame).to(self.device, non_blocking=True),
+                        torch.from_numpy(np.asarray(rois, np.float32)).to(self.device),
+                        size,
+                    )
+                    for frame, rois in requests
+                    if len(rois)
+                ]
+            )
+            outputs = self._landmark(crops)
+        landmarks, presence, heatmap = (output.float().cpu().numpy() for output in outputs)
+        return landmarks, presence[:, 0], heatmap
+
+
+def crop_rotated_torch(frame: Any, rois: Any, size: int) -> Any:
+    """`blazepose_geometry._crop_rotated` for many ROIs of one frame, on the frame's device:
+    frame uint8 [H, W, 3], rois float [N, 4] (cx, cy, side, angle) -> float32 [N, size, size, 3]
+    in [0, 1].
+
+    Why: at 1080p the numpy crop takes 2.3 ms of a CPU core per person (BENCHMARKS.md), about 5
+    of 16 cores at 1,000 two-person frames/s; on a GPU it is one `grid_sample` per frame. The
+    sample points are those of `_crop_rotated` (pixel centres, the ROI rotated about its centre)
+    mapped to `grid_sample`'s [-1, 1] with align_corners=False, whose "border" padding repeats the
+    edge pixels as `_crop_rotated` does.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    height, width = frame.shape[:2]
+    rois = rois.to(torch.float32)
+    steps = torch.arange(size, dtype=torch.float32, device=frame.device) + 0.5 - size / 2
+    scale = rois[:, 2:3, None] / size
+    cos, sin = torch.cos(rois[:, 3:4, None]) * scale, torch.sin(rois[:, 3:4, None]) * scale
+    u, v = steps[None, None, :], steps[None, :, None]  # crop column, crop row
+    xs = (rois[:, 0:1, None] - 0.5) + cos * u - sin * v  # [N, S, S] source pixel x
+    ys = (rois[:, 1:2, None] - 0.5) + sin * u + cos * v
+    grid = torch.stack([(2 * xs + 1) / width - 1, (2 * ys + 1) / height - 1], dim=-1)
+    image = frame.permute(2, 0, 1)[None].to(torch.float32) / 255
+    crops = F.grid_sample(
+        image, grid.reshape(1, -1, size, 2), "bilinear", "border", align_corners=False
+    )  # [1, 3, N * S, S]
+    return crops[0].reshape(3, len(rois), size, size).permute(1, 2, 3, 0)
 
 
 def make_networks(
