@@ -30,9 +30,11 @@ runtimes.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import itertools
 import math
+import pickle
 import shutil
 import sys
 from collections.abc import Iterator
@@ -234,6 +236,18 @@ def test_kept_outputs_are_the_same_from_fewer_steps(
     for bad in ([], [5], [-1]):
         with pytest.raises(ValueError, match="output positions"):
             tt.TFLiteModule(description).keep_outputs(bad)
+
+
+def test_a_module_that_has_run_can_be_pickled_and_copied(model_files: tuple[Path, Path]) -> None:
+    """The weights oneDNN reordered on the first call (opaque tensors) are left out of pickles and
+    deep copies, which compute the same."""
+    module = tt.load_tflite_module(model_files[0], use_cache=False).eval()
+    x = torch.rand(2, 224, 224, 3) * 2 - 1
+    with torch.inference_mode():
+        expected = module(x)
+        for other in (pickle.loads(pickle.dumps(module)), copy.deepcopy(module)):
+            for ours, theirs in zip(other(x), expected):
+                assert torch.equal(ours, theirs)
 
 
 # --- the cache ------------------------------------------------------------------------------------

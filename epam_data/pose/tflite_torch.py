@@ -670,6 +670,11 @@ class _Conv(nn.Module):
         )
         return _activate(y, self.activation)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Without the reordered weights: oneDNN's opaque tensors can be neither pickled nor
+        deep-copied, and they are made again on first use."""
+        return {**self.__dict__, "_packed": {}}
+
     def _onednn(self, x: torch.Tensor) -> torch.Tensor:
         """What torch's own conv2d does on the CPU, less the weight reorder that it repeats on
         every call and the separate clamp: 10-20 % of the landmark model's time on one core."""
