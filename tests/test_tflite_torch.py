@@ -156,6 +156,11 @@ ONEDNN = pytest.mark.parametrize(
 )  # the CPU default, and the torch calls a GPU runs
 
 
+def _conv_paths(module: tt.TFLiteModule) -> set[bool]:
+    """Whether the module's convolutions go through oneDNN (each one's `onednn`)."""
+    return {step.onednn for step in module.steps if isinstance(step, tt._Conv)}
+
+
 @pytest.fixture(params=[True, False], ids=["onednn", "plain"])
 def conv_path(
     request: pytest.FixtureRequest, modules: dict[str, tt.TFLiteModule]
@@ -182,6 +187,7 @@ def test_landmark_model_matches_the_interpreter(
     module = modules["landmark"].use_onednn(conv_path)
     ours = _run_torch(module, crops)  # the whole batch in one call
     one = _run_torch(module, crops[:1])  # then another batch size (other reordered weights)
+    assert _conv_paths(module) == {conv_path}  # oneDNN ran: no fallback to the plain calls
     assert all(
         np.abs(a[0] - b[0]).max() <= 1e-3 * max(1, np.abs(b).max()) for a, b in zip(one, ours)
     )
@@ -211,6 +217,7 @@ def test_detector_matches_the_interpreter(
         np.concatenate(o) for o in zip(*(_invoke(interpreter, x[None]) for x in letterboxes))
     )
     boxes, logits = _run_torch(modules["detector"].use_onednn(conv_path), letterboxes)
+    assert _conv_paths(modules["detector"]) == {conv_path}
     assert boxes.shape == boxes_ref.shape == (len(letterboxes), 2254, 12)
     assert logits.shape == logits_ref.shape == (len(letterboxes), 2254, 1)
     assert np.abs(boxes - boxes_ref).max() < BOX_TOL

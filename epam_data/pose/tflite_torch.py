@@ -658,7 +658,10 @@ class _Conv(nn.Module):
         it at batch < 16 on one thread to its slow im2col path, which also copies channels-last
         activations to NCHW (half the landmark model's time)."""
         if self.onednn and x.device.type == "cpu" and x.dtype == self.weight.dtype == torch.float32:
-            return self._onednn(x)
+            try:
+                return self._onednn(x)
+            except RuntimeError:  # a oneDNN build without these kernels (not seen on x86-64)
+                self.onednn = False
         if self.pointwise:
             weight = self.weight.view(self.weight.shape[0], -1)
             y = F.linear(x.permute(0, 2, 3, 1), weight, self.bias).permute(0, 3, 1, 2)
