@@ -11,6 +11,14 @@ sample into an HDF5 shard). End to end is `extract_dataset` on copies of the cli
 for --jobs 2: the same work per process), wall time including worker start-up, frames/s over all
 frames; "no decode thread" turns off the chunk prefetch, so the one process uses one core.
 
+    python scripts/bench_extract.py --device cuda [--in-flight 1,4,8,16]
+
+measures decode + pose instead, the way a GPU runs it: `track_videos` keeps K videos in flight
+(their detector regions and landmark crops in shared batches, the crops cut on the device), each
+decoded ahead by its own thread, over 2 x K copies of the 1080p clip; frames/s end to end, the
+share of the wall time in each network, GPU utilisation; against TFLite one video at a time on the
+CPU. `--device cpu` runs the same rows here.
+
     python scripts/bench_extract.py --backend mmlab \
         [--pairs rtmdet-tiny:rtmpose-m,faster-rcnn-person:hrnet-w32]
     python scripts/bench_extract.py --backend blazepose+mmpose [--pairs hrnet-w32]
@@ -33,6 +41,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,7 +50,13 @@ import numpy as np
 
 from epam_data.crops import crop_frame, encode_jpeg, person_box
 from epam_data.datasets import parse_sample_id
-from epam_data.extract import ExtractOptions, VideoSpec, extract_dataset, prepare_video
+from epam_data.extract import (
+    ExtractOptions,
+    VideoSpec,
+    _prefetch,
+    extract_dataset,
+    prepare_video,
+)
 from epam_data.persons import select_persons
 from epam_data.pose import load_backend
 from epam_data.shards import ShardWriter
@@ -143,6 +158,79 @@ def time_end_to_end(
     elapsed = time.perf_counter() - start
     assert report.failed == 0 and report.ok == copies, report
     return report.frames / elapsed
+
+
+def _decoded_frames(clip: Path) -> Iterator[np.ndarray]:
+    """The clip's frames one by one, decoded ahead in a thread (extract's `_prefetch`): one decode
+    thread per video in flight, so `--in-flight K` is also K decoders."""
+    for chunk in _prefetch(iter_frames(clip, chunk_size=ExtractOptions().chunk_size)):
+        yield from chunk
+
+
+def time_in_flight(clip: Path, device: str, in_flight: int, runtime: str) -> dict[str, float]:
+    """Decode + pose of 2 x `in_flight` copies of the clip with `track_videos` keeping `in_flight`
+    videos in flight (their detector regions and landmark crops batched, the crops cut on the
+    device off the CPU): frames/s end to end, and the share of the wall time in the networks."""
+    from epam_data.pose.blazepose import track_videos
+
+    backend = load_backend("blazepose", max_persons=2, runtime=runtime, device=device)
+    backend.estimate(np.concatenate(list(iter_frames(clip, np.arange(8)))))  # warm-up
+    backend.reset()
+    before = dict(vars(backend.timings))
+    videos = [_decoded_frames(clip) for _ in range(2 * in_flight)]
+    start = time.perf_counter()
+    results = dict(track_videos(backend, videos, in_flight=in_flight))
+    _sync(device)
+    wall = time.perf_counter() - start
+    spent = {key: value - before[key] for key, value in vars(backend.timings).items()}
+    frames = sum(len(poses) for poses in results.values())
+    persons = sum(len(p) for poses in results.values() for p in poses)
+    return {
+        "frames/s": frames / wall,
+        "persons/frame": persons / frames,
+        "detector % of wall": 100 * spent["detector_s"] / wall,
+        "landmarks % of wall": 100 * spent["landmark_s"] / wall,
+        "GPU utilisation %": _gpu_utilisation(device),
+    }
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def _gpu_utilisation(device: str) -> float:
+    """The GPU's utilisation over its last sample period (NVML, through torch), else NaN."""
+    if not device.startswith("cuda"):
+        return float("nan")
+    import torch
+
+    try:
+        return float(torch.cuda.utilization(torch.device(device)))
+    except Exception:  # noqa: BLE001 (pynvml absent or no NVML: the figure is optional)
+        return float("nan")
+
+
+def main_device(args: argparse.Namespace, clip: Path) -> None:
+    """`--device`: the in-flight rows, against TFLite one video at a time on the CPU."""
+    rows = {"tflite, cpu, 1 video at a time": time_in_flight(clip, "cpu", 1, "tflite")}
+    for count in args.in_flight:
+        rows[f"torch, {args.device}, {count} in flight"] = time_in_flight(
+            clip, args.device, count, "torch"
+        )
+    columns = list(next(iter(rows.values())))
+    import torch
+
+    print(
+        f"\ndecode + pose, 1080p, max 2 persons, 2 x K copies of the clip ({args.frames} frames); "
+        f"torch threads {torch.get_num_threads()}, TFLite 1"
+    )
+    print("| run | " + " | ".join(columns) + " |")
+    print("|---|" + "---|" * len(columns))
+    for name, values in rows.items():
+        print(f"| {name} | " + " | ".join(f"{values[c]:.1f}" for c in columns) + " |")
 
 
 def _seconds_per_item(run, items: int, repeats: int = 1) -> float:
@@ -339,7 +427,7 @@ def main_mmlab(args: argparse.Namespace) -> None:
         )
 
 
-def main() -> None:
+def _parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clip", type=Path, default=SHARED_CLIP)
     parser.add_argument(
@@ -354,7 +442,20 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (mmlab backends)")
     parser.add_argument("--det-checkpoint", default="random")
     parser.add_argument("--pose-checkpoint", default="random")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--device", default=None, help="blazepose: decode + pose in flight on cpu / cuda instead"
+    )
+    parser.add_argument(
+        "--in-flight",
+        type=lambda text: [int(k) for k in text.split(",")],
+        default=[1, 4, 8],
+        help="--device: videos in flight, e.g. 1,4,8",
+    )
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = _parse_args()
     if args.backend != "blazepose":
         main_mmlab(args)
         return
@@ -369,6 +470,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         clip = upscale(args.clip, work / "clip_1080p.mp4", args.frames)
+        if args.device is not None:
+            main_device(args, clip)
+            return
         rows: dict[str, dict[int, float]] = {}
         for persons in (1, 2):
             for stage, value in time_stages(clip, persons).items():
