@@ -186,7 +186,7 @@ def test_landmark_model_matches_the_interpreter(
     reference = [np.concatenate(o) for o in zip(*(_invoke(interpreter, c[None]) for c in crops))]
     module = modules["landmark"].use_onednn(conv_path)
     ours = _run_torch(module, crops)  # the whole batch in one call
-    one = _run_torch(module, crops[:1])  # then another batch size (other reordered weights)
+    one = _run_torch(module, crops[:1])  # then another batch size (the same reordered weights)
     assert _conv_paths(module) == {conv_path}  # oneDNN ran: no fallback to the plain calls
     assert all(
         np.abs(a[0] - b[0]).max() <= 1e-3 * max(1, np.abs(b).max()) for a, b in zip(one, ours)
