@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -26,24 +28,31 @@ def check_names() -> list[str]:
     return [name for name, _ in module.CHECKS]
 
 
+def _load_script(name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.mark.slow
 def test_smoke_run_passes_every_check(tmp_path: Path) -> None:
-    frames = tmp_path / "frames"  # blazepose_torch needs frames with people: a shared clip's
-    if CLIP.is_file():
-        from PIL import Image
-
-        from epam_data.video import read_frames
-
-        frames.mkdir()
-        for index, frame in enumerate(read_frames(CLIP, list(range(6)))):
-            Image.fromarray(frame).save(frames / f"{index + 1:06d}.jpg", quality=95)
+    """Set up as on the GPU machine: frames and the networks from `scripts/gpu_carry.py` (JPEGs,
+    converted .pt files through $EPAM_BLAZEPOSE_MODELS)."""
     args = ["--smoke", "--out", str(tmp_path), "--budget-s", "1000"]
-    args += ["--frames", str(frames)] if CLIP.is_file() else []
+    env = dict(os.environ)
+    if CLIP.is_file():
+        carry = _load_script("gpu_carry").main(["--out", str(tmp_path / "carry"), "--frames", "6"])
+        assert len(list((carry / "frames").glob("*.jpg"))) == 6
+        assert len(list((carry / "blazepose").glob("*.pt"))) == 2
+        args += ["--frames", str(carry / "frames")]
+        env["EPAM_BLAZEPOSE_MODELS"] = str(carry / "blazepose")  # .pt files only, no .tflite
     done = subprocess.run(
         [sys.executable, str(SCRIPT), *args],
         capture_output=True,
         text=True,
         cwd=ROOT,
+        env=env,
         timeout=600,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
