@@ -580,8 +580,7 @@ SampleTimeoutOption = Annotated[
     float,
     typer.Option(
         help="Seconds one sample may take in its worker process before it is recorded as failed "
-        "(a hanging "
-        "decoder); a worker that crashes costs its sample only.",
+        "(a hanging decoder); a worker that crashes costs its sample only.",
         min=1,
     ),
 ]

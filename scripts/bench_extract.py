@@ -179,8 +179,7 @@ def time_in_flight(clip: Path, device: str, in_flight: int, runtime: str) -> dic
     before = dict(vars(backend.timings))
     videos = [_decoded_frames(clip) for _ in range(2 * in_flight)]
     start = time.perf_counter()
-    results = dict(track_videos(backend, videos, in_flight=in_flight))
-    _sync(device)
+    results = dict(track_videos(backend, videos, in_flight=in_flight))  # numpy out: synced
     wall = time.perf_counter() - start
     spent = {key: value - before[key] for key, value in vars(backend.timings).items()}
     frames = sum(len(poses) for poses in results.values())
@@ -192,13 +191,6 @@ def time_in_flight(clip: Path, device: str, in_flight: int, runtime: str) -> dic
         "landmarks % of wall": 100 * spent["landmark_s"] / wall,
         "GPU utilisation %": _gpu_utilisation(device),
     }
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        import torch
-
-        torch.cuda.synchronize()
 
 
 def _gpu_utilisation(device: str) -> float:

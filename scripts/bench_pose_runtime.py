@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from epam_data.pose import blazepose
-from epam_data.pose.blazepose_runtime import LANDMARK_OUTPUTS
+from epam_data.pose.blazepose_runtime import keep_landmark_outputs
 from epam_data.pose.tflite_torch import TFLiteModule, read_tflite_graph
 from epam_data.video import read_frames
 
@@ -108,10 +108,9 @@ def torch_modules(detector_path: Path, landmark_path: Path) -> dict[tuple[Path, 
         description = read_tflite_graph(path)
         for runtime, onednn in (("torch", True), ("torch plain", False)):
             module = TFLiteModule(description).eval().use_onednn(onednn)
-            if path == landmark_path:
-                shapes = [tuple(shape[1:]) for shape in module.output_shapes]
-                module.keep_outputs([shapes.index(s) for s in LANDMARK_OUTPUTS])
-            modules[path, runtime] = module
+            modules[path, runtime] = (
+                keep_landmark_outputs(module) if path == landmark_path else module
+            )
     return modules
 
 

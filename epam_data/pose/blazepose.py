@@ -601,9 +601,7 @@ class BlazePoseBackend:
         if not requests:
             return []
         start = time.perf_counter()
-        rois = np.concatenate([r for _, r in requests])
-        if not len(rois):
-            return [(np.zeros((0, 39, 5), np.float32), np.zeros(0, np.float32)) for _ in requests]
+        rois = np.concatenate([r for _, r in requests])  # `_steps` never asks for zero ROIs
         if self.device_crops:
             chunks = [(self._networks.landmarks_in_frames(requests, LANDMARK_SIZE), rois)]
         else:

@@ -25,7 +25,14 @@ import numpy as np
 
 from epam_data.pose.base import PoseBackendError
 
-__all__ = ["RUNTIMES", "TFLiteNetworks", "TorchNetworks", "crop_rotated_torch", "make_networks"]
+__all__ = [
+    "RUNTIMES",
+    "TFLiteNetworks",
+    "TorchNetworks",
+    "crop_rotated_torch",
+    "keep_landmark_outputs",
+    "make_networks",
+]
 
 RUNTIME_INSTALL = "pip install ai-edge-litert==2.3.0"
 RUNTIMES = ("tflite", "torch")
@@ -136,6 +143,13 @@ def _torch_module(path: Path) -> Any:
     return load_cached_module(path) if path.suffix == ".pt" else load_tflite_module(path)
 
 
+def keep_landmark_outputs(module: Any) -> Any:
+    """The landmark model's module computing only `LANDMARK_OUTPUTS`, in that order (the
+    segmentation mask and world landmarks it skips cost a third of its time); returns it."""
+    shapes = [tuple(shape[1:]) for shape in module.output_shapes]
+    return module.keep_outputs([shapes.index(shape) for shape in LANDMARK_OUTPUTS])
+
+
 class TorchNetworks:
     """Both networks as PyTorch modules on `device`, built from the .tflite files (or from the
     converted-weights cache, `epam_data.pose.tflite_torch`); any batch of crops in one call."""
@@ -146,14 +160,15 @@ class TorchNetworks:
         self._torch = torch
         self.device = torch.device(device)
         self._detector = _torch_module(detector_path).to(self.device).eval()
-        self._landmark = _torch_module(landmark_path).to(self.device).eval()
-        shapes = [tuple(shape[1:]) for shape in self._landmark.output_shapes]
-        # Only what `landmarks` returns runs: the segmentation mask would cost a third.
-        self._landmark.keep_outputs([shapes.index(shape) for shape in LANDMARK_OUTPUTS])
+        self._landmark = keep_landmark_outputs(_torch_module(landmark_path).to(self.device).eval())
 
-    def _run(self, module: Any, inputs: np.ndarray) -> list[np.ndarray]:
-        with self._torch.inference_mode():
-            outputs = module(self._torch.from_numpy(np.ascontiguousarray(inputs)).to(self.device))
+    def _run(self, module: Any, inputs: Any) -> list[np.ndarray]:
+        """The module's outputs for `inputs` (numpy, or a tensor already on the device)."""
+        torch = self._torch
+        with torch.inference_mode():
+            if isinstance(inputs, np.ndarray):
+                inputs = torch.from_numpy(np.ascontiguousarray(inputs)).to(self.device)
+            outputs = module(inputs)
         return [output.float().cpu().numpy() for output in outputs]
 
     def detect(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -161,8 +176,8 @@ class TorchNetworks:
         boxes, scores = self._run(self._detector, inputs)
         return boxes, scores[:, :, 0]
 
-    def landmarks(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """As `TFLiteNetworks.landmarks`."""
+    def landmarks(self, crops: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """As `TFLiteNetworks.landmarks` (crops may also be a tensor on the device)."""
         landmarks, presence, heatmap = self._run(self._landmark, crops)
         return landmarks, presence[:, 0], heatmap
 
@@ -181,12 +196,9 @@ class TorchNetworks:
                         size,
                     )
                     for frame, rois in requests
-                    if len(rois)
                 ]
             )
-            outputs = self._landmark(crops)
-        landmarks, presence, heatmap = (output.float().cpu().numpy() for output in outputs)
-        return landmarks, presence[:, 0], heatmap
+        return self.landmarks(crops)
 
 
 def crop_rotated_torch(frame: Any, rois: Any, size: int) -> Any:

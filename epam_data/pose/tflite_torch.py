@@ -649,6 +649,16 @@ class _Conv(nn.Module):
         )
         self.onednn = onednn_available()
         self._packed: dict[int, torch.Tensor] = {}  # weight address -> its oneDNN reorder
+        post_op, scalars = _ONEDNN_POST_OPS[self.activation]
+        self._onednn_args = (
+            [*self.padding],
+            [*self.stride],
+            [*self.dilation],
+            self.groups,
+            post_op,
+            scalars,
+            "",
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """float32 on the CPU: oneDNN with the weights reordered once and the activation fused
@@ -682,7 +692,7 @@ class _Conv(nn.Module):
         every call and the separate clamp: 10-20 % of the landmark model's time on one core."""
         if self.pre_pad is not None:
             x = F.pad(x, self.pre_pad)
-        padding, stride, dilation = list(self.padding), list(self.stride), list(self.dilation)
+        padding, stride, dilation = self._onednn_args[:3]
         packed = self._packed.get(self.weight.data_ptr())  # new weights (`.to`, `.half`): again
         if packed is None:
             # Reordered for the first input's shape, it serves every batch size: equal results
@@ -691,10 +701,7 @@ class _Conv(nn.Module):
                 self.weight.to_mkldnn(), padding, stride, dilation, self.groups, list(x.shape)
             )
             self._packed = {self.weight.data_ptr(): packed}
-        post_op, scalars = _ONEDNN_POST_OPS[self.activation]
-        return torch.ops.mkldnn._convolution_pointwise(
-            x, packed, self.bias, padding, stride, dilation, self.groups, post_op, scalars, ""
-        )
+        return torch.ops.mkldnn._convolution_pointwise(x, packed, self.bias, *self._onednn_args)
 
 
 class _MaxPool(nn.Module):
