@@ -716,6 +716,14 @@ ExtractRgbSizeOption = Annotated[
 ]
 NoRgbOption = Annotated[bool, typer.Option("--no-rgb", help="Store no RGB crops (skeletons only).")]
 FrameStrideOption = Annotated[int, typer.Option(help="Keep every n-th frame.")]
+InFlightOption = Annotated[
+    Optional[int],
+    typer.Option(
+        "--in-flight",
+        help="blazepose: videos each worker tracks together, their person crops in one network "
+        "batch (what keeps a GPU busy).  [default: 8 with --device cuda, else 1]",
+    ),
+]
 ExtractLimitOption = Annotated[
     Optional[int], typer.Option(help="Only the first N samples (by sample id).")
 ]
@@ -768,13 +776,14 @@ def extract(
     device: DeviceOption = None,
     threads: ThreadsOption = None,
     proposals: ProposalsOption = None,
+    in_flight: InFlightOption = None,
 ) -> None:
     """Detect and track people, estimate COCO-17 poses, crop RGB and write HDF5 shards. Safe to
     re-run.
 
     Exit code 1 when any sample failed (listed in OUT/failures.csv; a re-run retries them), else 0.
     """
-    # The command line by parameter name, taken before any other local exists: its 31 values passed
+    # The command line by parameter name, taken before any other local exists: its 32 values passed
     # on one by one would make this body as long as the signature.
     given = dict(locals())
     del given["part"]  # _run_with_progress parses it
@@ -783,6 +792,12 @@ def extract(
     report = _run_with_progress("extract", part, run)
     print_extract_report(report)
     _exit_on_nothing_or_failures(report, input_dir, "no video file or frame folder")
+
+
+def _default_in_flight(backend: str, backend_options: tuple[tuple[str, str | float], ...]) -> int:
+    """8 videos in flight for blazepose on a GPU (docs/extract.md, "On a GPU"), else 1."""
+    device = str(dict(backend_options).get("device", "cpu"))
+    return 8 if backend == "blazepose" and device.startswith("cuda") else 1
 
 
 def _extract_run(
@@ -799,6 +814,7 @@ def _extract_run(
     heatmaps: str,
     heatmap_size: int,
     backend_options: tuple[tuple[str, str | float], ...],
+    in_flight: Optional[int],
     labels: Optional[Path],
     list_file: Optional[Path],
     dask: Optional[str],
@@ -822,6 +838,7 @@ def _extract_run(
         heatmaps=_heatmap_kinds(heatmaps),
         heatmap_size=heatmap_size,
         backend_options=backend_options,
+        in_flight=_default_in_flight(backend, backend_options) if in_flight is None else in_flight,
     )
     return extract_dataset(
         input_dir,

@@ -74,14 +74,20 @@ from epam_data.video import VideoInfo, iter_frames, probe_video
 __all__ = [
     "ExtractOptions",
     "VideoSpec",
+    "SamplePlan",
+    "check_decoded",
     "crop_jpegs",
+    "decoded_chunks",
     "extract_dataset",
     "find_videos",
+    "finish_sample",
     "heatmap_volumes",
     "list_samples",
+    "plan_sample",
     "prepare_video",
     "run_spec",
     "sample_box",
+    "start_tracking",
     "timed_volumes",
 ]
 
@@ -106,7 +112,8 @@ class ExtractOptions:
     missing person. chunk_size and frame_budget_bytes only bound memory (decoded frames per chunk;
     kept frames of one sample held for the crops, beyond which they are decoded again) and do not
     change the result; nor does prefetch (decode the next chunk in a thread while the pose model
-    runs on this one).
+    runs on this one), nor in_flight (blazepose: how many videos one worker tracks at once, their
+    person crops in one network batch, `epam_data.in_flight`).
     """
 
     backend: str = "blazepose"
@@ -123,6 +130,7 @@ class ExtractOptions:
     )
     frame_budget_bytes: int = 768 << 20
     prefetch: bool = True
+    in_flight: int = 1  # videos one worker tracks together (`epam_data.in_flight`)
     # (name, value) pairs for the backend's constructor (`epam_data.pose.load_backend`), e.g.
     # mmlab's det_config, det_score_thr, device, with the types the CLI parsed. dataset.json
     # records all but RUNTIME_BACKEND_OPTIONS (where the models run, not which models run: a run
@@ -140,11 +148,16 @@ class ExtractOptions:
             "--frame-stride": self.frame_stride,
             "--heatmap-size": self.heatmap_size,
             "--max-persons": 1 if self.max_persons is None else self.max_persons,
+            "--in-flight": self.in_flight,
             "--rgb-size": 16 if self.rgb_size is None else self.rgb_size - 15,
         }
         for name, value in checks.items():
             if value < 1:
                 raise EpamError(f"{name} must be at least {16 if name == '--rgb-size' else 1}")
+        if self.in_flight > 1 and self.backend != "blazepose":
+            raise EpamError(
+                f"--in-flight {self.in_flight}: only the blazepose backend tracks videos together"
+            )
         if not 1 <= self.jpeg_quality <= 100:
             raise EpamError(f"--jpeg-quality must be in 1..100 (Pillow), got {self.jpeg_quality}")
 
@@ -541,25 +554,34 @@ def _holds_frames(options: ExtractOptions, num_frames: int, frame_hw: tuple[int,
     )
 
 
+def decoded_chunks(spec: VideoSpec, indices: np.ndarray, times: StageTimes) -> Iterator[np.ndarray]:
+    """The sample's frames `indices`, chunk by chunk (decoded a chunk ahead in a thread with
+    `prefetch`), the time waited for them added to `times.decode`."""
+    options = spec.options
+    decoded = iter_frames(spec.path, indices, chunk_size=options.chunk_size)
+    return _timed(_prefetch(decoded) if options.prefetch else decoded, times)
+
+
+def check_decoded(spec: VideoSpec, decoded: int, asked: int) -> None:
+    """Raise when the decoder gave fewer frames than asked (its contract broken)."""
+    if decoded != asked:
+        raise EpamError(f"{spec.path}: decoded {decoded} of {asked} frames")
+
+
 def _estimate_poses(
     spec: VideoSpec, backend: Any, indices: np.ndarray, hold: bool, times: StageTimes
 ) -> tuple[list[Any], list[np.ndarray]]:
     """(one pose result per frame of `indices`, the decoded chunks when `hold` else []): the one
     pass that decodes the sample chunk by chunk, tracking carried across chunks by `backend`."""
-    options = spec.options
     held: list[np.ndarray] = []
     poses = []
-    decoded = iter_frames(spec.path, indices, chunk_size=options.chunk_size)
-    for chunk in _timed(_prefetch(decoded) if options.prefetch else decoded, times):
+    for chunk in decoded_chunks(spec, indices, times):
         start = time.perf_counter()
         poses.extend(backend.estimate(chunk))
         times.pose += time.perf_counter() - start
         if hold:
             held.append(chunk)
-    if len(poses) != len(indices):
-        raise EpamError(
-            f"{spec.path}: decoded {len(poses)} of {len(indices)} frames"
-        )  # decoder contract broken
+    check_decoded(spec, len(poses), len(indices))
     return poses, held
 
 
@@ -613,42 +635,79 @@ def _sample_extra(options: ExtractOptions, max_persons: int) -> dict[str, Any]:
     return extra
 
 
+@dataclass(frozen=True)
+class SamplePlan:
+    """What a sample's preparation knows before any frame is decoded (`plan_sample`)."""
+
+    info: VideoInfo
+    indices: np.ndarray  # the frames to decode
+    max_persons: int
+    hold: bool  # keep the decoded frames for the crops (`_holds_frames`)
+
+
+def plan_sample(spec: VideoSpec, times: StageTimes) -> SamplePlan:
+    """The sample's video probed, its frames and M chosen. Raises VideoDecodeError (or another
+    EpamError) for a video that cannot be read or is shorter than its clip."""
+    info = _probe(spec, times)
+    indices = _frame_indices(spec, info.num_frames)
+    max_persons = default_max_persons(spec.sample, spec.options.max_persons)
+    hold = _holds_frames(spec.options, len(indices), info.frame_hw)
+    return SamplePlan(info, indices, max_persons, hold)
+
+
+def start_tracking(backend: Any, spec: VideoSpec, plan: SamplePlan) -> None:
+    """Ready a reset backend for the sample: a track started on the annotated person where the
+    dataset gives boxes (`_start_from_label_box`)."""
+    first = int(plan.indices[0]) if len(plan.indices) else 0
+    _start_from_label_box(backend, spec.person_boxes, first)
+
+
 def prepare_video(spec: VideoSpec, *, times: StageTimes | None = None) -> PreparedSample:
     """Decode, pose, persons, crops and heatmaps of one sample (module docstring). Raises
     VideoDecodeError (or another EpamError) when the sample cannot be prepared; `times` collects
     seconds per stage."""
     times = times if times is not None else StageTimes()
-    options, sample = spec.options, spec.sample
-    info = _probe(spec, times)
-    indices = _frame_indices(spec, info.num_frames)
-    max_persons = default_max_persons(sample, options.max_persons)
-    backend = _backend(options, max_persons)
+    plan = plan_sample(spec, times)
+    backend = _backend(spec.options, plan.max_persons)
     backend.reset()
-    _start_from_label_box(backend, spec.person_boxes, int(indices[0]) if len(indices) else 0)
-    hold = _holds_frames(options, len(indices), info.frame_hw)
-    poses, held = _estimate_poses(spec, backend, indices, hold, times)
-    tracks = select_persons(poses, max_persons)
+    start_tracking(backend, spec, plan)
+    poses, held = _estimate_poses(spec, backend, plan.indices, plan.hold, times)
+    return finish_sample(spec, plan, poses, held if plan.hold else None, times)
+
+
+def finish_sample(
+    spec: VideoSpec,
+    plan: SamplePlan,
+    poses: list[Any],
+    held: list[np.ndarray] | None,
+    times: StageTimes,
+) -> PreparedSample:
+    """The sample from its per-frame poses: the best M persons, the crop box, the RGB crops (from
+    the `held` chunks, else decoded again) and the heatmaps."""
+    options, sample = spec.options, spec.sample
+    tracks = select_persons(poses, plan.max_persons)
     scores = tracks.scores.astype(np.float16)
-    box, seen = sample_box(tracks.keypoints, scores, info.frame_hw)
+    box, seen = sample_box(tracks.keypoints, scores, plan.info.frame_hw)
     status = "ok" if seen and tracks.present.any() else "no_person"
-    jpegs = _rgb_jpegs(spec, indices, held if hold else None, box, times)
-    held.clear()
+    jpegs = _rgb_jpegs(spec, plan.indices, held, box, times)
+    if held is not None:
+        held.clear()
     volumes = timed_volumes(tracks.keypoints, scores, box, options, times)
     return PreparedSample(
         sample=sample,
         keypoints=tracks.keypoints,
         scores=scores,
         boxes=tracks.boxes,
-        frame_indices=indices,
-        total_frames=info.num_frames,
-        original_hw=info.frame_hw,
-        fps=info.fps,
+        frame_indices=plan.indices,
+        total_frames=plan.info.num_frames,
+        original_hw=plan.info.frame_hw,
+        fps=plan.info.fps,
         rgb=jpegs,
         crop_box=(box.x0, box.y0, box.x1, box.y1),
         num_person_raw=tracks.num_person_raw,
         source=spec.source,
         status=status,
-        extra=_sample_extra(options, max_persons),
+        extra=_sample_extra(options, plan.max_persons),
         **volumes,
     )
 
@@ -656,6 +715,16 @@ def prepare_video(spec: VideoSpec, *, times: StageTimes | None = None) -> Prepar
 def run_spec(spec: VideoSpec) -> Outcome:
     """`prepare_video` that never raises (`run_task`)."""
     return run_task(prepare_video, spec)
+
+
+def _grouping(options: ExtractOptions) -> dict[str, Any]:
+    """run_samples' prepare_group and group_size: videos tracked `in_flight` at a time
+    (`epam_data.in_flight`), or {} for one at a time."""
+    if options.in_flight <= 1:
+        return {}
+    from epam_data.in_flight import GROUPS_IN_FLIGHT, prepare_videos  # it imports this module
+
+    return {"prepare_group": prepare_videos, "group_size": options.in_flight * GROUPS_IN_FLIGHT}
 
 
 def _write_dataset_json(
@@ -741,6 +810,7 @@ def extract_dataset(
         ray_address=ray_address,
         on_start=on_start,
         on_result=on_result,
+        **_grouping(options),
     )
     report.elapsed_s = time.perf_counter() - started
     return report

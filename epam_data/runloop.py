@@ -6,7 +6,9 @@ times)` that makes a `PreparedSample` or raises. The loop keeps the tasks of thi
 finished shard holds yet, runs `prepare` in supervised worker processes (`--jobs`,
 `epam_data.supervisor`), on a Dask or a Ray cluster, and streams the outcomes as they complete into
 the one `ShardWriter` of this process; failures go to failures.csv and never stop the run. Memory
-holds a few samples, not the run (docs/design.md).
+holds a few samples, not the run (docs/design.md). A command may also hand it `prepare_group`, which
+prepares several tasks together (`extract --in-flight`, `epam_data.in_flight`): a worker then
+receives groups, and the outcomes stay one per sample.
 """
 
 from __future__ import annotations
@@ -34,13 +36,17 @@ __all__ = [
     "ExtractReport",
     "Outcome",
     "Prepare",
+    "PrepareGroup",
     "StageTimes",
     "Task",
     "check_jobs",
+    "failed_outcome",
     "parse_part",
+    "run_group",
     "run_samples",
     "run_task",
     "select_part",
+    "task_outcome",
     "write_rejected",
 ]
 
@@ -61,6 +67,11 @@ TaskT = TypeVar("TaskT", bound=Task)
 Prepare = Callable[
     ..., PreparedSample
 ]  # prepare(task, *, times: StageTimes) -> PreparedSample; module-level
+# prepare_group(tasks) -> one Outcome per task, in order; module-level; it may raise only for what
+# it cannot pin on one sample (the group is then prepared again one task at a time)
+PrepareGroup = Callable[[Sequence[Any]], list["Outcome"]]
+Group = Sequence[Task]  # the tasks one worker call prepares
+Work = functools.partial  # _run_in_worker with its prepare and prepare_group: work(group)
 
 
 @dataclass
@@ -170,32 +181,63 @@ def run_task(prepare: Prepare, task: Task) -> Outcome:
     """`prepare(task)` that never raises: a failure becomes an Outcome with the reason, so one bad
     sample cannot stop the run."""
     times = StageTimes()
+    return task_outcome(task, times, functools.partial(prepare, task, times=times))
+
+
+def task_outcome(task: Task, times: StageTimes, make: Callable[[], PreparedSample]) -> Outcome:
+    """The Outcome of `make()` for `task`: the sample it prepares, or its failure with the reason
+    (`run_task`; `epam_data.in_flight` finishes the samples of a group with it)."""
     try:
-        prepared = prepare(task, times=times)
-    except EpamError as err:
-        return Outcome(task.sample, task.source, None, reason=str(err), times=times)
+        prepared = make()
     # a bug or a library error on one sample must not end the run
     except Exception as err:  # noqa: BLE001
-        return Outcome(
-            task.sample, task.source, None, reason=f"{type(err).__name__}: {err}", times=times
-        )
+        return failed_outcome(task, times, err)
     return Outcome(task.sample, task.source, prepared, frames=prepared.num_frames, times=times)
 
 
-def _run_in_worker(prepare: Prepare, task: Task) -> Outcome:
-    """What every worker executes (supervised, Dask, Ray): `run_task` with one compute thread in the
-    worker process."""
+def failed_outcome(task: Task, times: StageTimes, err: Exception) -> Outcome:
+    """The failure of `task` with `err` as its reason: an EpamError's own line, else the
+    exception's type and message."""
+    reason = str(err) if isinstance(err, EpamError) else f"{type(err).__name__}: {err}"
+    return Outcome(task.sample, task.source, None, reason=reason, times=times)
+
+
+def run_group(
+    prepare: Prepare, prepare_group: PrepareGroup | None, tasks: Sequence[Task]
+) -> list[Outcome]:
+    """The outcomes of a group of tasks prepared together (`prepare_group`, e.g. K videos tracked
+    in flight), or one at a time without it. Never raises: should the group fail as a whole, its
+    tasks are prepared again one by one, so that only the sample at fault fails."""
+    if prepare_group is None or len(tasks) == 1:
+        return [run_task(prepare, task) for task in tasks]
+    try:
+        return prepare_group(tasks)
+    except Exception:  # noqa: BLE001 (a failure the group could not pin on one of its samples)
+        return [run_task(prepare, task) for task in tasks]
+
+
+def _run_in_worker(
+    prepare: Prepare, prepare_group: PrepareGroup | None, tasks: Sequence[Task]
+) -> list[Outcome]:
+    """What every worker executes (supervised, Dask, Ray): `run_group` with one compute thread in
+    the worker process."""
     _limit_threads()
-    return run_task(prepare, task)
+    return run_group(prepare, prepare_group, tasks)
 
 
-def _lost_outcome(task: Task, reason: str) -> Outcome:
-    """The failure of a sample whose worker process crashed or hung (epam_data.supervisor)."""
+def _lost_outcomes(tasks: Sequence[Task], reason: str) -> list[Outcome]:
+    """The failures of the samples whose worker process crashed or hung (epam_data.supervisor);
+    in a group, every sample of it (which one was at fault is unknown; a re-run retries them)."""
     if reason.startswith(LATE):
         hint = "(a hanging decoder?); raise --sample-timeout if it is just long"
     else:
         hint = "(a crash in a decoder or library)"
-    return Outcome(task.sample, task.source, None, reason=f"{task.source}: {reason} {hint}")
+    if len(tasks) > 1:
+        hint += f", preparing it with {len(tasks) - 1} other samples in one group"
+    return [
+        Outcome(task.sample, task.source, None, reason=f"{task.source}: {reason} {hint}")
+        for task in tasks
+    ]
 
 
 def check_jobs(jobs: int) -> None:
@@ -204,9 +246,9 @@ def check_jobs(jobs: int) -> None:
         raise EpamError(f"--jobs must be at least 1, got {jobs}")
 
 
-def _ray_results(tasks: Sequence[Task], prepare: Prepare, address: str) -> Iterator[Outcome]:
-    """Outcomes from a Ray cluster ("auto", "ray://head:10001", or "local" for one started here), as
-    they complete.
+def _ray_results(groups: Sequence[Group], work: Work, address: str) -> Iterator[list[Outcome]]:
+    """Outcomes from a Ray cluster ("auto", "ray://head:10001", or "local" for one started here), a
+    group's at a time, as they complete.
 
     Ray's own task API rather than its joblib backend: that backend cannot stream results (joblib
     refuses return_as="generator" for it), so every prepared sample would sit in memory until the
@@ -230,59 +272,62 @@ def _ray_results(tasks: Sequence[Task], prepare: Prepare, address: str) -> Itera
     try:
         remote = ray.remote(num_cpus=1, max_retries=0)(_run_in_worker)
         in_flight = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
-        task_of: dict[Any, Task] = {}
-        for task in tasks:
-            task_of[remote.remote(prepare, task)] = task
-            while len(task_of) >= in_flight:
-                yield _next_ray_outcome(ray, task_of)
-        while task_of:
-            yield _next_ray_outcome(ray, task_of)
+        group_of: dict[Any, Group] = {}
+        for group in groups:
+            group_of[remote.remote(*work.args, group)] = group
+            while len(group_of) >= in_flight:
+                yield _next_ray_outcomes(ray, group_of)
+        while group_of:
+            yield _next_ray_outcomes(ray, group_of)
     finally:
         ray.shutdown()
 
 
-def _next_ray_outcome(ray: Any, task_of: dict[Any, Task]) -> Outcome:
-    """The next finished Ray task's outcome; a worker that crashed costs its sample only."""
-    [done], _ = ray.wait(list(task_of), num_returns=1)
-    task = task_of.pop(done)
+def _next_ray_outcomes(ray: Any, group_of: dict[Any, Group]) -> list[Outcome]:
+    """The next finished Ray task's outcomes; a worker that crashed costs its samples only."""
+    [done], _ = ray.wait(list(group_of), num_returns=1)
+    group = group_of.pop(done)
     try:
         return ray.get(done)
     except ray.exceptions.RayError as err:  # the worker died (a decoder crash) or the task failed
-        return _lost_outcome(task, f"the Ray worker preparing it failed ({one_line(err, 200)})")
+        return _lost_outcomes(group, f"the Ray worker preparing it failed ({one_line(err, 200)})")
 
 
 def _results(
-    tasks: Sequence[Task],
-    prepare: Prepare,
+    groups: Sequence[Group],
+    work: Work,
     jobs: int,
     dask_address: str | None,
     ray_address: str | None = None,
     sample_timeout: float | None = None,
 ) -> Iterator[Outcome]:
-    """Outcomes as the samples complete: in `jobs` supervised worker processes here (a sample whose
-    worker crashes or runs past `sample_timeout` seconds becomes a failure, `epam_data.supervisor`),
-    or on a Dask or a Ray cluster. Each worker receives one task at a time as it frees up, never the
-    whole list.
+    """Outcomes as the groups complete: in `jobs` supervised worker processes here (a group whose
+    worker crashes or runs past `sample_timeout` seconds per sample becomes failures,
+    `epam_data.supervisor`), or on a Dask or a Ray cluster. Each worker receives one group at a
+    time as it frees up, never the whole list.
     """
     if dask_address is not None and ray_address is not None:
         raise EpamError("--dask and --ray: choose one cluster")
     if ray_address is not None:
-        yield from _ray_results(tasks, prepare, ray_address)
-        return
-    if dask_address is not None:
-        yield from _dask_results(tasks, prepare, dask_address)
-        return
-    yield from supervised_map(
-        functools.partial(_run_in_worker, prepare),
-        tasks,
-        workers=jobs,
-        timeout=sample_timeout,
-        on_lost=_lost_outcome,
-    )
+        results = _ray_results(groups, work, ray_address)
+    elif dask_address is not None:
+        results = _dask_results(groups, work, dask_address)
+    else:
+        largest = max((len(group) for group in groups), default=1)
+        results = supervised_map(
+            work,
+            groups,
+            workers=jobs,
+            timeout=None if sample_timeout is None else sample_timeout * largest,
+            on_lost=_lost_outcomes,
+        )
+    for outcomes in results:
+        yield from outcomes
 
 
-def _dask_results(tasks: Sequence[Task], prepare: Prepare, address: str) -> Iterator[Outcome]:
-    """Outcomes from a Dask cluster through joblib's dask backend, streamed as they complete."""
+def _dask_results(groups: Sequence[Group], work: Work, address: str) -> Iterator[list[Outcome]]:
+    """Outcomes from a Dask cluster through joblib's dask backend, a group's at a time, streamed as
+    they complete."""
     from joblib import Parallel, delayed, parallel_config
 
     try:
@@ -293,12 +338,17 @@ def _dask_results(tasks: Sequence[Task], prepare: Prepare, address: str) -> Iter
         client = Client(address, timeout="20s")
     except (OSError, TimeoutError) as err:
         raise EpamError(f"--dask {address}: cannot connect to the scheduler ({err})") from None
-    calls = (delayed(_run_in_worker)(prepare, task) for task in tasks)
+    calls = (delayed(work)(group) for group in groups)
     try:
         with parallel_config(backend="dask"):
             yield from Parallel(n_jobs=-1, batch_size=1, return_as="generator_unordered")(calls)
     finally:
         client.close()
+
+
+def _groups(tasks: Sequence[TaskT], size: int) -> list[list[TaskT]]:
+    """`tasks` in consecutive groups of `size` (the last one shorter)."""
+    return [list(tasks[first : first + size]) for first in range(0, len(tasks), size)]
 
 
 def run_samples(
@@ -314,6 +364,8 @@ def run_samples(
     dask_address: str | None = None,
     ray_address: str | None = None,
     sample_timeout: float | None = DEFAULT_SAMPLE_TIMEOUT,
+    prepare_group: PrepareGroup | None = None,
+    group_size: int = 1,
     on_start: Callable[[int], None] | None = None,
     on_result: Callable[[Outcome], None] | None = None,
 ) -> ExtractReport:
@@ -323,7 +375,8 @@ def run_samples(
 
     `prepare(task, *, times)` is a module-level function of one task (so that workers and Dask can
     send it by name) that returns a PreparedSample or raises; the caller has written dataset.json
-    already. part: (i, n), 0-based.
+    already. part: (i, n), 0-based. With `prepare_group`, a worker receives `group_size` tasks at
+    once and prepares them together (`run_group`).
     """
     check_jobs(jobs)
     tasks = select_part(list(tasks), part, key=lambda task: task.sample.sample_id)
@@ -333,11 +386,14 @@ def run_samples(
     report.already_done = len(tasks) - len(pending)
     if on_start is not None:
         on_start(len(pending))
+    # groups no larger than a worker's share, so that every worker gets one
+    size = min(group_size, -(-len(pending) // jobs)) if prepare_group is not None else 1
+    groups = _groups(pending, max(1, size))
+    work = functools.partial(_run_in_worker, prepare, prepare_group)
     with ShardWriter(
         out_dir, samples_per_shard=samples_per_shard, part=part, max_shard_bytes=max_shard_bytes
     ) as writer:
-        outcomes = _results(pending, prepare, jobs, dask_address, ray_address, sample_timeout)
-        for outcome in outcomes:
+        for outcome in _results(groups, work, jobs, dask_address, ray_address, sample_timeout):
             if outcome.prepared is not None:
                 writer.write(outcome.prepared)
             else:

@@ -11,13 +11,14 @@ sample into an HDF5 shard). End to end is `extract_dataset` on copies of the cli
 for --jobs 2: the same work per process), wall time including worker start-up, frames/s over all
 frames; "no decode thread" turns off the chunk prefetch, so the one process uses one core.
 
-    python scripts/bench_extract.py --device cuda [--in-flight 1,4,8,16]
+    python scripts/bench_extract.py --device cuda [--in-flight 1,4,8,16] [--jobs 1,2,4]
 
-measures decode + pose instead, the way a GPU runs it: `track_videos` keeps K videos in flight
+measures the way a GPU runs it instead. Decode + pose: `track_videos` keeps K videos in flight
 (their detector regions and landmark crops in shared batches, the crops cut on the device), each
-decoded ahead by its own thread, over 2 x K copies of the 1080p clip; frames/s end to end, the
-share of the wall time in each network, GPU utilisation; against TFLite one video at a time on the
-CPU. `--device cpu` runs the same rows here.
+decoded ahead by its own thread, over 2 x K copies of the 1080p clip; frames/s, the share of the
+wall time in each network, GPU utilisation. Then `extract --in-flight K` end to end (crops and
+shards too) with each --jobs count of workers, each given 2 x K copies. Both against TFLite one
+video at a time on the CPU. `--device cpu` runs the same rows here.
 
     python scripts/bench_extract.py --backend mmlab \
         [--pairs rtmdet-tiny:rtmpose-m,faster-rcnn-person:hrnet-w32]
@@ -141,23 +142,49 @@ def time_stages(clip: Path, persons: int) -> dict[str, float]:
 
 
 def time_end_to_end(
-    clip: Path, persons: int, jobs: int, copies: int, work: Path, *, prefetch: bool = True
+    clip: Path,
+    persons: int,
+    jobs: int,
+    copies: int,
+    work: Path,
+    *,
+    prefetch: bool = True,
+    in_flight: int = 1,
+    backend_options: tuple[tuple[str, str], ...] = (),
 ) -> float:
-    videos = work / f"in_{persons}_{jobs}_{prefetch}"
+    """Frames/s of `extract_dataset` on `copies` copies of the clip with `jobs` workers, worker
+    start-up included."""
+    name = f"{persons}_{jobs}_{prefetch}_{in_flight}_{len(backend_options)}"
+    videos = work / f"in_{name}"
     videos.mkdir()
     for copy in range(copies):
         shutil.copy(clip, videos / f"S001C001P{copy + 1:03d}R001A050_rgb.mp4")
-    start = time.perf_counter()
-    report = extract_dataset(
-        videos,
-        work / f"out_{persons}_{jobs}_{prefetch}",
-        "ntu60",
-        options=ExtractOptions(max_persons=persons, prefetch=prefetch),
-        jobs=jobs,
+    options = ExtractOptions(
+        max_persons=persons,
+        prefetch=prefetch,
+        in_flight=in_flight,
+        backend_options=backend_options,
     )
+    start = time.perf_counter()
+    report = extract_dataset(videos, work / f"out_{name}", "ntu60", options=options, jobs=jobs)
     elapsed = time.perf_counter() - start
     assert report.failed == 0 and report.ok == copies, report
     return report.frames / elapsed
+
+
+def extract_rows(args: argparse.Namespace, clip: Path, work: Path) -> dict[str, float]:
+    """`extract` end to end (crops and shards included), 2 persons: TFLite one video at a time in
+    one worker, then `--in-flight` K on the device with `--jobs` 1, 2, ... (how many workers keep
+    it fed), each worker given 2 x K copies of the clip."""
+    rows = {"tflite, cpu, jobs 1": time_end_to_end(clip, 2, 1, 2, work)}
+    device = (("device", args.device), ("runtime", "torch"))
+    for jobs in args.jobs:
+        for count in args.in_flight:
+            copies = 2 * count * jobs
+            rows[f"torch, {args.device}, {count} in flight, jobs {jobs}"] = time_end_to_end(
+                clip, 2, jobs, copies, work, in_flight=count, backend_options=device
+            )
+    return rows
 
 
 def _decoded_frames(clip: Path) -> Iterator[np.ndarray]:
@@ -205,7 +232,7 @@ def _gpu_utilisation(device: str) -> float:
         return float("nan")
 
 
-def main_device(args: argparse.Namespace, clip: Path) -> None:
+def main_device(args: argparse.Namespace, clip: Path, work: Path) -> None:
     """`--device`: the in-flight rows, against TFLite one video at a time on the CPU."""
     rows = {"tflite, cpu, 1 video at a time": time_in_flight(clip, "cpu", 1, "tflite")}
     for count in args.in_flight:
@@ -223,6 +250,10 @@ def main_device(args: argparse.Namespace, clip: Path) -> None:
     print("|---|" + "---|" * len(columns))
     for name, values in rows.items():
         print(f"| {name} | " + " | ".join(f"{values[c]:.1f}" for c in columns) + " |")
+    print("\nextract end to end (decode, pose, crops, shards; worker start-up included), frames/s")
+    print("| run | frames/s |\n|---|---|")
+    for name, rate in extract_rows(args, clip, work).items():
+        print(f"| {name} | {rate:.1f} |")
 
 
 def _seconds_per_item(run, items: int, repeats: int = 1) -> float:
@@ -443,6 +474,12 @@ def _parse_args() -> argparse.Namespace:
         default=[1, 4, 8],
         help="--device: videos in flight, e.g. 1,4,8",
     )
+    parser.add_argument(
+        "--jobs",
+        type=lambda text: [int(j) for j in text.split(",")],
+        default=[1],
+        help="--device: extract worker processes, e.g. 1,2,4",
+    )
     return parser.parse_args()
 
 
@@ -463,7 +500,7 @@ def main() -> None:
         work = Path(folder)
         clip = upscale(args.clip, work / "clip_1080p.mp4", args.frames)
         if args.device is not None:
-            main_device(args, clip)
+            main_device(args, clip, work)
             return
         rows: dict[str, dict[int, float]] = {}
         for persons in (1, 2):

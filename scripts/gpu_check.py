@@ -793,6 +793,60 @@ def _in_flight_frames_s(ctx: Ctx, backend: Any, frames: Any) -> float:
 IN_FLIGHT = 8  # blazepose_torch: videos tracked at once by track_videos
 
 
+def check_extract_in_flight(ctx: Ctx) -> dict[str, Any]:
+    """`extract --device DEV --in-flight IN_FLIGHT` end to end: 4 x IN_FLIGHT copies of the
+    `--frames DIR` clip (1080p JPEG folders: the GPU machine has no video decoder) through the real
+    run loop, with 1 and 2 worker processes: frames/s over the wall time (worker start-up
+    included) and the seconds of each stage summed over the samples."""
+    from epam_data.extract import ExtractOptions, extract_dataset
+
+    if ctx.args.frames is None:
+        raise Skip("give --frames DIR (JPEG frames with people) and $EPAM_BLAZEPOSE_MODELS")
+    videos = _frame_folder_copies(ctx, 4 * IN_FLIGHT)
+    options = ExtractOptions(
+        max_persons=2,
+        in_flight=IN_FLIGHT,
+        backend_options=(("device", str(ctx.device)), ("runtime", "torch")),
+    )
+    figures: dict[str, Any] = {}
+    for jobs in (1, 2):
+        start = time.perf_counter()
+        report = extract_dataset(
+            videos, ctx.work / f"extract_{jobs}", "generic", options=options, jobs=jobs
+        )
+        wall = time.perf_counter() - start
+        if report.failed or report.ok != 4 * IN_FLIGHT:
+            raise Failed(f"jobs {jobs}: {report.ok} ok, failures {report.failures[:1]}")
+        figures[f"jobs{jobs}_frames_s"] = report.frames / wall
+        for stage, seconds in vars(report.times).items():
+            figures[f"jobs{jobs}_{stage}_s"] = seconds
+    figures["frames_per_video"] = report.frames // report.ok
+    return figures
+
+
+def _frame_folder_copies(ctx: Ctx, copies: int) -> Path:
+    """`copies` frame folders of the `--frames` clip at 1080p (JPEG, written once, then linked),
+    as a generic dataset of one class."""
+    import numpy as np
+    from PIL import Image
+
+    from epam_data.frame_folder import probe_frames, read_frame_images
+
+    count = min(ctx.sizes.pose_frames, probe_frames(ctx.args.frames).num_frames)
+    frames = upscale_1080p(read_frame_images(ctx.args.frames, np.arange(count)), ctx.sizes)
+    root = ctx.work / "extract_in" / "clips"
+    first = root / "copy00"
+    first.mkdir(parents=True)
+    for index, frame in enumerate(frames):
+        Image.fromarray(frame).save(first / f"{index + 1:06d}.jpg", quality=90)
+    for copy in range(1, copies):
+        folder = root / f"copy{copy:02d}"
+        folder.mkdir()
+        for image in sorted(first.iterdir()):
+            os.link(image, folder / image.name)
+    return root.parent
+
+
 def upscale_1080p(frames: Any, sizes: Sizes) -> Any:
     """uint8 [T, h, w, 3] -> [T, 1080, 1920, 3] (bilinear, torch on the CPU); smoke: as given."""
     import torch
@@ -825,6 +879,7 @@ CHECKS: list[tuple[str, Callable[[Ctx], dict[str, Any]]]] = [
     ("render_speed", check_render_speed),
     ("extract_scaling", check_extract_scaling),
     ("blazepose_torch", check_blazepose_torch),
+    ("extract_in_flight", check_extract_in_flight),
 ]
 
 

@@ -279,9 +279,36 @@ def mixed_dir(tmp_path: Path, astronaut_dir: Path, pyav: object) -> Path:
     return folder
 
 
-def test_bad_inputs_recorded_and_run_continues(mixed_dir: Path, tmp_path: Path) -> None:
+def test_a_group_in_flight_fails_only_its_bad_videos(mixed_dir: Path) -> None:
+    """`prepare_videos` itself (no fallback to one video at a time): every bad video of the group
+    gets its own reason, the others are prepared, and the pose time is shared out."""
+    from epam_data.extract import VideoSpec, list_samples
+    from epam_data.in_flight import prepare_videos
+
+    options = ExtractOptions(rgb_size=64, in_flight=3)
+    samples, _ = list_samples(mixed_dir, "ntu60")
+    specs = [VideoSpec(sample, str(path), sample.path, options) for sample, path in samples]
+    outcomes = prepare_videos(specs)
+    assert [outcome.sample.sample_id for outcome in outcomes] == [s.sample_id for s, _ in samples]
+    reasons = {outcome.sample.sample_id: outcome.reason for outcome in outcomes}
+    assert "cannot decode frame" in reasons["S001C001P014R001A001"]  # failed part way
+    assert "empty" in reasons["S001C001P010R001A001"]
+    prepared = [outcome for outcome in outcomes if outcome.prepared is not None]
+    assert sorted(outcome.sample.sample_id for outcome in prepared) == sorted(
+        [ASTRONAUT_IDS[0], "S001C001P013R001A001"]
+    )
+    assert all(outcome.times.pose > 0 and outcome.frames > 0 for outcome in prepared)
+
+
+@pytest.mark.parametrize("in_flight", ["1", "3"])
+def test_bad_inputs_recorded_and_run_continues(
+    mixed_dir: Path, tmp_path: Path, in_flight: str
+) -> None:
+    """Each bad video fails alone, with its reason, whether videos are tracked one at a time or
+    three together (`--in-flight`: a decoder failing part way ends its video, not the group)."""
     out = tmp_path / "out"
-    args = ["extract", str(mixed_dir), "-d", "ntu60", "-o", str(out), "--rgb-size", "64"]
+    args = ["extract", str(mixed_dir), "-d", "ntu60", "-o", str(out), "--in-flight", in_flight]
+    args += ["--rgb-size", "64"]
     result = runner.invoke(app, args)
     assert result.exit_code == 1, result.output
     failures = {row["sample_id"]: row["reason"] for row in read_csv(out / "failures.csv")}

@@ -14,7 +14,8 @@ import sys
 import time
 
 from epam_data.extract import VideoSpec, prepare_video
-from epam_data.runloop import StageTimes
+from epam_data.in_flight import prepare_videos
+from epam_data.runloop import Outcome, StageTimes
 from epam_data.shards import PreparedSample
 
 ABORT_ID, SEGFAULT_ID, HANG_ID = (
@@ -50,3 +51,10 @@ def prepare_or_crash(spec: VideoSpec, *, times: StageTimes | None = None) -> Pre
     if spec.sample.sample_id == HANG_ID:
         time.sleep(600)
     return prepare_video(spec, times=times)
+
+
+def prepare_group_or_crash(specs: list[VideoSpec]) -> list[Outcome]:
+    """`in_flight.prepare_videos`, except that a group holding ABORT_ID aborts its worker."""
+    if any(spec.sample.sample_id == ABORT_ID for spec in specs):
+        os.abort()
+    return prepare_videos(specs)

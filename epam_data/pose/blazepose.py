@@ -47,7 +47,7 @@ import copy
 import hashlib
 import os
 import time
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -722,7 +722,11 @@ class BlazePoseBackend:
 
 
 def track_videos(
-    backend: BlazePoseBackend, videos: Iterable[Iterable[np.ndarray]], *, in_flight: int = 8
+    backend: BlazePoseBackend,
+    videos: Iterable[Iterable[np.ndarray]],
+    *,
+    in_flight: int = 8,
+    setup: Callable[[int, BlazePoseBackend], None] | None = None,
 ) -> Iterable[tuple[int, list[FramePoses]]]:
     """Track many videos at once with one backend's networks: (video index, its `FramePoses`)
     as each video ends.
@@ -733,13 +737,18 @@ def track_videos(
     asks the detector to look at (`_detect_many`): what fills a GPU with the torch runtime. Each
     video is tracked by its own copy of the backend (its own tracks and ids) exactly as
     `estimate` would, so the results are the same as one video at a time. `videos`
-    gives each video's frames (uint8 [H, W, 3], any iterable, e.g. a decoder), read as needed.
+    gives each video's frames (uint8 [H, W, 3], any iterable, e.g. a decoder), read as needed;
+    `setup(index, tracker)` readies each video's tracker before its first frame (its
+    `max_persons`, `start_tracks`).
     """
     pending = enumerate(iter(frames) for frames in videos)
     running: dict[int, tuple[BlazePoseBackend, Iterable[np.ndarray], list[FramePoses]]] = {}
     while True:
         for index, frames in pending:
-            running[index] = (_clone(backend), frames, [])
+            tracker = _clone(backend)
+            if setup is not None:
+                setup(index, tracker)
+            running[index] = (tracker, frames, [])
             if len(running) >= in_flight:
                 break
         if not running:
