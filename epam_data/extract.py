@@ -718,13 +718,13 @@ def run_spec(spec: VideoSpec) -> Outcome:
 
 
 def _grouping(options: ExtractOptions) -> dict[str, Any]:
-    """run_samples' prepare_group and group_size: videos tracked `in_flight` at a time
+    """run_samples' prepare_group and in_flight: videos tracked `in_flight` at a time
     (`epam_data.in_flight`), or {} for one at a time."""
     if options.in_flight <= 1:
         return {}
-    from epam_data.in_flight import GROUPS_IN_FLIGHT, prepare_videos  # it imports this module
+    from epam_data.in_flight import prepare_videos  # it imports this module
 
-    return {"prepare_group": prepare_videos, "group_size": options.in_flight * GROUPS_IN_FLIGHT}
+    return {"prepare_group": prepare_videos, "in_flight": options.in_flight}
 
 
 def _write_dataset_json(

@@ -35,11 +35,7 @@ from epam_data.extract import (
 from epam_data.runloop import Outcome, StageTimes, failed_outcome, task_outcome
 from epam_data.shards import PreparedSample
 
-__all__ = ["GROUPS_IN_FLIGHT", "prepare_videos"]
-
-# A worker receives this many times K videos: K start, and each that ends makes room for the next,
-# so the batch stays full but for the last few videos of the group.
-GROUPS_IN_FLIGHT = 4
+__all__ = ["prepare_videos"]
 
 
 @dataclass

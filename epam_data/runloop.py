@@ -30,6 +30,9 @@ from epam_data.supervisor import LATE, supervised_map
 from epam_data.threads import one_thread_per_process
 
 DEFAULT_SAMPLE_TIMEOUT = 3600.0  # seconds one sample may take in a worker before it counts as hung
+# With prepare_group, a worker receives this many rounds of `in_flight` tasks: in_flight start, and
+# each that ends makes room for the next, so the batch stays full but for the group's last few.
+GROUP_ROUNDS = 4
 
 __all__ = [
     "DEFAULT_SAMPLE_TIMEOUT",
@@ -233,7 +236,7 @@ def _lost_outcomes(tasks: Sequence[Task], reason: str) -> list[Outcome]:
     else:
         hint = "(a crash in a decoder or library)"
     if len(tasks) > 1:
-        hint += f", preparing it with {len(tasks) - 1} other samples in one group"
+        hint += f", in a group of {len(tasks)} samples prepared together"
     return [
         Outcome(task.sample, task.source, None, reason=f"{task.source}: {reason} {hint}")
         for task in tasks
@@ -299,10 +302,10 @@ def _results(
     jobs: int,
     dask_address: str | None,
     ray_address: str | None = None,
-    sample_timeout: float | None = None,
+    timeout: float | None = None,
 ) -> Iterator[Outcome]:
     """Outcomes as the groups complete: in `jobs` supervised worker processes here (a group whose
-    worker crashes or runs past `sample_timeout` seconds per sample becomes failures,
+    worker crashes or runs past `timeout` seconds becomes failures,
     `epam_data.supervisor`), or on a Dask or a Ray cluster. Each worker receives one group at a
     time as it frees up, never the whole list.
     """
@@ -313,13 +316,8 @@ def _results(
     elif dask_address is not None:
         results = _dask_results(groups, work, dask_address)
     else:
-        largest = max((len(group) for group in groups), default=1)
         results = supervised_map(
-            work,
-            groups,
-            workers=jobs,
-            timeout=None if sample_timeout is None else sample_timeout * largest,
-            on_lost=_lost_outcomes,
+            work, groups, workers=jobs, timeout=timeout, on_lost=_lost_outcomes
         )
     for outcomes in results:
         yield from outcomes
@@ -346,6 +344,14 @@ def _dask_results(groups: Sequence[Group], work: Work, address: str) -> Iterator
         client.close()
 
 
+def _group_size(prepare_group: PrepareGroup | None, in_flight: int, pending: int, jobs: int) -> int:
+    """Tasks per worker call: 1 without `prepare_group`, else GROUP_ROUNDS x in_flight, but no
+    more than a worker's share of the pending tasks, so that every worker gets a group."""
+    if prepare_group is None:
+        return 1
+    return max(1, min(GROUP_ROUNDS * in_flight, -(-pending // jobs)))
+
+
 def _groups(tasks: Sequence[TaskT], size: int) -> list[list[TaskT]]:
     """`tasks` in consecutive groups of `size` (the last one shorter)."""
     return [list(tasks[first : first + size]) for first in range(0, len(tasks), size)]
@@ -365,7 +371,7 @@ def run_samples(
     ray_address: str | None = None,
     sample_timeout: float | None = DEFAULT_SAMPLE_TIMEOUT,
     prepare_group: PrepareGroup | None = None,
-    group_size: int = 1,
+    in_flight: int = 1,
     on_start: Callable[[int], None] | None = None,
     on_result: Callable[[Outcome], None] | None = None,
 ) -> ExtractReport:
@@ -375,8 +381,9 @@ def run_samples(
 
     `prepare(task, *, times)` is a module-level function of one task (so that workers and Dask can
     send it by name) that returns a PreparedSample or raises; the caller has written dataset.json
-    already. part: (i, n), 0-based. With `prepare_group`, a worker receives `group_size` tasks at
-    once and prepares them together (`run_group`).
+    already. part: (i, n), 0-based. With `prepare_group`, which prepares `in_flight` tasks at a
+    time, a worker receives up to GROUP_ROUNDS x in_flight tasks at once (`run_group`), and may
+    take `sample_timeout` for each round of them.
     """
     check_jobs(jobs)
     tasks = select_part(list(tasks), part, key=lambda task: task.sample.sample_id)
@@ -386,14 +393,14 @@ def run_samples(
     report.already_done = len(tasks) - len(pending)
     if on_start is not None:
         on_start(len(pending))
-    # groups no larger than a worker's share, so that every worker gets one
-    size = min(group_size, -(-len(pending) // jobs)) if prepare_group is not None else 1
-    groups = _groups(pending, max(1, size))
+    groups = _groups(pending, _group_size(prepare_group, in_flight, len(pending), jobs))
+    rounds = -(-max(map(len, groups), default=1) // in_flight)
+    timeout = None if sample_timeout is None else sample_timeout * rounds
     work = functools.partial(_run_in_worker, prepare, prepare_group)
     with ShardWriter(
         out_dir, samples_per_shard=samples_per_shard, part=part, max_shard_bytes=max_shard_bytes
     ) as writer:
-        for outcome in _results(groups, work, jobs, dask_address, ray_address, sample_timeout):
+        for outcome in _results(groups, work, jobs, dask_address, ray_address, timeout):
             if outcome.prepared is not None:
                 writer.write(outcome.prepared)
             else:

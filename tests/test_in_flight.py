@@ -42,17 +42,29 @@ def clip_classes(tmp_path: Path, media_dir: Path) -> Path:
     return root
 
 
-def _extract(root: Path, out: Path, in_flight: int) -> ExtractReport:
-    options = ExtractOptions(max_persons=2, frame_stride=3, rgb_size=64, in_flight=in_flight)
+def _extract(root: Path, out: Path, in_flight: int, runtime: str = "tflite") -> ExtractReport:
+    options = ExtractOptions(
+        max_persons=2,
+        frame_stride=5,
+        rgb_size=64,
+        in_flight=in_flight,
+        backend_options=(("runtime", runtime),),
+    )
     return extract_dataset(root, out, "generic", options=options)
 
 
-def test_videos_in_flight_give_the_same_shards(clip_classes: Path, tmp_path: Path) -> None:
-    """Two real two-person clips and a copy, two in flight (the third starts when one ends),
-    against one at a time: the same samples, persons within 0.25 px (measured 0.0 with TFLite),
-    the same crops; the clip cut short fails alone, in both runs, with the same reason."""
+@pytest.mark.parametrize("runtime", ["tflite", "torch"])
+def test_videos_in_flight_give_the_same_shards(
+    clip_classes: Path, tmp_path: Path, runtime: str
+) -> None:
+    """Two real two-person clips and a copy, two in flight (the third starts when one ends), with
+    either runtime, against TFLite one at a time: the same samples, persons within 0.25 px (1e-3 of
+    the 256 px crop; measured 0.0 with TFLite, 0.012 px with torch), the same crops; the clip cut
+    short fails alone, in both runs, with the same reason."""
+    if runtime == "torch":
+        pytest.importorskip("torch")
     alone = _extract(clip_classes, tmp_path / "alone", 1)
-    together = _extract(clip_classes, tmp_path / "together", 2)
+    together = _extract(clip_classes, tmp_path / "together", 2, runtime)
     assert alone.ok == together.ok == 3
     assert dict(alone.failures) == dict(together.failures) and len(alone.failures) == 1
     assert together.times.pose > 0
@@ -64,7 +76,9 @@ def test_videos_in_flight_give_the_same_shards(clip_classes: Path, tmp_path: Pat
             assert np.abs(ours.keypoints - theirs.keypoints).max() < 0.25
             scores = ours.scores.astype(np.float32), theirs.scores.astype(np.float32)
             assert np.abs(scores[0] - scores[1]).max() < 2e-3
-            assert ours.crop_box == theirs.crop_box and ours.rgb == theirs.rgb
+            assert np.abs(np.subtract(ours.crop_box, theirs.crop_box)).max() <= 1
+            if runtime == "tflite":
+                assert ours.crop_box == theirs.crop_box and ours.rgb == theirs.rgb
         assert (first["two__again"].keypoints == first["two__two_players_426x240"].keypoints).all()
 
 
@@ -86,21 +100,19 @@ def test_a_worker_lost_in_a_group_costs_that_group(
     samples, _ = list_samples(videos, "ntu60")
     specs = [VideoSpec(sample, str(path), sample.path, options) for sample, path in samples]
     write_dataset_json(out, "ntu60", options.dataset_options({}))
-    grouped = {"prepare_group": prepare_group_or_crash, "group_size": 2}
-    report = run_samples(specs, prepare_video, out, ExtractReport(out), jobs=1, **grouped)
+    grouped = {"prepare_group": prepare_group_or_crash, "in_flight": 2}  # 2 workers, 2 each
+    report = run_samples(specs, prepare_video, out, ExtractReport(out), jobs=2, **grouped)
     reasons = dict(report.failures)
     assert sorted(reasons) == ids[:2] and report.ok == 2
-    assert all(
-        "SIGABRT" in why and "1 other samples in one group" in why for why in reasons.values()
-    )
+    assert all("SIGABRT" in why and "in a group of 2 samples" in why for why in reasons.values())
     again = run_samples(
         specs,
         prepare_video,
         out,
         ExtractReport(out),
-        jobs=1,
+        jobs=2,
         prepare_group=prepare_videos,
-        group_size=2,
+        in_flight=2,
     )
     assert again.already_done == 2 and again.ok == 2 and not again.failures
     with ShardReader(out) as reader:

@@ -245,19 +245,23 @@ def write_subset(out: Path, rows: list[dict], chosen: tuple[str, ...], per_class
         writer.writerows(enumerate(chosen))
 
 
-def test_extract_starts_on_the_annotated_person_box(labels, media_dir, tmp_path):
+@pytest.mark.parametrize("in_flight", ["1", "2"])
+def test_extract_starts_on_the_annotated_person_box(labels, media_dir, tmp_path, in_flight):
     """With Penn Action's labels, extract starts its track on the label's person box, so with one
     person kept it is the annotated one, not whoever the detector finds first: a label boxing the
-    left player keeps the left player, one boxing the right player the right one."""
+    left player keeps the left player, one boxing the right player the right one; the same with
+    two clips tracked together (`--in-flight 2`: each clip's tracker gets its own box)."""
     import scipy.io
 
     from epam_data.pose import load_backend
 
     video = read_frames(media_dir / "two_players_426x240.mp4", range(8))
-    frames = tmp_path / "frames" / "0001"
-    frames.mkdir(parents=True)
-    for index, frame in enumerate(video):
-        Image.fromarray(frame).save(frames / f"{index + 1:06d}.jpg", quality=95)
+    clips = ["0001", "0002"] if in_flight == "2" else ["0001"]
+    for clip in clips:
+        frames = tmp_path / "frames" / clip
+        frames.mkdir(parents=True)
+        for index, frame in enumerate(video):
+            Image.fromarray(frame).save(frames / f"{index + 1:06d}.jpg", quality=95)
     players = load_backend("blazepose", max_persons=2).estimate(video[:1])[0].boxes[:, :4]
     assert len(players) == 2
     mat = scipy.io.loadmat(labels / "0001.mat")
@@ -267,13 +271,15 @@ def test_extract_starts_on_the_annotated_person_box(labels, media_dir, tmp_path)
         label_dir.mkdir()
         boxes = np.tile(np.asarray(box, np.float64), (mat["x"].shape[0], 1))
         fields = {key: value for key, value in mat.items() if not key.startswith("__")}
-        scipy.io.savemat(label_dir / "0001.mat", {**fields, "bbox": boxes})
+        for clip in clips:
+            scipy.io.savemat(label_dir / f"{clip}.mat", {**fields, "bbox": boxes})
         out = tmp_path / f"out_{side}"
         args = ["extract", str(tmp_path / "frames"), "--dataset", "penn_action", "--max-persons"]
         args += ["1", "--labels", str(label_dir), "--out", str(out), "--no-rgb"]
-        result = runner.invoke(app, args)
+        result = runner.invoke(app, [*args, "--in-flight", in_flight])
         assert result.exit_code == 0, result.output
-        sample = ShardReader(out).read("0001")
-        kept_x[side] = float(np.median(sample.keypoints[0, :, [5, 6, 11, 12], 0]))
-        assert box[0] <= kept_x[side] <= box[2], (side, box, kept_x[side])
+        for clip in clips:
+            sample = ShardReader(out).read(clip)
+            kept_x[side] = float(np.median(sample.keypoints[0, :, [5, 6, 11, 12], 0]))
+            assert box[0] <= kept_x[side] <= box[2], (side, box, kept_x[side])
     assert kept_x["left"] < kept_x["right"]
