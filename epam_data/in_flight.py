@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +68,7 @@ class _Video:
         """The prepared sample from its tracked frames, or this video's decoder error."""
         assert self.plan is not None
         if self.error is not None:
+            self.held.clear()
             raise self.error
         check_decoded(self.spec, len(poses), len(self.plan.indices))
         held = self.held if self.plan.hold else None
@@ -98,13 +99,13 @@ def _track(videos: list[_Video]) -> None:
         return
     plans = [video.plan for video in videos if video.plan is not None]
     options = videos[0].spec.options
-    backend = _backend(options, max(plan.max_persons for plan in plans))
+    backend = _backend(options, 1)  # shares its networks; each video's tracker gets its own M
 
     def setup(index: int, tracker: Any) -> None:
         tracker.max_persons = plans[index].max_persons
         start_tracking(tracker, videos[index].spec, plans[index])
 
-    tracking = track_videos_timed(
+    tracking = _timed_tracking(
         backend, (video.frames() for video in videos), options.in_flight, setup
     )
     tracked_s = 0.0
@@ -117,8 +118,11 @@ def _track(videos: list[_Video]) -> None:
     _share_pose_time(videos, tracked_s)
 
 
-def track_videos_timed(
-    backend: Any, frames: Iterable[Iterable[np.ndarray]], in_flight: int, setup: Any
+def _timed_tracking(
+    backend: Any,
+    frames: Iterable[Iterable[np.ndarray]],
+    in_flight: int,
+    setup: Callable[[int, Any], None],
 ) -> Iterator[tuple[int, list[Any], float]]:
     """`track_videos`, with the seconds spent in it (decoding and tracking) since the previous
     video ended."""
