@@ -101,6 +101,7 @@ class Outcome:
     reason: str = ""
     frames: int = 0
     times: StageTimes = field(default_factory=StageTimes)
+    lost_with_group: bool = False  # its worker died preparing a group: worth trying alone
 
 
 @dataclass
@@ -230,15 +231,20 @@ def _run_in_worker(
 
 def _lost_outcomes(tasks: Sequence[Task], reason: str) -> list[Outcome]:
     """The failures of the samples whose worker process crashed or hung (epam_data.supervisor);
-    in a group, every sample of it (which one was at fault is unknown; a re-run retries them)."""
+    in a group, every sample of it, marked `lost_with_group`: which one was at fault is unknown,
+    so `run_samples` prepares each of them again alone."""
     if reason.startswith(LATE):
         hint = "(a hanging decoder?); raise --sample-timeout if it is just long"
     else:
         hint = "(a crash in a decoder or library)"
-    if len(tasks) > 1:
-        hint += f", in a group of {len(tasks)} samples prepared together"
     return [
-        Outcome(task.sample, task.source, None, reason=f"{task.source}: {reason} {hint}")
+        Outcome(
+            task.sample,
+            task.source,
+            None,
+            reason=f"{task.source}: {reason} {hint}",
+            lost_with_group=len(tasks) > 1,
+        )
         for task in tasks
     ]
 
@@ -400,16 +406,36 @@ def run_samples(
     with ShardWriter(
         out_dir, samples_per_shard=samples_per_shard, part=part, max_shard_bytes=max_shard_bytes
     ) as writer:
-        for outcome in _results(groups, work, jobs, dask_address, ray_address, timeout):
-            if outcome.prepared is not None:
-                writer.write(outcome.prepared)
-            else:
-                writer.fail(outcome.sample, outcome.reason)
-            report.add(outcome)
-            if on_result is not None:
-                on_result(outcome)
+        record = functools.partial(_record, writer, report, on_result)
+        outcomes = _results(groups, work, jobs, dask_address, ray_address, timeout)
+        lost = {outcome.sample.sample_id for outcome in outcomes if not record(outcome)}
+        # the samples of a group whose worker died, each alone now: only the culprit fails
+        again = [[task] for task in pending if task.sample.sample_id in lost]
+        alone = functools.partial(_run_in_worker, prepare, None)
+        for outcome in _results(again, alone, jobs, dask_address, ray_address, sample_timeout):
+            record(outcome)
     report.shards = list(writer.shards_finished)
     return report
+
+
+def _record(
+    writer: ShardWriter,
+    report: ExtractReport,
+    on_result: Callable[[Outcome], None] | None,
+    outcome: Outcome,
+) -> bool:
+    """The outcome into the shards (or failures.csv), the report and the progress; False, with
+    nothing recorded, for a sample lost with its group (to be prepared again alone)."""
+    if outcome.lost_with_group:
+        return False
+    if outcome.prepared is not None:
+        writer.write(outcome.prepared)
+    else:
+        writer.fail(outcome.sample, outcome.reason)
+    report.add(outcome)
+    if on_result is not None:
+        on_result(outcome)
+    return True
 
 
 def write_rejected(out_dir: Path, rejected: Iterable[Rejected]) -> None:

@@ -1,6 +1,6 @@
 """`extract --in-flight K`: videos tracked K at a time by one backend (epam_data.in_flight) give
-the shards one video at a time gives, fail one by one, and a worker lost in a group costs that
-group only; the real clips, real worker processes."""
+the shards one video at a time gives and fail one by one, and a worker lost in a group costs only
+the sample that killed it; the real clips, real worker processes."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from conftest import write_person_clip
 from test_supervisor import workers_import_tests  # noqa: F401 (a fixture)
 from typer.testing import CliRunner
-from worker_crashes import ABORT_ID, prepare_group_or_crash
+from worker_crashes import ABORT_ID, prepare_group_or_crash, prepare_or_crash
 
 from epam_data.cli import _default_in_flight, app
 from epam_data.extract import (
@@ -22,7 +22,6 @@ from epam_data.extract import (
     list_samples,
     prepare_video,
 )
-from epam_data.in_flight import prepare_videos
 from epam_data.runloop import ExtractReport, run_group, run_samples
 from epam_data.shards import ShardReader, write_dataset_json
 
@@ -82,13 +81,13 @@ def test_videos_in_flight_give_the_same_shards(
         assert (first["two__again"].keypoints == first["two__two_players_426x240"].keypoints).all()
 
 
-def test_a_worker_lost_in_a_group_costs_that_group(
+def test_a_worker_lost_in_a_group_costs_the_culprit_only(
     workers_import_tests: None,  # noqa: F811
     tmp_path: Path,
     pyav: object,
 ) -> None:
-    """A worker killed while preparing a group of two: both of its samples fail, each saying why
-    and that it was in a group; the other group is written, and a re-run retries the two."""
+    """A worker killed while preparing a group of two: the two samples are prepared again one at
+    a time, so only the one that kills its worker alone fails; the other groups are written."""
     videos = tmp_path / "videos"
     videos.mkdir()
     clip = write_person_clip(tmp_path / "clip.mp4", num_frames=8)
@@ -101,22 +100,12 @@ def test_a_worker_lost_in_a_group_costs_that_group(
     specs = [VideoSpec(sample, str(path), sample.path, options) for sample, path in samples]
     write_dataset_json(out, "ntu60", options.dataset_options({}))
     grouped = {"prepare_group": prepare_group_or_crash, "in_flight": 2}  # 2 workers, 2 each
-    report = run_samples(specs, prepare_video, out, ExtractReport(out), jobs=2, **grouped)
+    report = run_samples(specs, prepare_or_crash, out, ExtractReport(out), jobs=2, **grouped)
     reasons = dict(report.failures)
-    assert sorted(reasons) == ids[:2] and report.ok == 2
-    assert all("SIGABRT" in why and "in a group of 2 samples" in why for why in reasons.values())
-    again = run_samples(
-        specs,
-        prepare_video,
-        out,
-        ExtractReport(out),
-        jobs=2,
-        prepare_group=prepare_videos,
-        in_flight=2,
-    )
-    assert again.already_done == 2 and again.ok == 2 and not again.failures
+    assert sorted(reasons) == [ABORT_ID] and report.ok == 3
+    assert "SIGABRT" in reasons[ABORT_ID] and "std::bad_alloc" in reasons[ABORT_ID]
     with ShardReader(out) as reader:
-        assert sorted(reader) == sorted(ids)
+        assert sorted(reader) == sorted(set(ids) - {ABORT_ID})
 
 
 def _group_fails(specs: list[VideoSpec]) -> list[object]:
