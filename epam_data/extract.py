@@ -89,6 +89,7 @@ __all__ = [
     "sample_box",
     "start_tracking",
     "timed_volumes",
+    "worker_backend",
 ]
 
 CROP_THREADS = 2  # threads cutting and encoding the RGB crops in the main process (crop_jpegs)
@@ -382,7 +383,7 @@ def list_samples(
 _local = threading.local()  # per worker process, and per thread where a Dask worker runs several
 
 
-def _backend(options: ExtractOptions, max_persons: int) -> Any:
+def worker_backend(options: ExtractOptions, max_persons: int) -> Any:
     """This process's (thread's) pose backend tracking `max_persons` persons, made on first use and
     kept: it holds tflite interpreters, which can be neither pickled nor shared between threads."""
     cache = getattr(_local, "backends", None)
@@ -668,7 +669,7 @@ def prepare_video(spec: VideoSpec, *, times: StageTimes | None = None) -> Prepar
     seconds per stage."""
     times = times if times is not None else StageTimes()
     plan = plan_sample(spec, times)
-    backend = _backend(spec.options, plan.max_persons)
+    backend = worker_backend(spec.options, plan.max_persons)
     backend.reset()
     start_tracking(backend, spec, plan)
     poses, held = _estimate_poses(spec, backend, plan.indices, plan.hold, times)

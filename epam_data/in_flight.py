@@ -25,12 +25,12 @@ import numpy as np
 from epam_data.extract import (
     SamplePlan,
     VideoSpec,
-    _backend,
     check_decoded,
     decoded_chunks,
     finish_sample,
     plan_sample,
     start_tracking,
+    worker_backend,
 )
 from epam_data.runloop import Outcome, StageTimes, failed_outcome, task_outcome
 from epam_data.shards import PreparedSample
@@ -99,7 +99,7 @@ def _track(videos: list[_Video]) -> None:
         return
     plans = [video.plan for video in videos if video.plan is not None]
     options = videos[0].spec.options
-    backend = _backend(options, 1)  # shares its networks; each video's tracker gets its own M
+    backend = worker_backend(options, 1)  # shares its networks; each video's tracker gets its own M
 
     def setup(index: int, tracker: Any) -> None:
         tracker.max_persons = plans[index].max_persons
