@@ -477,9 +477,11 @@ def test_jobs_2_gives_the_same_samples(
     assert_same_samples(serial_out, tmp_path / "jobs2")
 
 
+@pytest.mark.parametrize("in_flight", [1, 2])
 def test_dask_local_cluster_gives_the_same_samples(
-    astronaut_dir: Path, serial_out: Path, tmp_path: Path
+    astronaut_dir: Path, serial_out: Path, tmp_path: Path, in_flight: int
 ) -> None:
+    """Dask workers prepare one video at a time, or groups of videos tracked two at a time."""
     distributed = pytest.importorskip(
         "distributed", reason="the Dask path needs pip install 'epam[dask]'"
     )
@@ -490,7 +492,7 @@ def test_dask_local_cluster_gives_the_same_samples(
             astronaut_dir,
             tmp_path / "dask",
             "ntu60",
-            options=ExtractOptions(rgb_size=None),
+            options=ExtractOptions(rgb_size=None, in_flight=in_flight),
             limit=4,
             dask_address=cluster.scheduler_address,
         )
@@ -501,6 +503,7 @@ def test_dask_local_cluster_gives_the_same_samples(
 def test_ray_local_cluster_gives_the_same_samples(
     astronaut_dir: Path, serial_out: Path, tmp_path: Path
 ) -> None:
+    """Ray tasks of grouped videos (`--in-flight 2`) give the samples of one process."""
     pytest.importorskip("ray", reason="the Ray path needs pip install 'epam[ray]'")
     out = tmp_path / "ray"
     result = runner.invoke(
@@ -515,6 +518,8 @@ def test_ray_local_cluster_gives_the_same_samples(
             "--no-rgb",
             "--limit",
             "4",
+            "--in-flight",
+            "2",
             "--ray",
             "local",
         ],
