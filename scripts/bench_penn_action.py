@@ -9,6 +9,9 @@ confusion matrix (PNG), written to WORK/results_<preset>.json.
     .venv/bin/python scripts/bench_penn_action.py --preset cpu   # <= 60 min on 2 CPU cores
     .venv/bin/python scripts/bench_penn_action.py --preset paper --device cuda   # a GPU
 
+A GPU machine without the annotations or scipy (this project's lent one) trains from shards made
+elsewhere: `--prepare-only --data DIR` here (41 MB, pose only), then `--data DIR --no-import` there.
+
 Presets (PRESETS): `cpu` trains on reduced clips (16 frames of 24 x 24 limb heatmaps, which learned
 faster than joint ones on val) so that it fits an hour of a 2-core laptop; `paper` uses EPAM-Net's
 clip (48 frames of 56 x 56 joint heatmaps). Every option of a preset can be overridden (`--epochs`,
@@ -23,9 +26,6 @@ import shutil
 import time
 from pathlib import Path
 
-from epam_data.extract import ExtractOptions
-from epam_data.penn_import import import_penn_action
-from epam_data.splits import make_splits, scan_index
 from epam_model.config import TrainConfig
 from epam_model.engine import evaluate, train
 
@@ -39,6 +39,10 @@ PRESETS = {
 
 def prepare(penn: Path, data: Path, jobs: int) -> None:
     """Pose-only shards of every annotated clip and the official manifests (resumes)."""
+    from epam_data.extract import ExtractOptions
+    from epam_data.penn_import import import_penn_action
+    from epam_data.splits import make_splits, scan_index
+
     report = import_penn_action(
         penn, data, with_frames=False, options=ExtractOptions(max_persons=1), jobs=jobs
     )
@@ -90,10 +94,16 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=100)
     parser.add_argument("--progress", action="store_true", help="a progress bar per epoch")
+    parser.add_argument("--data", type=Path, help="the prepared shards [default: WORK/data]")
+    parser.add_argument("--prepare-only", action="store_true", help="import and split, no training")
+    parser.add_argument("--no-import", action="store_true", help="train on --data as it is")
     args = parser.parse_args()
-    data, run = args.work / "data", args.work / f"run_{args.preset}"
+    data, run = args.data or args.work / "data", args.work / f"run_{args.preset}"
     started = time.perf_counter()
-    prepare(args.penn, data, args.jobs)
+    if not args.no_import:
+        prepare(args.penn, data, args.jobs)
+    if args.prepare_only:
+        return
     if run.exists():
         shutil.rmtree(run)
     config = train_config(args, data, run)

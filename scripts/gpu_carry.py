@@ -1,6 +1,6 @@
 """Prepare what `scripts/gpu_check.py` needs on the GPU machine and cannot make there.
 
-    .venv/bin/python scripts/gpu_carry.py [--out gpu_carry] [--frames 120]
+    .venv/bin/python scripts/gpu_carry.py [--out gpu_carry] [--frames 120] [--penn]
 
 Why: the GPU machine has no video decoder, no TFLite runtime and no mediapipe wheel, and GPU time
 comes in short, rare sessions. This writes, into one git-ignored folder that a device run carries
@@ -11,13 +11,19 @@ with the working tree:
 * `blazepose/`: the two BlazePose networks converted to PyTorch (`epam_data.pose.tflite_torch`'s
   cache files, which `$EPAM_BLAZEPOSE_MODELS` accepts instead of the .tflite files).
 
-It then prints the command to run there. About 27 MB (the carry limit is 64 MiB).
+* with `--penn`, `penn/`: Penn Action's annotated skeletons as pose-only shards with the official
+  manifests (`scripts/bench_penn_action.py --prepare-only`; the GPU machine has neither the
+  annotations nor scipy), for `bench_penn_action.py --preset paper` there: 41 MB, carried alone.
+
+It then prints the commands to run there. About 27 MB without `penn/` (the carry limit is 64 MiB).
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +62,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--out", type=Path, default=ROOT / "gpu_carry")
     parser.add_argument("--frames", type=int, default=120, help="frames of the clip to write")
     parser.add_argument("--clip", type=Path, default=CLIP)
+    parser.add_argument("--penn", action="store_true", help="also Penn Action's pose shards")
     args = parser.parse_args(argv)
     if not args.clip.is_file():
         raise SystemExit(f"gpu_carry: {args.clip} not found (the shared/ folder beside the repo)")
@@ -66,10 +73,28 @@ def main(argv: list[str] | None = None) -> Path:
     print(f"{args.out}: {count} frames, {', '.join(p.name for p in networks)} ({size:.1f} MB)")
     name = args.out.name
     print(
-        f"on the GPU machine (carry {name}): EPAM_BLAZEPOSE_MODELS={name}/blazepose "
+        f"on the GPU machine (carry {name}/frames and {name}/blazepose): "
+        f"EPAM_BLAZEPOSE_MODELS={name}/blazepose "
         f"PYTHONPATH=. python3 scripts/gpu_check.py --out $OUT --frames {name}/frames"
     )
+    if args.penn:
+        write_penn(args.out / "penn")
     return args.out
+
+
+def write_penn(data: Path) -> None:
+    """Penn Action's pose-only shards and manifests (`bench_penn_action.py --prepare-only`), and
+    the command that trains the paper preset on them on the GPU machine."""
+    bench = ROOT / "scripts" / "bench_penn_action.py"
+    subprocess.run(
+        [sys.executable, str(bench), "--prepare-only", "--data", str(data)], check=True, cwd=ROOT
+    )
+    name = f"{data.parent.name}/{data.name}"
+    print(
+        f"on the GPU machine (carry {name} alone): PYTHONPATH=. python3 "
+        f"scripts/bench_penn_action.py --preset paper --data {name} --no-import --work $OUT/penn "
+        "--device cuda --workers 8"
+    )
 
 
 if __name__ == "__main__":
