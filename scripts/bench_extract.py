@@ -187,24 +187,35 @@ def extract_rows(args: argparse.Namespace, clip: Path, work: Path) -> dict[str, 
     return rows
 
 
-def _decoded_frames(clip: Path) -> Iterator[np.ndarray]:
+def _decoded_frames(clip: Path, waited: list[float]) -> Iterator[np.ndarray]:
     """The clip's frames one by one, decoded ahead in a thread (extract's `_prefetch`): one decode
-    thread per video in flight, so `--in-flight K` is also K decoders."""
-    for chunk in _prefetch(iter_frames(clip, chunk_size=ExtractOptions().chunk_size)):
+    thread per video in flight, so `--in-flight K` is also K decoders. The seconds spent waiting
+    for a chunk add up into waited[0]."""
+    chunks = _prefetch(iter_frames(clip, chunk_size=ExtractOptions().chunk_size))
+    while True:
+        start = time.perf_counter()
+        chunk = next(chunks, None)
+        waited[0] += time.perf_counter() - start
+        if chunk is None:
+            return
         yield from chunk
 
 
 def time_in_flight(clip: Path, device: str, in_flight: int, runtime: str) -> dict[str, float]:
     """Decode + pose of 2 x `in_flight` copies of the clip with `track_videos` keeping `in_flight`
-    videos in flight (their detector regions and landmark crops batched, the crops cut on the
-    device off the CPU): frames/s end to end, and the share of the wall time in the networks."""
+    videos in flight (their detector regions and landmark crops batched, the crops cut by torch on
+    the device, as on a GPU): frames/s end to end, the share of the wall time in the networks, the
+    decode waits and the tracker's own host time per frame."""
     from epam_data.pose.blazepose import track_videos
 
     backend = load_backend("blazepose", max_persons=2, runtime=runtime, device=device)
+    if runtime == "torch":  # the GPU's code path on any device: crops by torch, stages batched
+        backend.batch_regions = backend.device_crops = True
     backend.estimate(np.concatenate(list(iter_frames(clip, np.arange(8)))))  # warm-up
     backend.reset()
     before = dict(vars(backend.timings))
-    videos = [_decoded_frames(clip) for _ in range(2 * in_flight)]
+    in_networks, waited = _time_network_calls(backend), [0.0]
+    videos = [_decoded_frames(clip, waited) for _ in range(2 * in_flight)]
     start = time.perf_counter()
     results = dict(track_videos(backend, videos, in_flight=in_flight))  # numpy out: synced
     wall = time.perf_counter() - start
@@ -216,8 +227,32 @@ def time_in_flight(clip: Path, device: str, in_flight: int, runtime: str) -> dic
         "persons/frame": persons / frames,
         "detector % of wall": 100 * spent["detector_s"] / wall,
         "landmarks % of wall": 100 * spent["landmark_s"] / wall,
+        "decode wait ms/frame": 1e3 * waited[0] / frames,
+        "tracker host ms/frame": 1e3 * (wall - in_networks[0] - waited[0]) / frames,
         "GPU utilisation %": _gpu_utilisation(device),
     }
+
+
+def _time_network_calls(backend) -> list[float]:
+    """A one-item list that the seconds spent in the backend's network calls (upload, crops on
+    the device, forward, download) add up into from now on: the rest of the wall time is the
+    tracker's own work on the host (less the decode waits), the part a GPU cannot take."""
+    networks, total = backend._networks, [0.0]
+    # landmarks_in_frames calls landmarks itself: time the outer call only
+    for name in ("detect", "landmarks_in_frames" if backend.device_crops else "landmarks"):
+        setattr(networks, name, _timed_call(getattr(networks, name), total))
+    return total
+
+
+def _timed_call(call, total: list[float]):
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return call(*args, **kwargs)
+        finally:
+            total[0] += time.perf_counter() - start
+
+    return timed
 
 
 def _gpu_utilisation(device: str) -> float:
