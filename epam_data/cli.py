@@ -498,6 +498,12 @@ def print_extract_report(
     for name, value in rows:
         table.add_row(name, str(value))
     console.print(table)
+    _print_problems(report)
+
+
+def _print_problems(report: ExtractReport) -> None:
+    """What the summary table of a run cannot say: the names left out, the samples prepared alone
+    after their group failed, the failures (the first MAX_LISTED of each)."""
     for rejected in report.rejected[:MAX_LISTED]:
         console.print(
             f"[yellow]left out:[/yellow] {rejected.reason}", soft_wrap=True, highlight=False
@@ -505,6 +511,13 @@ def print_extract_report(
     if len(report.rejected) > MAX_LISTED:
         console.print(
             f"  ... {len(report.rejected) - MAX_LISTED} more in {report.out_dir / 'rejected.csv'}"
+        )
+    if report.prepared_alone:
+        console.print(
+            f"[yellow]note:[/yellow] {report.prepared_alone} samples were prepared one at a time "
+            f"because their --in-flight group failed ({report.group_failure})",
+            soft_wrap=True,
+            highlight=False,
         )
     for sample_id, reason in report.failures[:MAX_LISTED]:
         console.print(f"[red]failed:[/red] {sample_id}: {reason}", soft_wrap=True, highlight=False)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -102,6 +102,7 @@ class Outcome:
     frames: int = 0
     times: StageTimes = field(default_factory=StageTimes)
     lost_with_group: bool = False  # its worker died preparing a group: worth trying alone
+    group_failure: str = ""  # why its group failed, when it was then prepared alone
 
 
 @dataclass
@@ -121,6 +122,8 @@ class ExtractReport:
     elapsed_s: float = 0.0
     times: StageTimes = field(default_factory=StageTimes)
     shards: list[str] = field(default_factory=list)
+    prepared_alone: int = 0  # samples prepared one at a time after their group failed
+    group_failure: str = ""  # the first such group's reason
 
     @property
     def failed(self) -> int:
@@ -129,6 +132,9 @@ class ExtractReport:
     def add(self, outcome: Outcome) -> None:
         self.frames += outcome.frames
         self.times.add(outcome.times)
+        if outcome.group_failure:
+            self.prepared_alone += 1
+            self.group_failure = self.group_failure or outcome.group_failure
         if outcome.prepared is None:
             self.failures.append((outcome.sample.sample_id, outcome.reason))
         elif outcome.prepared.status == "no_person":
@@ -216,8 +222,14 @@ def run_group(
         return [run_task(prepare, task) for task in tasks]
     try:
         return prepare_group(tasks)
-    except Exception:  # noqa: BLE001 (a failure the group could not pin on one of its samples)
-        return [run_task(prepare, task) for task in tasks]
+    except Exception as err:  # noqa: BLE001 (a failure the group could not pin on one sample)
+        why = one_line(f"{type(err).__name__}: {err}", 200)
+        return _alone(prepare, tasks, why)
+
+
+def _alone(prepare: Prepare, tasks: Sequence[Task], why: str) -> list[Outcome]:
+    """The tasks of a failed group prepared one at a time, each saying why (`group_failure`)."""
+    return [replace(run_task(prepare, task), group_failure=why) for task in tasks]
 
 
 def _run_in_worker(
@@ -413,7 +425,7 @@ def run_samples(
         again = [[task] for task in pending if task.sample.sample_id in lost]
         alone = functools.partial(_run_in_worker, prepare, None)
         for outcome in _results(again, alone, jobs, dask_address, ray_address, sample_timeout):
-            record(outcome)
+            record(replace(outcome, group_failure="its group's worker crashed or hung"))
     report.shards = list(writer.shards_finished)
     return report
 

@@ -104,6 +104,7 @@ def test_a_worker_lost_in_a_group_costs_the_culprit_only(
     reasons = dict(report.failures)
     assert sorted(reasons) == [ABORT_ID] and report.ok == 3
     assert "SIGABRT" in reasons[ABORT_ID] and "std::bad_alloc" in reasons[ABORT_ID]
+    assert report.prepared_alone == 2 and "worker crashed" in report.group_failure
     with ShardReader(out) as reader:
         assert sorted(reader) == sorted(set(ids) - {ABORT_ID})
 
@@ -122,6 +123,7 @@ def test_a_group_that_fails_as_a_whole_is_prepared_one_by_one(tmp_path: Path, py
     specs = [VideoSpec(sample, str(path), sample.path, options) for sample, path in samples]
     outcomes = run_group(prepare_video, _group_fails, specs)
     assert [outcome.prepared is not None for outcome in outcomes] == [True, True]
+    assert all("the group as a whole failed" in o.group_failure for o in outcomes)
     assert [o.sample.sample_id for o in outcomes] == [s.sample_id for s, _ in samples]
 
 
