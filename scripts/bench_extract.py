@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from gpu_busy import GpuBusy  # scripts/, beside this file
 
 from epam_data.crops import crop_frame, encode_jpeg, person_box
 from epam_data.datasets import parse_sample_id
@@ -217,7 +218,8 @@ def time_in_flight(clip: Path, device: str, in_flight: int, runtime: str) -> dic
     in_networks, waited = _time_network_calls(backend), [0.0]
     videos = [_decoded_frames(clip, waited) for _ in range(2 * in_flight)]
     start = time.perf_counter()
-    results = dict(track_videos(backend, videos, in_flight=in_flight))  # numpy out: synced
+    with GpuBusy(device) as busy:
+        results = dict(track_videos(backend, videos, in_flight=in_flight))  # numpy out: synced
     wall = time.perf_counter() - start
     spent = {key: value - before[key] for key, value in vars(backend.timings).items()}
     frames = sum(len(poses) for poses in results.values())
@@ -229,7 +231,7 @@ def time_in_flight(clip: Path, device: str, in_flight: int, runtime: str) -> dic
         "landmarks % of wall": 100 * spent["landmark_s"] / wall,
         "decode wait ms/frame": 1e3 * waited[0] / frames,
         "tracker host ms/frame": 1e3 * (wall - in_networks[0] - waited[0]) / frames,
-        "GPU utilisation %": _gpu_utilisation(device),
+        "GPU utilisation %": busy.percent,
     }
 
 
@@ -253,18 +255,6 @@ def _timed_call(call, total: list[float]):
             total[0] += time.perf_counter() - start
 
     return timed
-
-
-def _gpu_utilisation(device: str) -> float:
-    """The GPU's utilisation over its last sample period (NVML, through torch), else NaN."""
-    if not device.startswith("cuda"):
-        return float("nan")
-    import torch
-
-    try:
-        return float(torch.cuda.utilization(torch.device(device)))
-    except Exception:  # noqa: BLE001 (pynvml absent or no NVML: the figure is optional)
-        return float("nan")
 
 
 def main_device(args: argparse.Namespace, clip: Path, work: Path) -> None:

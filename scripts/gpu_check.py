@@ -760,15 +760,16 @@ def check_blazepose_torch(ctx: Ctx) -> dict[str, Any]:
     sync(ctx)
     wall = time.perf_counter() - start
     spent = {key: value - before[key] for key, value in vars(backend.timings).items()}
-    batched = _in_flight_frames_s(ctx, backend, frames)
+    batched, busy = _in_flight_frames_s(ctx, backend, frames)
     backend.device_crops = False  # the crops cut on the CPU instead, for the comparison
-    cpu_crops = _in_flight_frames_s(ctx, backend, frames)
+    cpu_crops, _ = _in_flight_frames_s(ctx, backend, frames)
     return {
         "frames": len(frames),
         "frame_hw": list(frames.shape[1:3]),
         "persons_per_frame": float(np.mean([len(p) for p in poses])),
         "frames_s": len(frames) / wall,
         f"in_flight{IN_FLIGHT}_frames_s": batched,
+        f"in_flight{IN_FLIGHT}_gpu_busy_percent": busy,
         f"in_flight{IN_FLIGHT}_cpu_crops_frames_s": cpu_crops,
         "landmark_ms_per_frame": 1000 * spent["landmark_s"] / len(frames),
         "detector_ms_per_frame": 1000 * spent["detector_s"] / len(frames),
@@ -776,18 +777,22 @@ def check_blazepose_torch(ctx: Ctx) -> dict[str, Any]:
     }
 
 
-def _in_flight_frames_s(ctx: Ctx, backend: Any, frames: Any) -> float:
+def _in_flight_frames_s(ctx: Ctx, backend: Any, frames: Any) -> tuple[float, float]:
     """Frames/s of `track_videos` with IN_FLIGHT copies of `frames` in flight (their detector
-    regions and landmark crops batched; crops cut on the device unless `device_crops` is off)."""
+    regions and landmark crops batched; crops cut on the device unless `device_crops` is off),
+    and the GPU's mean utilisation meanwhile (NaN off a GPU)."""
+    from gpu_busy import GpuBusy  # scripts/, beside this file
+
     from epam_data.pose.blazepose import track_videos
 
     start = time.perf_counter()
-    videos = dict(track_videos(backend, [frames] * IN_FLIGHT, in_flight=IN_FLIGHT))
-    sync(ctx)
+    with GpuBusy(str(ctx.device)) as busy:
+        videos = dict(track_videos(backend, [frames] * IN_FLIGHT, in_flight=IN_FLIGHT))
+        sync(ctx)
     rate = IN_FLIGHT * len(frames) / (time.perf_counter() - start)
     if any(len(v) != len(frames) for v in videos.values()):
         raise Failed("track_videos lost frames")
-    return rate
+    return rate, busy.percent
 
 
 IN_FLIGHT = 8  # blazepose_torch: videos tracked at once by track_videos
@@ -809,12 +814,16 @@ def check_extract_in_flight(ctx: Ctx) -> dict[str, Any]:
         backend_options=(("device", str(ctx.device)), ("runtime", "torch")),
     )
     figures: dict[str, Any] = {}
+    from gpu_busy import GpuBusy  # scripts/, beside this file
+
     for jobs in (1, 2):
         start = time.perf_counter()
-        report = extract_dataset(
-            videos, ctx.work / f"extract_{jobs}", "generic", options=options, jobs=jobs
-        )
+        with GpuBusy(str(ctx.device)) as busy:
+            report = extract_dataset(
+                videos, ctx.work / f"extract_{jobs}", "generic", options=options, jobs=jobs
+            )
         wall = time.perf_counter() - start
+        figures[f"jobs{jobs}_gpu_busy_percent"] = busy.percent
         if report.failed or report.ok != 4 * IN_FLIGHT:
             raise Failed(f"jobs {jobs}: {report.ok} ok, failures {report.failures[:1]}")
         figures[f"jobs{jobs}_frames_s"] = report.frames / wall
