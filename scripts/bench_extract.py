@@ -42,10 +42,10 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from gpu_busy import GpuBusy  # scripts/, beside this file
@@ -235,7 +235,7 @@ def time_in_flight(clip: Path, device: str, in_flight: int, runtime: str) -> dic
     }
 
 
-def _time_network_calls(backend) -> list[float]:
+def _time_network_calls(backend: Any) -> list[float]:
     """A one-item list that the seconds spent in the backend's network calls (upload, crops on
     the device, forward, download) add up into from now on: the rest of the wall time is the
     tracker's own work on the host (less the decode waits), the part a GPU cannot take."""
@@ -246,8 +246,10 @@ def _time_network_calls(backend) -> list[float]:
     return total
 
 
-def _timed_call(call, total: list[float]):
-    def timed(*args, **kwargs):
+def _timed_call(call: Callable[..., Any], total: list[float]) -> Callable[..., Any]:
+    """`call`, its seconds added to total[0]."""
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
         start = time.perf_counter()
         try:
             return call(*args, **kwargs)
@@ -258,7 +260,8 @@ def _timed_call(call, total: list[float]):
 
 
 def main_device(args: argparse.Namespace, clip: Path, work: Path) -> None:
-    """`--device`: the in-flight rows, against TFLite one video at a time on the CPU."""
+    """`--device`: the decode + pose rows in flight, then extract end to end, each against TFLite
+    one video at a time on the CPU."""
     rows = {"tflite, cpu, 1 video at a time": time_in_flight(clip, "cpu", 1, "tflite")}
     for count in args.in_flight:
         rows[f"torch, {args.device}, {count} in flight"] = time_in_flight(

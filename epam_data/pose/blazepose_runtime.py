@@ -208,13 +208,13 @@ def crop_window(frame: np.ndarray, rois: np.ndarray, size: int) -> tuple[np.ndar
     floor(x) and floor(x) + 1, and past the frame's edge the edge repeated, which is the window's
     edge wherever the window reaches the frame's), with less to upload and convert."""
     height, width = frame.shape[:2]
-    corner = (size / 2 - 0.5) * rois[:, 2] / size  # the outermost sample points, rotated
-    cos, sin = np.abs(np.cos(rois[:, 3])) * corner, np.abs(np.sin(rois[:, 3])) * corner
-    reach_x, reach_y = cos + sin, sin + cos
-    x0 = int(np.clip(np.floor((rois[:, 0] - 0.5 - reach_x).min()), 0, width - 1))
-    y0 = int(np.clip(np.floor((rois[:, 1] - 0.5 - reach_y).min()), 0, height - 1))
-    x1 = int(np.clip(np.floor((rois[:, 0] - 0.5 + reach_x).max()) + 2, x0 + 1, width))
-    y1 = int(np.clip(np.floor((rois[:, 1] - 0.5 + reach_y).max()) + 2, y0 + 1, height))
+    # the outermost sample points of a rotated square lie this far from its centre along x and y
+    corner = (size / 2 - 0.5) * rois[:, 2] / size
+    reach = corner * (np.abs(np.cos(rois[:, 3])) + np.abs(np.sin(rois[:, 3])))
+    x0 = int(np.clip(np.floor((rois[:, 0] - 0.5 - reach).min()), 0, width - 1))
+    y0 = int(np.clip(np.floor((rois[:, 1] - 0.5 - reach).min()), 0, height - 1))
+    x1 = int(np.clip(np.floor((rois[:, 0] - 0.5 + reach).max()) + 2, x0 + 1, width))
+    y1 = int(np.clip(np.floor((rois[:, 1] - 0.5 + reach).max()) + 2, y0 + 1, height))
     shifted = rois.copy()
     shifted[:, 0] -= x0
     shifted[:, 1] -= y0
