@@ -255,6 +255,12 @@ def single_torch_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def workers_import_tests(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Worker interpreters find tests/worker_crashes.py by name, as they would a user's module."""
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parent))
+
+
 def kill_after_first_shard(args: list[str], out: Path, *, timeout_s: float = 60) -> list[Path]:
     """Run `epam-data ARGS` in a real process, SIGKILL it as soon as its first shard under `out` is
     finished, and return the finished shards. Fails if the run ends first or no shard appears within

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import write_person_clip
-from test_supervisor import workers_import_tests  # noqa: F401 (a fixture)
 from typer.testing import CliRunner
 from worker_crashes import ABORT_ID, prepare_group_or_crash, prepare_or_crash
 
@@ -82,7 +81,7 @@ def test_videos_in_flight_give_the_same_shards(
 
 
 def test_a_worker_lost_in_a_group_costs_the_culprit_only(
-    workers_import_tests: None,  # noqa: F811
+    workers_import_tests: None,
     tmp_path: Path,
     pyav: object,
 ) -> None:

@@ -9,7 +9,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
 from conftest import write_person_clip
 from worker_crashes import ABORT_ID, HANG_ID, SEGFAULT_ID, prepare_or_crash, square
 
@@ -18,14 +17,7 @@ from epam_data.runloop import ExtractReport, run_samples
 from epam_data.shards import ShardReader, write_dataset_json
 from epam_data.supervisor import supervised_map
 
-TESTS = Path(__file__).resolve().parent
 IDS = ["S001C001P001R001A001", ABORT_ID, SEGFAULT_ID, HANG_ID, "S001C001P005R001A009"]
-
-
-@pytest.fixture
-def workers_import_tests(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Worker interpreters find tests/worker_crashes.py by name, as they would a user's module."""
-    monkeypatch.setenv("PYTHONPATH", str(TESTS))
 
 
 def test_crashes_and_hangs_cost_one_item_each(workers_import_tests: None) -> None:
