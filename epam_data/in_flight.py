@@ -40,14 +40,14 @@ __all__ = ["prepare_videos"]
 
 @dataclass
 class _Video:
-    """One video of a group: its spec, times and plan, the chunks held for its crops, and its
-    outcome once known. `waits` counts the decode waits while it is tracked apart from `times`,
+    """One planned video of a group: its spec, times and plan, the chunks held for its crops, and
+    its outcome once known. `waits` counts the decode waits while it is tracked apart from `times`,
     since the tracking time is shared out among the group (`_share_pose_time`)."""
 
     spec: VideoSpec
-    times: StageTimes = field(default_factory=StageTimes)
+    times: StageTimes
+    plan: SamplePlan
     waits: StageTimes = field(default_factory=StageTimes)
-    plan: SamplePlan | None = None
     outcome: Outcome | None = None
     held: list[np.ndarray] = field(default_factory=list)
     error: Exception | None = None
@@ -55,7 +55,6 @@ class _Video:
     def frames(self) -> Iterator[np.ndarray]:
         """The sample's frames one by one, decoded a chunk ahead in a thread; a decoder error
         ends them and is kept for the outcome, so the group goes on without this video."""
-        assert self.plan is not None
         try:
             for chunk in decoded_chunks(self.spec, self.plan.indices, self.waits):
                 if self.plan.hold:
@@ -66,7 +65,6 @@ class _Video:
 
     def finish(self, poses: list[Any]) -> PreparedSample:
         """The prepared sample from its tracked frames, or this video's decoder error."""
-        assert self.plan is not None
         if self.error is not None:
             self.held.clear()
             raise self.error
@@ -79,14 +77,17 @@ def prepare_videos(specs: Sequence[VideoSpec]) -> list[Outcome]:
     """One Outcome per spec, in order, the videos tracked `specs[0].options.in_flight` at a time
     (module docstring). Raises only for what no one video caused (the backend cannot load, a
     network call fails): the run loop then prepares the group one video at a time."""
-    videos = [_Video(spec) for spec in specs]
-    for video in videos:
+    outcomes: list[Outcome | None] = [None] * len(specs)
+    planned: list[tuple[int, _Video]] = []
+    for position, spec in enumerate(specs):
+        times = StageTimes()
         try:
-            video.plan = plan_sample(video.spec, video.times)
+            planned.append((position, _Video(spec, times, plan_sample(spec, times))))
         except Exception as err:  # noqa: BLE001 (this video's failure, told in its outcome)
-            video.outcome = failed_outcome(video.spec, video.times, err)
-    _track([video for video in videos if video.plan is not None])
-    outcomes = [video.outcome for video in videos]
+            outcomes[position] = failed_outcome(spec, times, err)
+    _track([video for _, video in planned])
+    for position, video in planned:
+        outcomes[position] = video.outcome
     if None in outcomes:  # the tracker lost a video: prepare the group again one at a time
         raise RuntimeError("track_videos returned fewer videos than it was given")
     return [outcome for outcome in outcomes if outcome is not None]
@@ -97,13 +98,12 @@ def _track(videos: list[_Video]) -> None:
     frames (the decode waits inside it are each video's own)."""
     if not videos:
         return
-    plans = [video.plan for video in videos if video.plan is not None]
     options = videos[0].spec.options
     backend = worker_backend(options, 1)  # shares its networks; each video's tracker gets its own M
 
     def setup(index: int, tracker: Any) -> None:
-        tracker.max_persons = plans[index].max_persons
-        start_tracking(tracker, videos[index].spec, plans[index])
+        tracker.max_persons = videos[index].plan.max_persons
+        start_tracking(tracker, videos[index].spec, videos[index].plan)
 
     tracking = _timed_tracking(
         backend, (video.frames() for video in videos), options.in_flight, setup
@@ -141,7 +141,7 @@ def _timed_tracking(
 def _share_pose_time(videos: list[_Video], tracked_s: float) -> None:
     """Each video's decode waits into its `times`, and its share, by frames, of the tracking time
     less all the waits into `times.pose`."""
-    frames = [len(video.plan.indices) if video.plan is not None else 0 for video in videos]
+    frames = [len(video.plan.indices) for video in videos]
     pose_s = max(0.0, tracked_s - sum(video.waits.decode for video in videos))
     for video, count in zip(videos, frames):
         video.times.decode += video.waits.decode
