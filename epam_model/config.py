@@ -20,6 +20,7 @@ __all__ = [
     "RENDER_MODES",
     "SELECT_METRICS",
     "HEATMAP_KINDS",
+    "LEGACY_VALUES",
     "RUN_ONLY_FIELDS",
     "TrainConfig",
     "feature_size",
@@ -37,6 +38,9 @@ HEATMAP_KINDS: tuple[str, ...] = tuple(
 )  # the pose-stream input choices (data.HEATMAP_INPUTS)
 # Options that change how a run is executed, not what it computes: they may differ when a run is
 # resumed.
+# Options added after runs were saved without them: the value that reproduces those runs, for
+# --resume and for comparing a resumed run's options with its checkpoint's.
+LEGACY_VALUES: dict[str, Any] = {"zero_init_residual": True, "precise_bn": 0}
 RUN_ONLY_FIELDS = frozenset(
     {
         "dataset_dir",
@@ -127,6 +131,18 @@ class TrainConfig:
     weight_decay: float = option(3e-4, "SGD weight decay.", min=0)
     clip_grad: float = option(40.0, "Largest gradient norm (clipped above).", min=0)
     dropout: float = option(0.5, "Dropout before each classifier.", min=0)
+    zero_init_residual: bool = option(
+        False,
+        "Start each residual block's last BN scale at 0 (mmaction2's zero_init_residual, the "
+        "authors' init) instead of 1; from scratch that learns far more slowly at first "
+        "(docs/training.md). Weights loaded with --init-* replace it either way.",
+    )
+    precise_bn: int = option(
+        200,
+        "Batches of the training split that re-estimate the BatchNorm statistics before each "
+        "validation (PySlowFast's precise BN; at most one pass). 0: keep the running averages.",
+        min=0,
+    )
     workers: int = option(4, "Loader processes per process (at most the usable cores).", min=0)
     threads: int | None = option(
         None,
@@ -204,6 +220,8 @@ class TrainConfig:
                 raise EpamError(f"{name}={getattr(self, name)}: must be at least 1")
         if self.workers < 0:
             raise EpamError(f"workers={self.workers}: must be 0 (load in the main process) or more")
+        if self.precise_bn < 0:
+            raise EpamError(f"precise_bn={self.precise_bn}: must be 0 (off) or more batches")
         if self.threads is not None and self.threads < 1:
             raise EpamError(
                 f"threads={self.threads}: must be at least 1 (leave it unset for the usable cores)"
@@ -381,7 +399,7 @@ def resolve_train_config(
         last = Path(out) / "last.pt"
         if not last.is_file():
             raise EpamError(f"{last}: nothing to resume; drop --resume to start this run")
-        values.update(load_checkpoint(last)["config"])
+        values.update({**LEGACY_VALUES, **load_checkpoint(last)["config"]})
     values.update(from_file)
     values.update(given)
     values["dataset_dir"] = str(dataset_dir)

@@ -59,7 +59,7 @@ from epam_model.checkpoints import (
     save_checkpoint,
     set_rng_state,
 )
-from epam_model.config import RUN_ONLY_FIELDS, TrainConfig
+from epam_model.config import LEGACY_VALUES, RUN_ONLY_FIELDS, TrainConfig
 from epam_model.confusion_plot import draw_confusion_png
 from epam_model.data import ClipDataset, available_splits, model_inputs, worker_init_fn
 from epam_model.distributed import (
@@ -72,6 +72,8 @@ from epam_model.distributed import (
 )
 from epam_model.epamnet import build_model, load_stream_weights, load_weights
 from epam_model.metrics import confusion_matrix, per_class_table, summarize
+from epam_model.precise_bn import recompute_bn_stats
+from epam_model.xshiftnet import set_residual_init
 
 __all__ = [
     "METRICS_COLUMNS",
@@ -362,9 +364,11 @@ def _check_resume(checkpoint: Mapping[str, Any], config: TrainConfig, path: Path
             f"{path}: --epochs {config.epochs} but {done} epochs are done; give at least {done}"
         )
     differ = [
-        f"{key}: {saved.get(key)!r} in the checkpoint, {value!r} now"
+        f"{key}: {saved.get(key, LEGACY_VALUES.get(key))!r} in the checkpoint, {value!r} now"
         for key, value in config.to_dict().items()
-        if key not in RUN_ONLY_FIELDS and key != "epochs" and saved.get(key) != value
+        if key not in RUN_ONLY_FIELDS
+        and key != "epochs"
+        and saved.get(key, LEGACY_VALUES.get(key)) != value
     ]
     if differ:
         raise EpamError(
@@ -401,6 +405,7 @@ def _build_training_model(
         "dropout": config.dropout,
     }
     model = build_model(**model_args)
+    set_residual_init(model, zero=config.zero_init_residual)
     for half, path in (("rgb", config.init_rgb), ("pose", config.init_pose)):
         if not path or not init:
             continue
@@ -710,7 +715,7 @@ def _train(
         f"val clips, {run.train_set.num_classes} classes, {env.world_size} x batch "
         f"{config.batch_size} on {device}, lr {run.optimizer.param_groups[0]['initial_lr']:g} "
         f"({config.recipe} recipe, {config.warmup():g} warm-up epochs), best by val "
-        f"{run.best['metric']}"
+        f"{run.best['metric']}{_bn_note(config, len(run.loader))}"
     )
     row: dict[str, float] = {}
     end_epoch = (
@@ -723,6 +728,12 @@ def _train(
     return TrainResult(
         run_dir, end_epoch, best["metric"], float(best["value"]), int(best["epoch"]), row
     )
+
+
+def _bn_note(config: TrainConfig, iterations: int) -> str:
+    """What the first line says about BatchNorm: where the statistics that validate come from."""
+    batches = min(config.precise_bn, iterations)
+    return f", BN statistics re-estimated on {batches} batches" if batches else ""
 
 
 def _open_run_dir(
@@ -967,6 +978,7 @@ def _run_epoch(run: _Run, epoch: int) -> dict[str, float]:
         log=run.log,
         epoch=epoch + 1,
     )
+    _precise_bn(run)
     val = _validate(run)
     row = _metrics_row(epoch + 1, epoch_lr, stats, val)
     metric = run.best["metric"]
@@ -983,6 +995,20 @@ def _run_epoch(run: _Run, epoch: int) -> dict[str, float]:
     if env.distributed:
         dist.barrier()  # no rank runs ahead of the checkpoint it may resume from
     return row
+
+
+def _precise_bn(run: _Run) -> None:
+    """BN statistics re-estimated on the epoch's training clips before validating
+    (epam_model.precise_bn); the checkpoint saved next carries them."""
+    config, device = run.config, run.device
+    autocast, _, _ = autocast_context(config.amp, device)
+
+    def forward(model: nn.Module, batch: Mapping[str, Any]) -> None:
+        rgb, pose = model_inputs(batch, device, run.clip_config)
+        with autocast:
+            forward_heads(model, config.stream, rgb, pose)
+
+    recompute_bn_stats(unwrap(run.model), _batches(run.loader), forward, limit=config.precise_bn)
 
 
 def _validate(run: _Run) -> dict[str, float]:

@@ -39,6 +39,7 @@ __all__ = [
     "make_conv",
     "make_bn",
     "adapt_conv_weights",
+    "set_residual_init",
     "build_xshiftnet",
     "xshiftnet_rgb",
     "xshiftnet_pose",
@@ -369,6 +370,21 @@ class XShiftNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+def set_residual_init(model: nn.Module, *, zero: bool) -> None:
+    """Each X-Shift block's last BN scale to 0 (the block starts as the identity: the authors' init,
+    mmaction2's zero_init_residual) or 1.
+
+    Why a choice: at 0, every stage's only path at the start is its strided 1x1 projection, which
+    reads one pixel in four, so the output of a fresh pose stream depends on 12.8 % of the heatmap
+    pixels (1.0 with scales at 1) and misses most of the small joint blobs; a run from scratch
+    then barely moves for its first few dozen steps (docs/training.md). Training from scratch
+    starts at 1.
+    """
+    for module in model.modules():
+        if isinstance(module, XShiftBlock):
+            nn.init.constant_(module.bn3.weight, 0.0 if zero else 1.0)
 
 
 def adapt_conv_weights(state_dict: dict[str, Tensor], target: nn.Module) -> dict[str, Tensor]:
