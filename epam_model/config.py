@@ -36,11 +36,11 @@ SELECT_METRICS: tuple[str, ...] = ("auto", "top1", "mean_class_acc")
 HEATMAP_KINDS: tuple[str, ...] = tuple(
     HEATMAP_INPUTS
 )  # the pose-stream input choices (data.HEATMAP_INPUTS)
-# Options that change how a run is executed, not what it computes: they may differ when a run is
-# resumed.
 # Options added after runs were saved without them: the value that reproduces those runs, for
 # --resume and for comparing a resumed run's options with its checkpoint's.
 LEGACY_VALUES: dict[str, Any] = {"zero_init_residual": True, "precise_bn": 0}
+# Options that change how a run is executed, not what it computes: they may differ when a run is
+# resumed.
 RUN_ONLY_FIELDS = frozenset(
     {
         "dataset_dir",

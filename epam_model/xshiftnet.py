@@ -378,9 +378,9 @@ def set_residual_init(model: nn.Module, *, zero: bool) -> None:
 
     Why a choice: at 0, every stage's only path at the start is its strided 1x1 projection, which
     reads one pixel in four, so the output of a fresh pose stream depends on 12.8 % of the heatmap
-    pixels (1.0 with scales at 1) and misses most of the small joint blobs; a run from scratch
-    then barely moves for its first few dozen steps (docs/training.md). Training from scratch
-    starts at 1.
+    pixels (all of them with scales at 1) and misses most of the small joint blobs; a run from
+    scratch then barely moves for its first few dozen steps (docs/training.md). Training from
+    scratch starts at 1.
     """
     for module in model.modules():
         if isinstance(module, XShiftBlock):
