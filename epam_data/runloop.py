@@ -419,8 +419,10 @@ def run_samples(
         out_dir, samples_per_shard=samples_per_shard, part=part, max_shard_bytes=max_shard_bytes
     ) as writer:
         record = functools.partial(_record, writer, report, on_result)
-        outcomes = _results(groups, work, jobs, dask_address, ray_address, timeout)
-        lost = {outcome.sample.sample_id for outcome in outcomes if not record(outcome)}
+        lost: set[str] = set()
+        for outcome in _results(groups, work, jobs, dask_address, ray_address, timeout):
+            if not record(outcome):
+                lost.add(outcome.sample.sample_id)
         # the samples of a group whose worker died, each alone now: only the culprit fails
         again = [[task] for task in pending if task.sample.sample_id in lost]
         alone = functools.partial(_run_in_worker, prepare, None)

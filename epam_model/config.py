@@ -28,6 +28,7 @@ __all__ = [
     "load_yaml_config",
     "option",
     "resolve_train_config",
+    "saved_options",
 ]
 
 AMP_MODES: tuple[str, ...] = ("off", "bf16", "fp16")
@@ -377,6 +378,12 @@ def load_yaml_config(path: str | Path) -> dict[str, Any]:
     return {str(key).replace("-", "_"): value for key, value in data.items()}
 
 
+def saved_options(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+    """A checkpoint's options as it ran: its stored config, with `LEGACY_VALUES` for the options
+    added after it was saved."""
+    return {**LEGACY_VALUES, **checkpoint["config"]}
+
+
 def resolve_train_config(
     dataset_dir: str | Path,
     *,
@@ -399,7 +406,7 @@ def resolve_train_config(
         last = Path(out) / "last.pt"
         if not last.is_file():
             raise EpamError(f"{last}: nothing to resume; drop --resume to start this run")
-        values.update({**LEGACY_VALUES, **load_checkpoint(last)["config"]})
+        values.update(saved_options(load_checkpoint(last)))
     values.update(from_file)
     values.update(given)
     values["dataset_dir"] = str(dataset_dir)

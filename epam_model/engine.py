@@ -59,7 +59,7 @@ from epam_model.checkpoints import (
     save_checkpoint,
     set_rng_state,
 )
-from epam_model.config import LEGACY_VALUES, RUN_ONLY_FIELDS, TrainConfig
+from epam_model.config import RUN_ONLY_FIELDS, TrainConfig, saved_options
 from epam_model.confusion_plot import draw_confusion_png
 from epam_model.data import ClipDataset, available_splits, model_inputs, worker_init_fn
 from epam_model.distributed import (
@@ -358,17 +358,15 @@ def _select_metric(config: TrainConfig) -> str:
 def _check_resume(checkpoint: Mapping[str, Any], config: TrainConfig, path: Path) -> None:
     """Options given again must match the checkpoint's, except how the run is executed and
     `--epochs`, which may grow (the run is extended) but not fall below the epochs done."""
-    saved, done = checkpoint["config"], int(checkpoint["epoch"])
+    saved, done = saved_options(checkpoint), int(checkpoint["epoch"])
     if config.epochs < done:
         raise EpamError(
             f"{path}: --epochs {config.epochs} but {done} epochs are done; give at least {done}"
         )
     differ = [
-        f"{key}: {saved.get(key, LEGACY_VALUES.get(key))!r} in the checkpoint, {value!r} now"
+        f"{key}: {saved.get(key)!r} in the checkpoint, {value!r} now"
         for key, value in config.to_dict().items()
-        if key not in RUN_ONLY_FIELDS
-        and key != "epochs"
-        and saved.get(key, LEGACY_VALUES.get(key)) != value
+        if key not in RUN_ONLY_FIELDS and key != "epochs" and saved.get(key) != value
     ]
     if differ:
         raise EpamError(

@@ -49,7 +49,7 @@ def recompute_bn_stats(
     layers = _bn_layers(model)
     if not layers or limit < 1:
         return 0
-    saved = [_stats(layer) for layer in layers]
+    saved = [[buffer.clone() for buffer in _stats_buffers(layer)] for layer in layers]
     momenta = [layer.momentum for layer in layers]
     was_training = model.training
     for layer in layers:
@@ -74,19 +74,15 @@ def recompute_bn_stats(
     return used
 
 
-def _stats(layer: nn.modules.batchnorm._BatchNorm) -> list[torch.Tensor]:
-    return [buffer.clone() for buffer in _stats_buffers(layer)]
+def _stats_buffers(layer: nn.modules.batchnorm._BatchNorm) -> list[torch.Tensor]:
+    return [layer.running_mean, layer.running_var, layer.num_batches_tracked]
 
 
 def _restore(layers: list[nn.modules.batchnorm._BatchNorm], saved: list[list[Any]]) -> None:
-    """Put back the statistics of before (no batch came), rather than leave the reset ones."""
+    """Put back the statistics of before (no batch came, or one failed), not the reset ones."""
     for layer, stats in zip(layers, saved):
         for buffer, value in zip(_stats_buffers(layer), stats):
             buffer.copy_(value)
-
-
-def _stats_buffers(layer: nn.modules.batchnorm._BatchNorm) -> list[torch.Tensor]:
-    return [layer.running_mean, layer.running_var, layer.num_batches_tracked]
 
 
 def _average_across_ranks(layers: list[nn.modules.batchnorm._BatchNorm]) -> None:
