@@ -614,7 +614,8 @@ RayOption = Annotated[
 BackendOption = Annotated[
     str,
     typer.Option(
-        help="Pose backend: blazepose (offline default), mmlab (mmdet + mmpose) or "
+        help="Pose backend: blazepose (offline default), movenet (offline: CenterNet + MoveNet "
+        "Thunder, finds more people, about 4x slower on a CPU), mmlab (mmdet + mmpose) or "
         "blazepose+mmpose "
         "(BlazePose boxes, mmpose keypoints); mmlab ones need scripts/install_mmlab.sh."
     ),
@@ -679,7 +680,8 @@ DeviceOption = Annotated[
     Optional[str],
     typer.Option(
         help="mmlab, blazepose+mmpose: cpu, cuda or cuda:N.  [default: cuda when torch sees one] "
-        "blazepose: cuda or cuda:N runs its networks in PyTorch there.  [default: cpu, TFLite]"
+        "blazepose: cuda or cuda:N runs its networks in PyTorch there.  [default: cpu, TFLite] "
+        "movenet: where its networks run.  [default: cpu]"
     ),
 ]
 ProposalsOption = Annotated[
@@ -693,9 +695,24 @@ ProposalsOption = Annotated[
 ThreadsOption = Annotated[
     Optional[int],
     typer.Option(
-        help="mmlab, blazepose+mmpose: torch CPU threads per process.  [default: the usable "
-        "cores less one; "
+        help="mmlab, blazepose+mmpose, movenet: torch CPU threads per process.  [default: the "
+        "usable cores less one; "
         "1 per worker with --jobs]"
+    ),
+]
+# Options of the movenet backend (epam_data.pose.movenet).
+MoveNetModelOption = Annotated[
+    Optional[str],
+    typer.Option(
+        help="movenet: thunder (256 px crops) or lightning (192 px: faster, less accurate).  "
+        "[default: thunder]"
+    ),
+]
+DetectorSideOption = Annotated[
+    Optional[int],
+    typer.Option(
+        help="movenet: the person detector's input long side in pixels; larger finds smaller "
+        "people, at quadratic cost.  [default: 768]"
     ),
 ]
 # extract's parameters that go to the pose backend (ExtractOptions.backend_options), in the order
@@ -711,6 +728,8 @@ BACKEND_OPTION_NAMES = (
     "device",
     "proposals",
     "threads",
+    "pose_model",
+    "detector_side",
 )
 # Options of extract alone.
 ExtractMaxPersonsOption = Annotated[
@@ -789,6 +808,8 @@ def extract(
     device: DeviceOption = None,
     threads: ThreadsOption = None,
     proposals: ProposalsOption = None,
+    pose_model: MoveNetModelOption = None,
+    detector_side: DetectorSideOption = None,
     in_flight: InFlightOption = None,
 ) -> None:
     """Detect and track people, estimate COCO-17 poses, crop RGB and write HDF5 shards. Safe to
@@ -796,7 +817,7 @@ def extract(
 
     Exit code 1 when any sample failed (listed in OUT/failures.csv; a re-run retries them), else 0.
     """
-    # The command line by parameter name, taken before any other local exists: its 32 values passed
+    # The command line by parameter name, taken before any other local exists: its 34 values passed
     # on one by one would make this body as long as the signature.
     given = dict(locals())
     del given["part"]  # _run_with_progress parses it

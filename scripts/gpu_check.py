@@ -856,6 +856,56 @@ def _frame_folder_copies(ctx: Ctx, copies: int) -> Path:
     return root.parent
 
 
+def check_movenet(ctx: Ctx) -> dict[str, Any]:
+    """The movenet backend (CenterNet + MoveNet Thunder in torch) on the device against the CPU.
+
+    The same frames (`--frames DIR`, at 1080p) tracked on both: the persons and their joints must
+    agree (the networks are one fp32 graph; TF32 is off), and frames/s on the device with up to 2
+    persons. Needs the network files: $EPAM_MOVENET_MODELS, e.g. carry
+    .venv/share/epam/human-models."""
+    import numpy as np
+
+    from epam_data.frame_folder import probe_frames, read_frame_images
+    from epam_data.pose import PoseBackendError, load_backend
+
+    if ctx.args.frames is None:
+        raise Skip("give --frames DIR (JPEG frames with people) and $EPAM_MOVENET_MODELS")
+    strict_fp32(ctx)
+    count = min(ctx.sizes.pose_frames, probe_frames(ctx.args.frames).num_frames)
+    frames = upscale_1080p(read_frame_images(ctx.args.frames, np.arange(count)), ctx.sizes)
+    try:
+        device = load_backend("movenet", max_persons=2, device=str(ctx.device))
+        cpu = load_backend("movenet", max_persons=2, device="cpu")
+    except PoseBackendError as err:
+        raise Skip(str(err)) from None
+    reference = cpu.estimate(frames[: min(len(frames), 8)])
+    device.estimate(frames[:2])  # warm-up
+    device.reset()
+    start = time.perf_counter()
+    poses = device.estimate(frames)
+    sync(ctx)
+    wall = time.perf_counter() - start
+    shift = max(
+        (
+            float(np.abs(a.keypoints - b.keypoints).max(initial=0.0))
+            for a, b in zip(poses, reference)
+            if len(a) == len(b)
+        ),
+        default=0.0,
+    )
+    same_persons = all(np.array_equal(a.track_ids, b.track_ids) for a, b in zip(poses, reference))
+    figures = {
+        "frames": len(frames),
+        "frames_s": len(frames) / wall,
+        "persons_per_frame": float(np.mean([len(p) for p in poses])),
+        "same_persons_as_cpu": same_persons,
+        "max_joint_shift_px": shift,
+    }
+    if not same_persons or shift > 1.0:
+        raise Failed(f"movenet on {ctx.device} differs from the CPU: {short(figures)}")
+    return figures
+
+
 def upscale_1080p(frames: Any, sizes: Sizes) -> Any:
     """uint8 [T, h, w, 3] -> [T, 1080, 1920, 3] (bilinear, torch on the CPU); smoke: as given."""
     import torch
@@ -888,6 +938,7 @@ CHECKS: list[tuple[str, Callable[[Ctx], dict[str, Any]]]] = [
     ("render_speed", check_render_speed),
     ("extract_scaling", check_extract_scaling),
     ("blazepose_torch", check_blazepose_torch),
+    ("movenet", check_movenet),
     ("extract_in_flight", check_extract_in_flight),
 ]
 

@@ -178,6 +178,22 @@ def media_dir() -> Path:
     return MEDIA
 
 
+POSE_GT = SHARED / "data" / "pose_gt"
+
+
+@pytest.fixture(scope="session")
+def pose_gt_sets() -> dict:
+    """The real annotated sets in ../shared/data/pose_gt by name (`epam_data.pose.annotated`);
+    skips when the checkout has no shared/."""
+    from epam_data.pose.annotated import load_sets
+
+    if not POSE_GT.is_dir():
+        pytest.skip(
+            f"{POSE_GT} not found: these checks need the shared/ folder beside the checkout"
+        )
+    return load_sets(POSE_GT)
+
+
 @pytest.fixture(scope="session")
 def pyav() -> object:
     """PyAV, the encoder the media fixtures write real videos and JPEGs with (a test extra)."""

@@ -35,6 +35,16 @@ def _load_script(name: str) -> Any:
     return module
 
 
+def _movenet_files() -> bool:
+    from epam_data.pose import PoseBackendError
+    from epam_data.pose.npm_models import find_model
+
+    try:
+        return find_model("centernet") is not None and find_model("movenet-thunder") is not None
+    except PoseBackendError:
+        return False
+
+
 @pytest.mark.slow
 def test_smoke_run_passes_every_check(tmp_path: Path) -> None:
     """Set up as on the GPU machine: frames and the networks from `scripts/gpu_carry.py` (JPEGs,
@@ -60,8 +70,10 @@ def test_smoke_run_passes_every_check(tmp_path: Path) -> None:
     results = {r["name"]: r for r in report["checks"]}
     assert list(results) == check_names()
     for name, result in results.items():
-        if name == "blazepose_torch" and not CLIP.is_file():
+        if name in ("blazepose_torch", "movenet") and not CLIP.is_file():
             assert result["status"] == "skipped" and "--frames" in result["reason"], result
+        elif name == "movenet" and not _movenet_files():
+            assert result["status"] == "skipped" and "npm_models" in result["reason"], result
         elif name in SKIPPED_ON_CPU:
             assert result["status"] == "skipped", result
             assert SKIPPED_ON_CPU[name] in result["reason"]
@@ -71,6 +83,8 @@ def test_smoke_run_passes_every_check(tmp_path: Path) -> None:
     assert results["render_torch"]["figures"]["joint_max_abs"] <= 1e-5
     if CLIP.is_file():  # both players tracked through the torch runtime
         assert results["blazepose_torch"]["figures"]["persons_per_frame"] == 2
+    if CLIP.is_file() and _movenet_files():
+        assert results["movenet"]["figures"]["same_persons_as_cpu"]
     assert {g["goal"] for g in report["goals"]} >= {"EPAM-Net training off >= 1,000 clips/s"}
     assert report["machine"]["device"] == "cpu"
     assert "| fp32_epam | ok |" in (tmp_path / "gpu_check.md").read_text()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import SHARED
+from conftest import POSE_GT
 
 from epam_data.pose import PoseBackendError, load_backend
 from epam_data.pose.accuracy import (
@@ -24,19 +24,14 @@ from epam_data.pose.accuracy import (
     predict_images,
     recalled_errors,
 )
-from epam_data.pose.annotated import AnnotatedImage, load_folder, load_sets
+from epam_data.pose.annotated import AnnotatedImage, load_folder
 
-POSE_GT = SHARED / "data" / "pose_gt"
 SET_PEOPLE = {"crowdpose": 4, "humanart": 4, "jhmdb": 3, "mpii": 5, "ochuman": 5, "posetrack18": 14}
 
 
 @pytest.fixture(scope="module")
-def sets() -> dict[str, list[AnnotatedImage]]:
-    if not POSE_GT.is_dir():
-        pytest.skip(
-            f"{POSE_GT} not found: these checks need the shared/ folder beside the checkout"
-        )
-    return load_sets(POSE_GT)
+def sets(pose_gt_sets: dict[str, list[AnnotatedImage]]) -> dict[str, list[AnnotatedImage]]:
+    return pose_gt_sets
 
 
 @pytest.fixture(scope="module")

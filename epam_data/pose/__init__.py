@@ -16,6 +16,7 @@ from typing import Any
 from epam_data.pose.base import COCO17_NAMES, FramePoses, PoseBackend, PoseBackendError
 from epam_data.pose.blazepose import BlazePoseBackend
 from epam_data.pose.mmlab import BlazePoseMMPoseBackend, MMLabBackend
+from epam_data.pose.movenet import MoveNetBackend
 
 __all__ = [
     "BACKENDS",
@@ -30,6 +31,7 @@ BACKENDS: dict[str, type] = {
     "blazepose": BlazePoseBackend,
     "mmlab": MMLabBackend,
     "blazepose+mmpose": BlazePoseMMPoseBackend,
+    "movenet": MoveNetBackend,
 }
 
 

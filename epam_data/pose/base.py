@@ -21,7 +21,7 @@ from epam_data.skeleton import (
     COCO17_JOINT_NAMES as COCO17_NAMES,
 )  # one list of COCO-17 names for the project
 
-__all__ = ["COCO17_NAMES", "FramePoses", "PoseBackend", "PoseBackendError"]
+__all__ = ["COCO17_NAMES", "FramePoses", "PoseBackend", "PoseBackendError", "as_frames"]
 
 
 @dataclass(frozen=True)
@@ -80,3 +80,16 @@ class PoseBackend(Protocol):
     def reset(self) -> None:
         """Forget every tracked person: the next `estimate` call starts a new video."""
         ...
+
+
+def as_frames(frames: np.ndarray) -> np.ndarray:
+    """`estimate`'s input as uint8 [T, H, W, 3]: one [H, W, 3] frame becomes a batch of one;
+    anything else is a ValueError that names what was given."""
+    frames = np.asarray(frames)
+    if frames.ndim == 3:
+        frames = frames[None]
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(
+            f"frames must be uint8 [T, H, W, 3] RGB, got {frames.dtype} {frames.shape}"
+        )
+    return frames

@@ -54,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from epam_data.pose.base import FramePoses, PoseBackendError
+from epam_data.pose.base import FramePoses, PoseBackendError, as_frames
 from epam_data.pose.blazepose_geometry import (  # noqa: F401 (re-exported: tests, benches)
     BOX_ROI_SCALE,
     DETECTOR_SIZE,
@@ -418,14 +418,7 @@ class BlazePoseBackend:
 
         Tracking carries on from the previous call, so a long video can be given in chunks.
         """
-        frames = np.asarray(frames)
-        if frames.ndim == 3:
-            frames = frames[None]
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-            raise ValueError(
-                f"frames must be uint8 [T, H, W, 3] RGB, got {frames.dtype} {frames.shape}"
-            )
-        return [self._track_frame(np.ascontiguousarray(frame)) for frame in frames]
+        return [self._track_frame(np.ascontiguousarray(frame)) for frame in as_frames(frames)]
 
     # -- one frame ---------------------------------------------------------------------------------
 

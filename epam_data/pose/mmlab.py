@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from epam_data.pose.base import FramePoses, PoseBackendError
+from epam_data.pose.base import FramePoses, PoseBackendError, as_frames
 from epam_data.pose.tracking import IoUTracker
 from epam_data.threads import usable_cores
 
@@ -367,7 +367,7 @@ def _device(device: str | None) -> str:
     return device
 
 
-def _set_threads(threads: int | str | None, device: str) -> int:
+def set_cpu_threads(threads: int | str | None, device: str) -> int:
     """torch's intra-op threads on CPU, set explicitly: `threads`, else $OMP_NUM_THREADS, else the
     usable cores less one (extract decodes the next chunk in a thread meanwhile).
 
@@ -683,17 +683,6 @@ class PersonDetector:
         return found
 
 
-def _frames(frames: np.ndarray) -> np.ndarray:
-    frames = np.asarray(frames)
-    if frames.ndim == 3:
-        frames = frames[None]
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(
-            f"frames must be uint8 [T, H, W, 3] RGB, got {frames.dtype} {frames.shape}"
-        )
-    return frames
-
-
 # --- the backends ---------------------------------------------------------------------------------
 
 
@@ -708,8 +697,8 @@ class MMLabBackend:
         pose_config, pose_checkpoint: the pose model (`TopDownEstimator`); default HRNet-W32
             256x192.
         device: where both run; None: CUDA when torch sees it.
-        threads: torch CPU threads (`_set_threads`: default $OMP_NUM_THREADS, else the usable cores
-            less one).
+        threads: torch CPU threads (`set_cpu_threads`: default $OMP_NUM_THREADS, else the usable
+            cores less one).
         det_score_thr, det_area_thr, max_detections: which boxes become persons (PYSKL: 0.7, 1600
             px^2, all).
         det_batch, pose_batch: frames per detector pass, crops per pose pass.
@@ -748,7 +737,7 @@ class MMLabBackend:
         _import_mmdet()
         _import_mmpose()
         device = _device(device)
-        self.threads = _set_threads(threads, device)
+        self.threads = set_cpu_threads(threads, device)
         self.detector = PersonDetector(
             det_config,
             det_checkpoint,
@@ -781,7 +770,7 @@ class MMLabBackend:
     def estimate(self, frames: np.ndarray) -> list[FramePoses]:
         """frames: uint8 [T, H, W, 3] RGB -> one `FramePoses` per frame; tracking carries on across
         calls."""
-        frames = _frames(frames)
+        frames = as_frames(frames)
         boxes = self.detector.detect(frames)
         poses = self.estimator.estimate(frames, boxes)
         out = []
@@ -823,7 +812,7 @@ class BlazePoseMMPoseBackend:
 
         _import_mmpose()
         device = _device(device)
-        self.threads = _set_threads(threads, device)
+        self.threads = set_cpu_threads(threads, device)
         self.estimator = TopDownEstimator(
             pose_config, pose_checkpoint, device=device, batch_size=pose_batch, flip_test=flip_test
         )
@@ -840,7 +829,7 @@ class BlazePoseMMPoseBackend:
     def estimate(self, frames: np.ndarray) -> list[FramePoses]:
         """frames: uint8 [T, H, W, 3] RGB -> one `FramePoses` per frame: BlazePose's boxes and ids,
         mmpose's keypoints and scores."""
-        frames = _frames(frames)
+        frames = as_frames(frames)
         tracked = self.blazepose.estimate(frames)
         poses = self.estimator.estimate(frames, [found.boxes for found in tracked])
         return [
