@@ -1,4 +1,5 @@
-"""MoveNet Thunder and the CenterNet person detector as batched torch networks, with their decoding.
+"""MoveNet (Thunder, Lightning) and the CenterNet person detector as batched torch networks, with
+their decoding.
 
 Both come as TensorFlow.js graphs (`epam_data.pose.npm_models`) run by `TfjsGraph`. The graphs
 end in decoding written for one image at a time; here each graph runs only to its heads, for a
@@ -176,7 +177,8 @@ def sample_crops(frame: torch.Tensor, crops: np.ndarray, size: int) -> torch.Ten
     height, width = frame.shape[2:]
     crops_t = torch.as_tensor(crops, dtype=torch.float32, device=frame.device)
     steps = (torch.arange(size, device=frame.device, dtype=torch.float32) + 0.5) / size
-    xs = crops_t[:, None, 0] + steps[None] * crops_t[:, None, 2]  # pixel edges -> centres below
+    # sample j sits at the centre of the crop's j-th cell (x0, y0 is its outer corner)
+    xs = crops_t[:, None, 0] + steps[None] * crops_t[:, None, 2]
     ys = crops_t[:, None, 1] + steps[None] * crops_t[:, None, 2]
     grid = torch.stack(
         [
