@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
-__all__ = ["THREAD_ENV", "usable_cores", "one_thread_per_process"]
+__all__ = ["THREAD_ENV", "one_thread_per_process", "set_cpu_threads", "usable_cores"]
 
 # Thread pools read these when they start: OpenMP (torch, OpenCV), OpenBLAS, MKL, numexpr.
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
@@ -44,3 +44,25 @@ def one_thread_per_process() -> None:
     except ImportError:
         return
     threadpool_limits(1)
+
+
+def set_cpu_threads(threads: int | str | None, device: str) -> int:
+    """torch's intra-op threads on CPU, set explicitly: `threads`, else $OMP_NUM_THREADS, else the
+    usable cores less one (extract decodes the next chunk in a thread meanwhile).
+
+    extract's worker processes set $OMP_NUM_THREADS=1 (one process per video). On a busy machine
+    more threads than free cores made ops 25-30x slower (docs/pose-backends.md section 5.3), so give
+    --threads the free cores.
+    """
+    import torch
+
+    from epam_data.errors import PoseBackendError
+
+    if threads is None:
+        threads = os.environ.get("OMP_NUM_THREADS") or max(1, usable_cores() - 1)
+    count = int(threads)
+    if count < 1:
+        raise PoseBackendError(f"threads must be at least 1, got {threads}")
+    if device == "cpu" and torch.get_num_threads() != count:
+        torch.set_num_threads(count)
+    return count

@@ -45,7 +45,7 @@ import numpy as np
 
 from epam_data.pose.base import FramePoses, PoseBackendError, as_frames
 from epam_data.pose.tracking import IoUTracker
-from epam_data.threads import usable_cores
+from epam_data.threads import set_cpu_threads
 
 __all__ = [
     "DETECTORS",
@@ -365,26 +365,6 @@ def _device(device: str | None) -> str:
             f"--device {device}: this torch build sees no CUDA device; use --device cpu"
         )
     return device
-
-
-def set_cpu_threads(threads: int | str | None, device: str) -> int:
-    """torch's intra-op threads on CPU, set explicitly: `threads`, else $OMP_NUM_THREADS, else the
-    usable cores less one (extract decodes the next chunk in a thread meanwhile).
-
-    extract's worker processes set $OMP_NUM_THREADS=1 (one process per video). On a busy machine
-    more threads than free cores made ops 25-30x slower (docs/pose-backends.md section 5.3), so give
-    --threads the free cores.
-    """
-    import torch
-
-    if threads is None:
-        threads = os.environ.get("OMP_NUM_THREADS") or max(1, usable_cores() - 1)
-    count = int(threads)
-    if count < 1:
-        raise PoseBackendError(f"threads must be at least 1, got {threads}")
-    if device == "cpu" and torch.get_num_threads() != count:
-        torch.set_num_threads(count)
-    return count
 
 
 def _flag(value: bool | str | None) -> bool | None:

@@ -126,12 +126,13 @@ class CenterNetDetector:
         return cls(graph, long_side, torch.device(device))
 
     @torch.inference_mode()
-    def __call__(self, frame: np.ndarray, min_score: float) -> np.ndarray:
-        """float32 [N, 5] (x1, y1, x2, y2, score) in frame pixels, best first."""
+    def __call__(self, frame: torch.Tensor, min_score: float) -> np.ndarray:
+        """float32 [N, 5] (x1, y1, x2, y2, score) in frame pixels, best first, for a uint8 RGB
+        frame [H, W, 3] on the device (`MoveNetNetworks.image`)."""
         height, width = frame.shape[:2]
         scale = self.long_side / max(height, width)
         rows, columns = round(height * scale), round(width * scale)
-        image = _tensor(frame, self.device).permute(2, 0, 1)[None].float()
+        image = frame.permute(2, 0, 1)[None].float()
         image = F.interpolate(
             image, size=(rows, columns), mode="bilinear", align_corners=False, antialias=True
         )
@@ -140,14 +141,6 @@ class CenterNetDetector:
         boxes = decode_centernet(heat[0, ..., PERSON], sizes[0], min_score)
         boxes[:, :4] /= scale
         return boxes.cpu().numpy()
-
-
-def _tensor(frame: np.ndarray, device: torch.device) -> torch.Tensor:
-    """A frame as a tensor on `device`; decoded frames are often read-only, which torch warns
-    about, so those are copied."""
-    if not frame.flags.writeable or not frame.flags.c_contiguous:
-        frame = np.array(frame)
-    return torch.from_numpy(frame).to(device)
 
 
 def decode_centernet(heat: torch.Tensor, sizes: torch.Tensor, min_score: float) -> torch.Tensor:
@@ -171,26 +164,28 @@ def decode_centernet(heat: torch.Tensor, sizes: torch.Tensor, min_score: float) 
 
 
 def sample_crops(frame: torch.Tensor, crops: np.ndarray, size: int) -> torch.Tensor:
-    """Bilinear samples of `frame` (float [1, 3, H, W]) in square crops [B, 3] (x0, y0, side) ->
-    [B, size, size, 3], rounded to whole values as the network's integer input is; zeros
-    outside."""
-    height, width = frame.shape[2:]
-    crops_t = torch.as_tensor(crops, dtype=torch.float32, device=frame.device)
-    steps = (torch.arange(size, device=frame.device, dtype=torch.float32) + 0.5) / size
-    # sample j sits at the centre of the crop's j-th cell (x0, y0 is its outer corner)
-    xs = crops_t[:, None, 0] + steps[None] * crops_t[:, None, 2]
-    ys = crops_t[:, None, 1] + steps[None] * crops_t[:, None, 2]
-    grid = torch.stack(
-        [
-            (xs[:, None, :] / width * 2 - 1).expand(-1, size, -1),
-            (ys[:, :, None] / height * 2 - 1).expand(-1, -1, size),
-        ],
-        -1,
-    )
-    sampled = F.grid_sample(
-        frame.expand(len(crops), -1, -1, -1), grid, align_corners=False, padding_mode="zeros"
-    )
-    return sampled.permute(0, 2, 3, 1).round().clamp(0, 255)
+    """Bilinear samples of `frame` (uint8 [H, W, 3]) in square crops [B, 3] (x0, y0, side) ->
+    float [B, size, size, 3], rounded to whole values as the network's integer input is; zeros
+    outside the frame. Only the pixels under each crop (and one more around) become floats: a
+    1080p frame as floats costs more than the crops."""
+    height, width = frame.shape[:2]
+    steps = (torch.arange(size, device=frame.device, dtype=torch.float64) + 0.5) / size
+    samples = []
+    for x0, y0, side in np.asarray(crops, np.float64):
+        left, top = max(int(np.floor(x0)) - 1, 0), max(int(np.floor(y0)) - 1, 0)
+        right = min(int(np.ceil(x0 + side)) + 1, width)
+        bottom = min(int(np.ceil(y0 + side)) + 1, height)
+        if right <= left or bottom <= top:  # the crop lies off the frame
+            samples.append(torch.zeros(size, size, 3, device=frame.device))
+            continue
+        region = frame[top:bottom, left:right].permute(2, 0, 1)[None].float()
+        # sample j sits at the centre of the crop's j-th cell, in the region's [-1, 1]
+        xs = ((x0 - left + steps * side) / (right - left) * 2 - 1).float()
+        ys = ((y0 - top + steps * side) / (bottom - top) * 2 - 1).float()
+        grid = torch.stack([xs[None, :].expand(size, -1), ys[:, None].expand(-1, size)], -1)
+        sampled = F.grid_sample(region, grid[None], align_corners=False, padding_mode="zeros")
+        samples.append(sampled[0].permute(1, 2, 0))
+    return torch.stack(samples).round().clamp(0, 255)
 
 
 @dataclass(frozen=True)
@@ -213,8 +208,11 @@ class MoveNetNetworks:
         return {"detector": self.detector.graph.model_id, "landmarks": self.pose.graph.model_id}
 
     def image(self, frame: np.ndarray) -> torch.Tensor:
-        """A uint8 RGB frame [H, W, 3] as float [1, 3, H, W] on the device (crops sample it)."""
-        return _tensor(frame, self.device).permute(2, 0, 1)[None].float()
+        """A uint8 RGB frame [H, W, 3] on the device, once per frame: the crops and the detector
+        read it there. Decoded frames are often read-only, which torch warns about: copied."""
+        if not frame.flags.writeable or not frame.flags.c_contiguous:
+            frame = np.array(frame)
+        return torch.from_numpy(frame).to(self.device)
 
     def poses(self, image: torch.Tensor, crops: np.ndarray) -> np.ndarray:
         """float64 [B, 17, 3] (y, x, score in the crop) for square crops [B, 3] of `image`."""

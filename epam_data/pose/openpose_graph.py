@@ -451,11 +451,11 @@ def convert_graph(
 # --- the network ---------------------------------------------------------------------------------
 
 
-def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
     """TensorFlow's 'SAME' padding (before, after) for one axis: the output has ceil(size /
     stride) positions and the odd pixel of padding goes after (bottom / right), which matters for
     stride 2, where PyTorch's symmetric `padding=` would shift every output by one input pixel."""
-    total = max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
+    total = max((math.ceil(size / stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
     return total // 2, total - total // 2
 
 

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from epam_data.pose.base import PoseBackendError
+from epam_data.pose.openpose_graph import same_padding
 
 __all__ = ["TfjsGraph", "load_graph_json", "read_weights"]
 
@@ -64,12 +65,17 @@ def load_graph_json(path: str | os.PathLike) -> dict[str, Any]:
     return model
 
 
-def read_weights(model: dict[str, Any], folder: Path) -> dict[str, np.ndarray]:
+def read_weights(
+    model: dict[str, Any], folder: Path, digest: Any | None = None
+) -> dict[str, np.ndarray]:
     """Every constant of the manifest by name, dequantized to float32 where it was stored
-    smaller; the shard files are read from `folder` in the manifest's order."""
+    smaller; the shard files are read from `folder` in the manifest's order, once: `digest` (a
+    hashlib object) is fed their bytes on the way."""
     weights: dict[str, np.ndarray] = {}
     for group in model["weightsManifest"]:
         data = b"".join((folder / name).read_bytes() for name in group["paths"])
+        if digest is not None:
+            digest.update(data)
         offset = 0
         for spec in group["weights"]:
             array, offset = _one_weight(spec, data, offset)
@@ -141,13 +147,6 @@ def _const_from_attr(node: dict[str, Any]) -> np.ndarray:
 Op = Callable[[dict[str, Any], list[Any]], Any]
 
 
-def _same_pad(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
-    """TensorFlow's SAME padding of one axis: (before, after), the odd pixel after."""
-    out = -(-size // stride)
-    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
-    return total // 2, total - total // 2
-
-
 def _pad_nchw(
     x: torch.Tensor, node: dict[str, Any], kernel: Sequence[int], value: float = 0.0
 ) -> torch.Tensor:
@@ -155,8 +154,8 @@ def _pad_nchw(
     if _attr(node, "padding") != "SAME":
         return x
     strides, dilations = _attr(node, "strides"), _attr(node, "dilations", [1, 1, 1, 1])
-    top, bottom = _same_pad(x.shape[2], kernel[0], strides[1], dilations[1])
-    left, right = _same_pad(x.shape[3], kernel[1], strides[2], dilations[2])
+    top, bottom = same_padding(x.shape[2], kernel[0], strides[1], dilations[1])
+    left, right = same_padding(x.shape[3], kernel[1], strides[2], dilations[2])
     if not (top or bottom or left or right):
         return x
     return F.pad(x, (left, right, top, bottom), value=value)
@@ -397,15 +396,6 @@ OPS: dict[str, Op] = {
 }
 
 
-def _files_sha256(path: Path, model: dict[str, Any]) -> str:
-    """One sha256 over model.json and its weight shards: what a prepared dataset records."""
-    digest = hashlib.sha256(path.read_bytes())
-    for group in model["weightsManifest"]:
-        for name in group["paths"]:
-            digest.update((path.parent / name).read_bytes())
-    return digest.hexdigest()
-
-
 # --- the module ----------------------------------------------------------------------------------
 
 
@@ -446,8 +436,9 @@ class TfjsGraph(nn.Module):
         if unknown:
             raise PoseBackendError(f"{path.name}: TensorFlow.js ops not supported: {unknown}")
         self._nodes = {name: nodes[name] for name in self._order}
-        weights = read_weights(model, path.parent)
-        self.model_id = f"{path.stem} sha256:{_files_sha256(path, model)[:12]}"
+        digest = hashlib.sha256(path.read_bytes())  # model.json and its shards: the model's id
+        weights = read_weights(model, path.parent, digest)
+        self.model_id = f"{path.stem} sha256:{digest.hexdigest()[:12]}"
         self._const_index: dict[str, int] = {}
         for name in self._order:
             if nodes[name]["op"] == "Const":
