@@ -20,8 +20,9 @@ The figures (the tests in brackets hold them to a bar):
 * arm_wrestling, first 150 frames: frames with someone, with two persons (test_pose);
 * arm_wrestling, every 2nd frame of 280, stitched into 2 slots: slot-frames filled (test_persons);
 * both clips through extract's path at stride 3 (backend -> select_persons, M = 2): frames where
-  both kept persons are present (before 120 for two_players, all 94 for arm wrestling) and where
-  someone is (test_extract).
+  both kept persons are present (before 120 for two_players, all 94 for arm wrestling), where
+  someone is (test_extract), and, for arm wrestling, where both kept persons are tall (`TALL`):
+  the two wrestlers rather than the bystanders behind them.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ MEDIA = ROOT.parent / "shared" / "media"
 TWO_PLAYERS = "two_players_426x240.mp4"
 ARM_WRESTLING = "arm_wrestling_340x256.mp4"
 NOSE, L_HIP, R_HIP, L_ANKLE, R_ANKLE = 0, 11, 12, 15, 16
+TALL = 0.5  # share of the frame height a wrestler's joints span (`_extract_path`)
 
 # name -> (environment, backend options). numpy's groups: X86_V4 is AVX-512 (SKX), X86_V3 is AVX2 +
 # FMA.
@@ -58,6 +60,24 @@ SETTINGS: dict[str, tuple[dict[str, str], dict[str, Any]]] = {
     ),
 }
 
+# The movenet backend's networks run in torch: its vector paths are oneDNN's and ATen's.
+MOVENET_SETTINGS: dict[str, tuple[dict[str, str], dict[str, Any]]] = {
+    "default": ({}, {"backend": "movenet"}),
+    "torch AVX2": (
+        {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"},
+        {"backend": "movenet"},
+    ),
+    "torch SSE4.1": (
+        {"ONEDNN_MAX_CPU_ISA": "SSE41", "ATEN_CPU_CAPABILITY": "default"},
+        {"backend": "movenet"},
+    ),
+    "numpy SSE4 (no AVX)": (
+        {"NPY_DISABLE_CPU_FEATURES": "X86_V3 X86_V4 AVX512_ICL AVX512_SPR"},
+        {"backend": "movenet"},
+    ),
+    "two threads": ({"OMP_NUM_THREADS": "2"}, {"backend": "movenet", "threads": 2}),
+}
+
 FIGURES = {  # key -> (label, unit)
     "tp_upright": ("two_players: confident persons upright", "%"),
     "tp_jumps": ("two_players: hip jumps > 0.35 box heights", "per mille of steps"),
@@ -68,6 +88,7 @@ FIGURES = {  # key -> (label, unit)
     "ex_tp_both": ("extract two_players: both kept, frames < 120", "%"),
     "ex_aw_both": ("extract arm_wrestling: both kept", "%"),
     "ex_aw_anyone": ("extract arm_wrestling: someone kept", "%"),
+    "ex_aw_both_tall": ("extract arm_wrestling: both kept and tall (the wrestlers)", "%"),
 }
 
 
@@ -107,17 +128,27 @@ def _two_players(frames: np.ndarray, poses: list) -> dict[str, float]:
     }
 
 
-def _extract_path(backend: Any, path: Path, full_view: int) -> tuple[float, float]:
+def _extract_path(backend: Any, path: Path, full_view: int) -> tuple[float, float, float]:
     """extract's pose stage at stride 3 with M = 2: (both kept persons present before `full_view`,
-    someone)."""
+    someone, both present and tall).
+
+    Tall: the kept person's joints span at least `TALL` of the frame's height. In the arm-wrestling
+    close-up the wrestlers do and the bystanders behind them (a third of the height) do not, so
+    "both tall" counts the frames where the two kept persons are the two wrestlers."""
     from epam_data.persons import select_persons
     from epam_data.video import probe_video, read_frames
 
     indices = np.arange(0, probe_video(path).num_frames, 3)
+    frames = read_frames(path, indices)
     backend.reset()
-    tracks = select_persons(backend.estimate(read_frames(path, indices)), 2)
+    tracks = select_persons(backend.estimate(frames), 2)
     present = tracks.present
-    return 100 * present.all(0)[indices < full_view].mean(), 100 * present.any(0).mean()
+    tall = (tracks.boxes[..., 3] - tracks.boxes[..., 1]) >= TALL * frames.shape[1]
+    return (
+        100 * present.all(0)[indices < full_view].mean(),
+        100 * present.any(0).mean(),
+        100 * (present & tall).all(0).mean(),
+    )
 
 
 def measure(backend_options: dict[str, Any]) -> dict[str, float]:
@@ -137,17 +168,17 @@ def measure(backend_options: dict[str, Any]) -> dict[str, float]:
     backend.reset()
     poses = backend.estimate(read_frames(MEDIA / ARM_WRESTLING, np.arange(0, 280, 2)))
     figures["aw_stitched_filled"] = 100 * select_persons(poses, 2).present.mean()
-    figures["ex_tp_both"], _ = _extract_path(backend, MEDIA / TWO_PLAYERS, 120)
-    figures["ex_aw_both"], figures["ex_aw_anyone"] = _extract_path(
+    figures["ex_tp_both"], _, _ = _extract_path(backend, MEDIA / TWO_PLAYERS, 120)
+    figures["ex_aw_both"], figures["ex_aw_anyone"], figures["ex_aw_both_tall"] = _extract_path(
         backend, MEDIA / ARM_WRESTLING, 10**9
     )
     return {key: round(float(value), 1) for key, value in figures.items()}
 
 
-def run_setting(name: str) -> dict[str, float]:
+def run_setting(name: str, settings: dict[str, tuple[dict[str, str], dict[str, Any]]]) -> dict:
     """`measure` in a fresh process with the setting's environment (numpy reads it at import)."""
-    env_vars, options = SETTINGS[name]
-    env = {**os.environ, **env_vars, "OMP_NUM_THREADS": "1"}
+    env_vars, options = settings[name]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **env_vars}
     done = subprocess.run(
         [sys.executable, __file__, "--measure", "--options", json.dumps(options)],
         env=env,
@@ -181,7 +212,10 @@ def main() -> None:
     )
     parser.add_argument("--options", default="{}", help="backend options (JSON), with --measure")
     parser.add_argument(
-        "--settings", nargs="*", default=list(SETTINGS), help="which settings to run"
+        "--settings", nargs="*", help="which settings to run (default: all of the backend's)"
+    )
+    parser.add_argument(
+        "--backend", choices=["blazepose", "movenet"], default="blazepose", help="whose settings"
     )
     parser.add_argument("--json", type=Path, help="also write the figures per setting to this file")
     args = parser.parse_args()
@@ -192,9 +226,10 @@ def main() -> None:
     if args.measure:
         print(json.dumps(measure(json.loads(args.options))))
         return
+    settings = MOVENET_SETTINGS if args.backend == "movenet" else SETTINGS
     results = {}
-    for name in args.settings:
-        results[name] = run_setting(name)
+    for name in args.settings or list(settings):
+        results[name] = run_setting(name, settings)
         print(f"{name}: {results[name]}", file=sys.stderr)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")

@@ -160,13 +160,15 @@ def test_finds_the_annotated_people(
 ) -> None:
     backend = load_backend("movenet", max_persons=48)
     figures = {name: _recall_and_ap(backend, images) for name, images in sets.items()}
-    # measured (BENCHMARKS.md): OCHuman 3 of 5, AP 0.25; PoseTrack 12 of 14, AP 0.53
+    # The bars sit below the figures measured with every crop moved by 0.1 to 0.9 of its snapping
+    # grid (BENCHMARKS.md), a far larger change than any CPU's rounding makes: OCHuman + PoseTrack
+    # 14-15 of 19, PoseTrack AP 0.49-0.54; MPII + CrowdPose + JHMDB 11-12 of 12, their mean AP
+    # 0.68-0.81 (JHMDB alone 0.53-0.81: one person of three comes and goes).
     assert figures["ochuman"][0] + figures["posetrack18"][0] >= 13
     assert figures["posetrack18"][1] >= 0.40
-    # measured: MPII 5 of 5, AP 0.78; CrowdPose 4 of 4, AP 0.74; JHMDB 3 of 3, AP 0.80
-    for name in ("mpii", "crowdpose", "jhmdb"):
-        assert figures[name][0] == sum(i.people for i in sets[name]), name
-        assert figures[name][1] >= 0.6, name
+    others = ("mpii", "crowdpose", "jhmdb")
+    assert sum(figures[name][0] for name in others) >= 11
+    assert np.mean([figures[name][1] for name in others]) >= 0.6
 
 
 def test_follows_two_people_through_a_real_clip(
@@ -188,6 +190,38 @@ def test_follows_two_people_through_a_real_clip(
     for a, b in zip(poses, chunked):  # tracking carries over between calls
         assert np.array_equal(a.track_ids, b.track_ids)
         assert np.allclose(a.keypoints, b.keypoints, atol=1e-3)
+
+
+def test_crops_sit_on_the_grid_so_tiny_differences_give_the_same_crop(
+    models: Path, media_dir: Path, single_torch_thread: None
+) -> None:
+    """Why: a heatmap difference of 2e-5 between CPUs' vector code must not move the next crop
+    (`snap_crop`); without the snap every perturbed crop below differs."""
+    from epam_data.pose.movenet import CROP_GRID, crop_from_keypoints, snap_crop
+    from epam_data.video import read_frames
+
+    rng = np.random.default_rng(0)
+    same = 0
+    for _ in range(200):
+        keypoints, scores = rng.uniform(0, 400, (17, 2)), rng.uniform(0, 1, 17)
+        crop = snap_crop(crop_from_keypoints(keypoints, scores))
+        assert np.array_equal(crop, snap_crop(crop))
+        assert np.allclose(crop / CROP_GRID, np.round(crop / CROP_GRID))
+        moved = keypoints + rng.normal(0, 1e-3, keypoints.shape)  # a far larger slip than 2e-5
+        same += np.array_equal(crop, snap_crop(crop_from_keypoints(moved, scores)))
+    assert same >= 190  # differs only where a value sits within the slip of a grid line
+
+    backend = load_backend("movenet", max_persons=2)
+    seen: list[np.ndarray] = []
+    networks_poses = backend._networks.poses
+    object.__setattr__(  # record what the real network is given; it still runs
+        backend._networks,
+        "poses",
+        lambda image, crops: seen.append(crops) or networks_poses(image, crops),
+    )
+    backend.estimate(read_frames(media_dir / "arm_wrestling_340x256.mp4", np.arange(12)))
+    crops = np.concatenate(seen)
+    assert len(crops) >= 12 and np.array_equal(crops, np.stack([snap_crop(c) for c in crops]))
 
 
 # --- the reader's op semantics, on a graph written here (no model files needed) -------------------

@@ -32,12 +32,13 @@ import numpy as np
 from epam_data.pose.base import FramePoses, PoseBackendError, as_frames
 from epam_data.threads import set_cpu_threads
 
-__all__ = ["MoveNetBackend", "crop_from_box", "crop_from_keypoints"]
+__all__ = ["MoveNetBackend", "crop_from_box", "crop_from_keypoints", "snap_crop"]
 
 CROP_SCORE = 0.2  # MoveNet's MIN_CROP_KEYPOINT_SCORE: joints that shape the next crop
 TORSO = (5, 6, 11, 12)  # shoulders, hips (COCO-17)
 BOX_GROW = 1.25  # a detection's box -> a square crop this much larger than its long side
 DUPLICATE_SHIFT = 0.1  # mean joint distance / body size under which two persons are one
+CROP_GRID = (0.5, 0.5, 1.0)  # x0, y0, side (frame pixels): crops are snapped to it (`snap_crop`)
 
 
 def crop_from_box(box: np.ndarray) -> np.ndarray:
@@ -60,6 +61,22 @@ def crop_from_keypoints(keypoints: np.ndarray, scores: np.ndarray) -> np.ndarray
     body = np.abs(keypoints[sure] - centre).max()
     half = max(torso * 1.9, body * 1.2, 8.0)
     return np.array([centre[0] - half, centre[1] - half, 2 * half], np.float64)
+
+
+def snap_crop(crop: np.ndarray) -> np.ndarray:
+    """A square crop (x0, y0, side) rounded to `CROP_GRID`, so that the next crop is the same on
+    every CPU.
+
+    Each crop comes from the previous frame's joints, and MoveNet's scores are sensitive to the crop
+    when a person is cut off by the frame: a difference of 2e-5 in a heatmap (torch's AVX-512, AVX2
+    and SSE kernels round differently) moved one crop pixel across a rounding boundary, and within
+    a few frames a person was kept on one CPU and dropped on another (BENCHMARKS.md). Snapped,
+    such differences give the same crop except where a value sits on a grid line; half a pixel is
+    far below the jitter MoveNet was trained with. `epam_data.pose.blazepose_geometry.snap_roi`
+    does the same for BlazePose.
+    """
+    step = np.asarray(CROP_GRID, np.float64)
+    return np.round(np.asarray(crop, np.float64) / step) * step
 
 
 @dataclass(eq=False)
@@ -227,7 +244,7 @@ class MoveNetBackend:
         if not crops:
             return []
         start = time.perf_counter()
-        square = np.stack(crops)
+        square = np.stack([snap_crop(crop) for crop in crops])
         out = self._networks.poses(image, square)
         self.timings.pose_s += time.perf_counter() - start
         self.timings.pose_crops += len(crops)

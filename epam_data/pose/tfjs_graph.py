@@ -161,17 +161,20 @@ def _pad_nchw(
     return F.pad(x, (left, right, top, bottom), value=value)
 
 
-def _fused(node: dict[str, Any], y: torch.Tensor, extra: list[Any]) -> torch.Tensor:
-    """The ops fused after a convolution: BiasAdd, then an activation."""
+def _fused(
+    node: dict[str, Any], y: torch.Tensor, extra: list[Any], *, biased: bool
+) -> torch.Tensor:
+    """The ops fused after a convolution: BiasAdd (unless the convolution added it: `biased`),
+    then an activation, in place (`y` is the convolution's own fresh output)."""
     for name in _attr(node, "fused_ops", []):
         if name == "BiasAdd":
-            y = y + extra[0]
+            y = y if biased else y + extra[0]
         elif name == "Relu":
-            y = torch.relu(y)
+            y = y.relu_()
         elif name == "Relu6":
-            y = y.clamp(0, 6)
+            y = y.clamp_(0, 6)
         elif name == "LeakyRelu":
-            y = F.leaky_relu(y, _attr(node, "leakyrelu_alpha", 0.2))
+            y = F.leaky_relu(y, _attr(node, "leakyrelu_alpha", 0.2), inplace=True)
         else:
             raise PoseBackendError(f"fused op {name} in {node['name']} is not supported")
     return y
@@ -179,19 +182,32 @@ def _fused(node: dict[str, Any], y: torch.Tensor, extra: list[Any]) -> torch.Ten
 
 def _conv(node: dict[str, Any], args: list[Any], *, depthwise: bool) -> torch.Tensor:
     """Conv2D / DepthwiseConv2dNative (and their fused forms) on NHWC tensors; the weight comes
-    pre-arranged for torch (`TfjsGraph._arrange`)."""
+    pre-arranged for torch (`TfjsGraph._arrange`).
+
+    A 1 x 1 convolution with stride 1 is one matrix product over the NHWC pixels (`torch.addmm`,
+    bias included): torch would send it, on one thread, to its slow convolution, which converts
+    the layout both ways; that was half of MoveNet Thunder's time on a CPU."""
     x, weight = args[0], args[1]
     kernel = weight.shape[2:]
-    xc = _pad_nchw(x.permute(0, 3, 1, 2), node, kernel)
     strides, dilations = _attr(node, "strides"), _attr(node, "dilations", [1, 1, 1, 1])
-    y = F.conv2d(
-        xc,
-        weight,
-        stride=tuple(strides[1:3]),
-        dilation=tuple(dilations[1:3]),
-        groups=x.shape[3] if depthwise else 1,
-    )
-    return _fused(node, y.permute(0, 2, 3, 1), args[2:])
+    fused = _attr(node, "fused_ops", [])
+    bias = args[2] if fused[:1] == ["BiasAdd"] else None
+    if not depthwise and tuple(kernel) == (1, 1) and strides[1:3] == [1, 1]:
+        flat = x.reshape(-1, x.shape[3])
+        matrix = weight.reshape(weight.shape[0], -1).t()
+        y = flat @ matrix if bias is None else torch.addmm(bias, flat, matrix)
+        y = y.reshape(*x.shape[:3], -1)
+    else:
+        xc = _pad_nchw(x.permute(0, 3, 1, 2), node, kernel)
+        y = F.conv2d(
+            xc,
+            weight,
+            bias,
+            stride=tuple(strides[1:3]),
+            dilation=tuple(dilations[1:3]),
+            groups=x.shape[3] if depthwise else 1,
+        ).permute(0, 2, 3, 1)
+    return _fused(node, y, args[2:], biased=bias is not None)
 
 
 def _max_pool(node: dict[str, Any], args: list[Any]) -> torch.Tensor:
