@@ -7,14 +7,16 @@ venv:
 demo: venv
 	@scripts/demo.sh
 
-# The quality tests run twice: on this CPU's vector code, then with numpy's AVX2 / AVX-512 kernels off (SSE4 code),
-# so that a change which only passes on one vector path fails here (BENCHMARKS.md, SIMD spread).
-NO_NUMPY_SIMD = NPY_DISABLE_CPU_FEATURES="X86_V3 X86_V4 AVX512_ICL AVX512_SPR"
+# The quality tests run twice: on this CPU's vector code, then with numpy's and torch's AVX2 / AVX-512 kernels off
+# (SSE4 code; torch's convolutions through oneDNN, the rest through ATen), so that a change which only passes on one
+# vector path fails here (BENCHMARKS.md, SIMD spread).
+NO_SIMD = NPY_DISABLE_CPU_FEATURES="X86_V3 X86_V4 AVX512_ICL AVX512_SPR" ONEDNN_MAX_CPU_ISA=SSE41 \
+	ATEN_CPU_CAPABILITY=default
 
 test: venv lint
 	@.venv/bin/python -m pytest -q
-	@echo "quality tests again, numpy without AVX2 / AVX-512 ($(NO_NUMPY_SIMD)):"
-	@$(NO_NUMPY_SIMD) .venv/bin/python -m pytest -q -m quality -p no:cacheprovider
+	@echo "quality tests again, numpy and torch without AVX2 / AVX-512 ($(NO_SIMD)):"
+	@$(NO_SIMD) .venv/bin/python -m pytest -q -m quality -p no:cacheprovider
 
 # ruff (pinned in the lint extra): formatting and the rule set of pyproject.toml. `make format` applies both.
 lint: venv
