@@ -68,12 +68,14 @@ def snap_crop(crop: np.ndarray) -> np.ndarray:
     every CPU.
 
     Each crop comes from the previous frame's joints, and MoveNet's scores are sensitive to the crop
-    when a person is cut off by the frame: a difference of 2e-5 in a heatmap (torch's AVX-512, AVX2
-    and SSE kernels round differently) moved one crop pixel across a rounding boundary, and within
-    a few frames a person was kept on one CPU and dropped on another (BENCHMARKS.md). Snapped,
-    such differences give the same crop except where a value sits on a grid line; half a pixel is
-    far below the jitter MoveNet was trained with. `epam_data.pose.blazepose_geometry.snap_roi`
-    does the same for BlazePose.
+    when a person is cut off by the frame: torch's AVX-512, AVX2 and SSE kernels differ by about
+    2e-5 in a heatmap, that reaches the joints and so the next crop, and within a few frames of the
+    arm-wrestling close-up a person was kept on one CPU and dropped on another (BENCHMARKS.md).
+    Snapped, such differences give the same crop except where a value sits on a grid line; half a
+    pixel is far below the jitter MoveNet was trained with. It makes the tracking the same
+    everywhere, not less chaotic: a crop moved on purpose by a fraction of the step still changes
+    the close-up's figures. `epam_data.pose.blazepose_geometry.snap_roi` does the same for
+    BlazePose.
     """
     step = np.asarray(CROP_GRID, np.float64)
     return np.round(np.asarray(crop, np.float64) / step) * step
