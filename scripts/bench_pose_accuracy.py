@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from grid_luck import move_grids, parse_grid
 
 from epam_data.pose import load_backend
 from epam_data.pose.accuracy import coco_keypoint_ap, predict_images, recalled_errors
@@ -102,7 +103,11 @@ def main() -> None:
     parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (movenet, OpenPose)")
+    parser.add_argument(
+        "--grid", default="1:0", help="SCALE:SHIFT of the crops' snapping grid (grid_luck.py)"
+    )
     args = parser.parse_args()
+    move_grids(*parse_grid(args.grid))
     torch.set_num_threads(args.threads)  # one: like TFLite's one thread (BENCHMARKS.md)
     sets = load_sets(args.root)
     results: dict[str, dict[str, dict[str, Any]]] = {}

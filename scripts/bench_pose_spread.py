@@ -12,6 +12,8 @@ process (numpy reads the variable at import), and prints the spread:
     .venv/bin/python scripts/bench_pose_spread.py --json out.json
     .venv/bin/python scripts/bench_pose_spread.py --measure   # this process's figures, as JSON
     .venv/bin/python scripts/bench_pose_spread.py --measure --options '{"backend": "movenet"}'
+    .venv/bin/python scripts/bench_pose_spread.py --backend movenet    # torch's vector paths
+    .venv/bin/python scripts/bench_pose_spread.py --measure --grid 2:0.5   # grid luck
 
 The figures (the tests in brackets hold them to a bar):
 * two_players, every frame: share of confident persons standing upright (test_pose), jumps of a hip
@@ -36,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from grid_luck import move_grids, parse_grid
 
 ROOT = Path(__file__).resolve().parents[1]
 MEDIA = ROOT.parent / "shared" / "media"
@@ -175,12 +178,14 @@ def measure(backend_options: dict[str, Any]) -> dict[str, float]:
     return {key: round(float(value), 1) for key, value in figures.items()}
 
 
-def run_setting(name: str, settings: dict[str, tuple[dict[str, str], dict[str, Any]]]) -> dict:
+def run_setting(
+    name: str, settings: dict[str, tuple[dict[str, str], dict[str, Any]]], grid: str
+) -> dict:
     """`measure` in a fresh process with the setting's environment (numpy reads it at import)."""
     env_vars, options = settings[name]
     env = {**os.environ, "OMP_NUM_THREADS": "1", **env_vars}
     done = subprocess.run(
-        [sys.executable, __file__, "--measure", "--options", json.dumps(options)],
+        [sys.executable, __file__, "--measure", "--options", json.dumps(options), "--grid", grid],
         env=env,
         capture_output=True,
         text=True,
@@ -218,18 +223,22 @@ def main() -> None:
         "--backend", choices=["blazepose", "movenet"], default="blazepose", help="whose settings"
     )
     parser.add_argument("--json", type=Path, help="also write the figures per setting to this file")
+    parser.add_argument(
+        "--grid", default="1:0", help="SCALE:SHIFT of the crops' snapping grid (grid_luck.py)"
+    )
     args = parser.parse_args()
     if not MEDIA.is_dir():
         raise SystemExit(
             f"{MEDIA} not found: this benchmark needs the shared/ folder beside the checkout"
         )
     if args.measure:
+        move_grids(*parse_grid(args.grid))
         print(json.dumps(measure(json.loads(args.options))))
         return
     settings = MOVENET_SETTINGS if args.backend == "movenet" else SETTINGS
     results = {}
     for name in args.settings or list(settings):
-        results[name] = run_setting(name, settings)
+        results[name] = run_setting(name, settings, args.grid)
         print(f"{name}: {results[name]}", file=sys.stderr)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")

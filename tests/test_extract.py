@@ -209,7 +209,7 @@ def test_two_people_on_the_shared_clips(media_dir: Path, blazepose: None, tmp_pa
         # 11.7-51.1 %, someone 80.9-98.9 %. The snap makes every CPU take the default grid's path,
         # so this bar holds on any machine, but a change that moves a crop by a sub-pixel amount
         # (not a CPU's rounding) can cross it without being worse: re-measure with
-        # scripts/bench_pose_spread.py.
+        # scripts/bench_pose_spread.py, and its --grid for the spread.
         for sample_id, hw, full_view, both_min, anyone_min in [
             ("S002C001P003R001A050", (240, 426), 120, 0.9, 0.45),
             ("S002C002P003R001A058", (256, 340), 280, 0.25, 0.85),
