@@ -64,8 +64,8 @@ def crop_from_keypoints(keypoints: np.ndarray, scores: np.ndarray) -> np.ndarray
 
 
 def snap_crop(crop: np.ndarray) -> np.ndarray:
-    """A square crop (x0, y0, side) rounded to `CROP_GRID`, so that the next crop is the same on
-    every CPU.
+    """Square crops (x0, y0, side) [..., 3] rounded to `CROP_GRID`, so that the next crop is the
+    same on every CPU.
 
     Each crop comes from the previous frame's joints, and MoveNet's scores are sensitive to the crop
     when a person is cut off by the frame: torch's AVX-512, AVX2 and SSE kernels differ by about
@@ -246,7 +246,7 @@ class MoveNetBackend:
         if not crops:
             return []
         start = time.perf_counter()
-        square = np.stack([snap_crop(crop) for crop in crops])
+        square = snap_crop(np.stack(crops))  # [B, 3]: snap_crop works on any leading shape
         out = self._networks.poses(image, square)
         self.timings.pose_s += time.perf_counter() - start
         self.timings.pose_crops += len(crops)
