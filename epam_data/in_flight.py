@@ -7,9 +7,10 @@ The unit of work becomes a group of videos (`prepare_videos`, run by the run loo
 `run_group`), but failures stay per video: a video that cannot be probed, whose decoder fails part
 way, or whose crops or heatmaps fail, fails alone, with the same reason a one-video run gives, and
 the others of its group are written. Each video is decoded a chunk ahead by its own thread (decord
-releases the GIL), keeps its own tracks, M and annotated start box, and is finished (persons,
-crops, heatmaps: `extract.finish_sample`) as soon as its last frame is tracked, so the same samples
-come out as from `extract.prepare_video`, up to the landmark network's batch-size rounding.
+releases the GIL, so threads serve as well as processes would: `scripts/bench_decode_gil.py`),
+keeps its own tracks, M and annotated start box, and is finished (persons, crops, heatmaps:
+`extract.finish_sample`) as soon as its last frame is tracked, so the same samples come out as from
+`extract.prepare_video`, up to the landmark network's batch-size rounding.
 """
 
 from __future__ import annotations

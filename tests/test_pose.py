@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -509,6 +510,27 @@ def test_crops_from_the_window_are_the_crops_from_the_frame(media_dir: Path) -> 
     big = np.zeros((1080, 1920, 3), np.uint8)
     window, _ = crop_window(big, np.array([[700, 540, 400, 0.3]], np.float32), 256)
     assert window.size < big.size / 8
+
+
+def test_uploads_take_read_only_views_to_the_device_unchanged(media_dir: Path) -> None:
+    """`to_device` takes what the tracker hands it (a read-only frame, a strided crop window) to
+    the device unchanged and without torch's non-writable warning, and does not copy what needs
+    no copy on a CPU. The CUDA rows (through pinned memory) run where a GPU is."""
+    torch = pytest.importorskip("torch")
+    from epam_data.pose.upload import to_device
+
+    frame = read_frames(media_dir / "arm_wrestling_340x256.mp4", np.array([10]))[0]
+    frame.flags.writeable = False
+    window = frame[40:200, 31:250]  # strided, as `crop_window` returns it
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device, array in itertools.product(devices, (frame, window, window[..., 0].T)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # "The given NumPy array is not writable" fails
+            tensor = to_device(array, device)
+        assert tensor.device.type == device and tensor.dtype == torch.uint8
+        assert np.array_equal(tensor.cpu().numpy(), array)
+    contiguous = np.arange(12, dtype=np.float32).reshape(3, 4)
+    assert np.shares_memory(to_device(contiguous, "cpu").numpy(), contiguous)  # no copy needed
 
 
 def _count_detector_batches(backend: Any) -> list[int]:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from epam_data.pose.base import PoseBackendError
+from epam_data.pose.upload import to_device
 
 __all__ = [
     "RUNTIMES",
@@ -167,7 +168,7 @@ class TorchNetworks:
         torch = self._torch
         with torch.inference_mode():
             if isinstance(inputs, np.ndarray):
-                inputs = torch.from_numpy(np.ascontiguousarray(inputs)).to(self.device)
+                inputs = to_device(inputs, self.device)
             outputs = module(inputs)
         return [output.float().cpu().numpy() for output in outputs]
 
@@ -186,7 +187,8 @@ class TorchNetworks:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """`landmarks` of the ROIs [N, 4] of each (uint8 frame, rois) request, all in one batch,
         cropped on the device (`crop_rotated_torch`) from the part of each frame the crops read
-        (`crop_window`): a two-person 1080p frame uploads a fraction of its 6.2 MB."""
+        (`crop_window`): a two-person 1080p frame uploads a fraction of its 6.2 MB, through
+        pinned memory on a GPU (`epam_data.pose.upload`)."""
         torch = self._torch
         with torch.inference_mode():
             crops = []
@@ -194,9 +196,7 @@ class TorchNetworks:
                 window, shifted = crop_window(frame, np.asarray(rois, np.float32), size)
                 crops.append(
                     crop_rotated_torch(
-                        torch.from_numpy(window).to(self.device, non_blocking=True),
-                        torch.from_numpy(shifted).to(self.device),
-                        size,
+                        to_device(window, self.device), to_device(shifted, self.device), size
                     )
                 )
         return self.landmarks(torch.cat(crops))
@@ -206,7 +206,8 @@ def crop_window(frame: np.ndarray, rois: np.ndarray, size: int) -> tuple[np.ndar
     """(the smallest part of `frame` that the `size` x `size` crops of `rois` read, the rois moved
     into its coordinates): the same crops come out of it (`crop_rotated_torch`: bilinear taps at
     floor(x) and floor(x) + 1, and past the frame's edge the edge repeated, which is the window's
-    edge wherever the window reaches the frame's), with less to upload and convert."""
+    edge wherever the window reaches the frame's), with less to upload and convert. The window is
+    a view of `frame`: the upload (`to_device`) copies it once, into pinned memory on a GPU."""
     height, width = frame.shape[:2]
     # the outermost sample points of a rotated square lie this far from its centre along x and y
     corner = (size / 2 - 0.5) * rois[:, 2] / size
@@ -218,7 +219,7 @@ def crop_window(frame: np.ndarray, rois: np.ndarray, size: int) -> tuple[np.ndar
     shifted = rois.copy()
     shifted[:, 0] -= x0
     shifted[:, 1] -= y0
-    return np.ascontiguousarray(frame[y0:y1, x0:x1]), shifted
+    return frame[y0:y1, x0:x1], shifted
 
 
 def crop_rotated_torch(frame: Any, rois: Any, size: int) -> Any:

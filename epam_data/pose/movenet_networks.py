@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from epam_data.pose.base import PoseBackendError
 from epam_data.pose.npm_models import find_model
 from epam_data.pose.tfjs_graph import TfjsGraph
+from epam_data.pose.upload import to_device
 
 __all__ = ["CROP_SIDES", "CenterNetDetector", "MoveNet", "MoveNetNetworks", "sample_crops"]
 
@@ -209,10 +210,9 @@ class MoveNetNetworks:
 
     def image(self, frame: np.ndarray) -> torch.Tensor:
         """A uint8 RGB frame [H, W, 3] on the device, once per frame: the crops and the detector
-        read it there. Decoded frames are often read-only, which torch warns about: copied."""
-        if not frame.flags.writeable or not frame.flags.c_contiguous:
-            frame = np.array(frame)
-        return torch.from_numpy(frame).to(self.device)
+        read it there (`to_device`: through pinned memory on a GPU; a read-only frame is copied
+        on a CPU, since torch warns about those)."""
+        return to_device(frame, self.device)
 
     def poses(self, image: torch.Tensor, crops: np.ndarray) -> np.ndarray:
         """float64 [B, 17, 3] (y, x, score in the crop) for square crops [B, 3] of `image`."""
