@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import ctypes
 import importlib
 import json
 import math
@@ -971,6 +972,20 @@ def run_check(ctx: Ctx, name: str, check: Callable[[Ctx], dict[str, Any]]) -> di
     return result
 
 
+def video_libraries() -> dict[str, bool]:
+    """Whether the driver's video libraries load: NVDEC decoding on the GPU (e.g. PyNvVideoCodec,
+    the way past the host's decoding bound, BENCHMARKS.md) needs libnvcuvid, and a container sees
+    it only when started with NVIDIA_DRIVER_CAPABILITIES including `video`."""
+    found = {}
+    for name in ("libnvcuvid.so.1", "libnvidia-encode.so.1"):
+        try:
+            ctypes.CDLL(name)
+            found[name] = True
+        except OSError:
+            found[name] = False
+    return found
+
+
 def machine_info(ctx: Ctx) -> dict[str, Any]:
     import torch
 
@@ -984,6 +999,7 @@ def machine_info(ctx: Ctx) -> dict[str, Any]:
         "device": str(ctx.device),
         "mode": "smoke" if ctx.args.smoke else "full",
         "sizes": asdict(ctx.sizes),
+        "video_libraries": video_libraries(),
     }
     if ctx.cuda:
         props = torch.cuda.get_device_properties(ctx.device)

@@ -87,6 +87,8 @@ def test_smoke_run_passes_every_check(tmp_path: Path) -> None:
         assert results["movenet"]["figures"]["same_persons_as_cpu"]
     assert {g["goal"] for g in report["goals"]} >= {"EPAM-Net training off >= 1,000 clips/s"}
     assert report["machine"]["device"] == "cpu"
+    # whether NVDEC could run there: the report names both driver libraries, loaded or not
+    assert set(report["machine"]["video_libraries"]) == {"libnvcuvid.so.1", "libnvidia-encode.so.1"}
     assert "| fp32_epam | ok |" in (tmp_path / "gpu_check.md").read_text()
 
 
