@@ -1023,6 +1023,9 @@ def write_report(ctx: Ctx) -> None:
         f"{m.get('gpu', m['device'])}, torch {m['torch']}, CUDA {m['cuda']}, cuDNN {m['cudnn']}, "
         f"Python {m['python']}, {m['cpus']} CPUs, mode {m['mode']}, {data['seconds']} s",
         "",
+        "video libraries (NVDEC / NVENC): "
+        + ", ".join(f"{k} {'loads' if v else 'absent'}" for k, v in m["video_libraries"].items()),
+        "",
         "| check | status | s | figures / error | tolerance |",
         "|---|---|---:|---|---|",
     ]
