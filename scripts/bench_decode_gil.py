@@ -19,10 +19,12 @@ Linux only (per-thread CPU affinity); needs at least 2 usable cores.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -47,38 +49,52 @@ def one_decoder(clip: Path, frames: int) -> tuple[float, float]:
     return count / (time.perf_counter() - wall), (time.process_time() - cpu) / count
 
 
-def python_rate() -> float:
+def python_rate(seconds: float = SPIN_S) -> float:
     """Million loop steps a second of a pure-Python loop (holds the GIL throughout)."""
-    steps, end = 0, time.perf_counter() + SPIN_S
+    steps, end = 0, time.perf_counter() + seconds
     while time.perf_counter() < end:
         for _ in range(1000):
             steps += 1
-    return steps / SPIN_S / 1e6
+    return steps / seconds / 1e6
 
 
-def decode_until(clip: Path, frames: int, cores: set[int], stop: threading.Event) -> None:
-    """Decode the clip over and over on `cores` (FFmpeg's own threads inherit them) until `stop`."""
-    os.sched_setaffinity(threading.get_native_id(), cores)
+def decode_until(clip: Path, frames: int, stop: threading.Event) -> None:
+    """Decode the clip over and over until `stop`."""
     while not stop.is_set():
         decode_all(clip, frames)
 
 
-def rate_beside_decoders(clip: Path, frames: int, threads: int, cores: set[int]) -> float:
-    """`python_rate` of this thread while `threads` decode threads run on `cores`."""
+def _on_cores(work: Callable[[threading.Event], None], cores: set[int]) -> Callable[..., None]:
+    def pinned(stop: threading.Event) -> None:
+        os.sched_setaffinity(threading.get_native_id(), cores)  # FFmpeg's threads inherit it
+        work(stop)
+
+    return pinned
+
+
+def rate_beside(
+    work: Callable[[threading.Event], None], threads: int, seconds: float = SPIN_S
+) -> float:
+    """`python_rate` of this thread, pinned to its first usable core, while `threads` threads
+    run `work(stop)` on the other cores; as a share of its rate alone."""
+    usable = sorted(os.sched_getaffinity(0))
+    if len(usable) < 2:
+        raise SystemExit(f"needs 2 usable cores, this process may use {len(usable)}")
+    os.sched_setaffinity(threading.get_native_id(), {usable[0]})
+    alone = python_rate(seconds)
     stop = threading.Event()
-    workers = [
-        threading.Thread(target=decode_until, args=(clip, frames, cores, stop))
-        for _ in range(threads)
-    ]
+    target = _on_cores(work, set(usable[1:]))
+    workers = [threading.Thread(target=target, args=(stop,)) for _ in range(threads)]
     for worker in workers:
         worker.start()
-    time.sleep(1.0)  # the decoders under way
+    time.sleep(1.0)  # the workers under way
     try:
-        return python_rate()
+        return python_rate(seconds) / alone
     finally:
         stop.set()
         for worker in workers:
             worker.join()
+        os.sched_setaffinity(threading.get_native_id(), set(usable))
 
 
 def main() -> None:
@@ -88,22 +104,17 @@ def main() -> None:
     parser.add_argument("--threads", default="1,2,4", help="decode threads beside the loop")
     parser.add_argument("--target", type=float, default=1000.0, help="frames/s to plan for")
     args = parser.parse_args()
-    usable = sorted(os.sched_getaffinity(0))
-    if len(usable) < 2:
-        raise SystemExit(f"needs 2 usable cores, this process may use {len(usable)}")
-    main_core, others = usable[0], set(usable[1:])
     with tempfile.TemporaryDirectory() as folder:
         clip = upscale(args.clip, Path(folder) / "clip_1080p.mp4", args.frames)
         fps, cpu_per_frame = one_decoder(clip, args.frames)
-        os.sched_setaffinity(threading.get_native_id(), {main_core})
-        alone = python_rate()
-        print(f"1080p H.264, {args.frames} frames; {len(usable)} usable cores")
+        print(f"1080p H.264, {args.frames} frames; {len(os.sched_getaffinity(0))} usable cores")
         print(f"one decoder: {fps:.0f} frames/s, {1e3 * cpu_per_frame:.1f} CPU ms a frame")
         print("\n| decode threads (other cores) | Python loop in the main thread, x alone |")
         print("|---|---|")
+        decoding = functools.partial(decode_until, clip, args.frames)
         for threads in (int(t) for t in args.threads.split(",")):
-            beside = rate_beside_decoders(clip, args.frames, threads, others)
-            print(f"| {threads} | {beside / alone:.2f} (1 / {threads + 1} if it held the GIL) |")
+            share = rate_beside(decoding, threads)
+            print(f"| {threads} | {share:.2f} (1 / {threads + 1} if it held the GIL) |")
     print(
         f"\n{args.target:.0f} frames/s needs about {args.target / fps:.1f} decode threads "
         f"and {args.target * cpu_per_frame:.1f} cores for decoding alone"
