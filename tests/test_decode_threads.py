@@ -16,8 +16,8 @@ import pytest
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 CLIP = "two_players_426x240.mp4"
-# Measured on a 2-core AMD EPYC, four runs each: 1.04-1.08 beside a decode thread, 0.51-0.59 beside a
-# thread that holds the GIL (the second test). The bar sits between the two.
+# Measured on a 2-core AMD EPYC, four runs each: 1.04-1.08 beside a decode thread, 0.51-0.59
+# beside a thread that holds the GIL (the second test). The bar sits between the two.
 SHARE_BAR = 0.75
 
 
