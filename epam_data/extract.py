@@ -69,7 +69,7 @@ from epam_data.runloop import (
 )
 from epam_data.shards import DEFAULT_MAX_SHARD_BYTES, PreparedSample, write_dataset_json
 from epam_data.splits import read_names
-from epam_data.video import VideoInfo, iter_frames, probe_video
+from epam_data.video import VideoInfo, decoded_hw, iter_frames, probe_video
 
 __all__ = [
     "ExtractOptions",
@@ -92,6 +92,7 @@ __all__ = [
     "worker_backend",
 ]
 
+MIN_DECODE_HEIGHT = 64  # --decode-height below this leaves the pose models too little to see
 CROP_THREADS = 2  # threads cutting and encoding the RGB crops in the main process (crop_jpegs)
 RUNTIME_BACKEND_OPTIONS = (
     "device",
@@ -114,7 +115,9 @@ class ExtractOptions:
     kept frames of one sample held for the crops, beyond which they are decoded again) and do not
     change the result; nor does prefetch (decode the next chunk in a thread while the pose model
     runs on this one), nor in_flight (blazepose: how many videos one worker tracks at once, their
-    person crops in one network batch, `epam_data.in_flight`).
+    person crops in one network batch, `epam_data.in_flight`). decode_height: videos taller than
+    this are decoded scaled down to it (`video.iter_frames`); poses, boxes and the crop box are
+    still in the video's own pixels, the RGB crops are cut from the smaller frames.
     """
 
     backend: str = "blazepose"
@@ -132,6 +135,7 @@ class ExtractOptions:
     frame_budget_bytes: int = 768 << 20
     prefetch: bool = True
     in_flight: int = 1  # videos one worker tracks together (`epam_data.in_flight`)
+    decode_height: int | None = None  # decode taller videos at this many rows (e.g. 540)
     # (name, value) pairs for the backend's constructor (`epam_data.pose.load_backend`), e.g.
     # mmlab's det_config, det_score_thr, device, with the types the CLI parsed. dataset.json
     # records all but RUNTIME_BACKEND_OPTIONS (where the models run, not which models run: a run
@@ -161,6 +165,10 @@ class ExtractOptions:
             )
         if not 1 <= self.jpeg_quality <= 100:
             raise EpamError(f"--jpeg-quality must be in 1..100 (Pillow), got {self.jpeg_quality}")
+        if self.decode_height is not None and self.decode_height < MIN_DECODE_HEIGHT:
+            raise EpamError(
+                f"--decode-height must be at least {MIN_DECODE_HEIGHT}, got {self.decode_height}"
+            )
 
     def dataset_options(self, model_ids: dict[str, str]) -> dict[str, Any]:
         """The options dataset.json records and compares (memory bounds are left out: they change
@@ -180,6 +188,7 @@ class ExtractOptions:
             "heatmap_size": self.heatmap_size if self.heatmaps else None,
             "heatmap_sigma": self.heatmap_sigma if self.heatmaps else None,
             "heatmap_quantisation": "uint8 = round(value * 255)" if self.heatmaps else None,
+            **({"decode_height": self.decode_height} if self.decode_height else {}),
             **self._recorded_backend_options(),
         }
 
@@ -527,14 +536,49 @@ def _label_boxes(dataset: str, labels_dir: Path | None, sample: Sample) -> np.nd
     return read_penn_label(labels_dir / f"{sample.sample_id}.mat").boxes[0]
 
 
-def _start_from_label_box(backend: Any, boxes: np.ndarray | None, first_frame: int) -> None:
+def _start_from_label_box(
+    backend: Any, boxes: np.ndarray | None, first_frame: int, scale: tuple[float, float]
+) -> None:
     """Start the backend's track on the annotated box of the first decoded frame, where the
-    dataset gives one and the backend can (`BlazePoseBackend.start_tracks`)."""
+    dataset gives one and the backend can (`BlazePoseBackend.start_tracks`); the box is moved
+    onto the decoded frames (`scale`: x, y)."""
     if boxes is None or not hasattr(backend, "start_tracks") or first_frame >= len(boxes):
         return
-    box = boxes[first_frame]
+    box = np.asarray(boxes[first_frame], np.float64) * np.tile(scale, 2)
     if box[2] > box[0] and box[3] > box[1]:
         backend.start_tracks(box[None])
+
+
+def _decode_scale(frame_hw: tuple[int, int], max_height: int | None) -> tuple[float, float]:
+    """(x, y) factors from a video's pixels to those of its frames decoded under `max_height`."""
+    rows, columns = decoded_hw(frame_hw, max_height)
+    return columns / frame_hw[1], rows / frame_hw[0]
+
+
+def _in_video_pixels(poses: list[Any], scale: tuple[float, float]) -> list[Any]:
+    """The backend's poses, found on frames decoded at `scale` (x, y), in the video's own pixels,
+    as every sample stores them whatever the decoding."""
+    if scale == (1.0, 1.0):
+        return poses
+    factor = np.array(scale, np.float32)
+    return [
+        dataclasses.replace(
+            pose,
+            keypoints=pose.keypoints / factor,
+            boxes=np.concatenate([pose.boxes[:, :4] / np.tile(factor, 2), pose.boxes[:, 4:]], 1),
+        )
+        for pose in poses
+    ]
+
+
+def _on_decoded_frames(box: CropBox, scale: tuple[float, float]) -> CropBox:
+    """The crop box on frames decoded at `scale` (x, y): corners rounded to whole pixels, square;
+    within half a decoded pixel of `box` scaled."""
+    if scale == (1.0, 1.0):
+        return box
+    side = max(1, round((box.x1 - box.x0) * scale[1]))
+    x0, y0 = round(box.x0 * scale[0]), round(box.y0 * scale[1])
+    return CropBox(x0, y0, x0 + side, y0 + side)
 
 
 def _probe(spec: VideoSpec, times: StageTimes) -> VideoInfo:
@@ -548,7 +592,7 @@ def _probe(spec: VideoSpec, times: StageTimes) -> VideoInfo:
 def _holds_frames(options: ExtractOptions, num_frames: int, frame_hw: tuple[int, int]) -> bool:
     """Whether the decoded frames are kept for the crops (they fit `frame_budget_bytes`) rather
     than decoded a second time; never without RGB."""
-    height, width = frame_hw
+    height, width = decoded_hw(frame_hw, options.decode_height)
     return (
         options.rgb_size is not None
         and num_frames * height * width * 3 <= options.frame_budget_bytes
@@ -559,8 +603,18 @@ def decoded_chunks(spec: VideoSpec, indices: np.ndarray, times: StageTimes) -> I
     """The sample's frames `indices`, chunk by chunk (decoded a chunk ahead in a thread with
     `prefetch`), the time waited for them added to `times.decode`."""
     options = spec.options
-    decoded = iter_frames(spec.path, indices, chunk_size=options.chunk_size)
+    decoded = iter_frames(
+        spec.path, indices, chunk_size=options.chunk_size, max_height=options.decode_height
+    )
     return _timed(_prefetch(decoded) if options.prefetch else decoded, times)
+
+
+def decoded_again(spec: VideoSpec, indices: np.ndarray) -> Iterator[np.ndarray]:
+    """The sample's frames decoded a second time, as the first time, without a prefetch thread."""
+    options = spec.options
+    return iter_frames(
+        spec.path, indices, chunk_size=options.chunk_size, max_height=options.decode_height
+    )
 
 
 def check_decoded(spec: VideoSpec, decoded: int, asked: int) -> None:
@@ -588,23 +642,20 @@ def _estimate_poses(
 
 def _rgb_jpegs(
     spec: VideoSpec,
-    indices: np.ndarray,
+    plan: SamplePlan,
     held: list[np.ndarray] | None,
     box: CropBox,
     times: StageTimes,
 ) -> list[bytes] | None:
-    """The sample's RGB crops (`crop_jpegs`) from the `held` chunks, or from a second decode when
-    they were not kept (None); None without rgb_size."""
+    """The sample's RGB crops (`crop_jpegs`, the box moved onto the decoded frames) from the
+    `held` chunks, or from a second decode when they were not kept (None); None without
+    rgb_size."""
     options = spec.options
     if options.rgb_size is None:
         return None
-    frames = (
-        held
-        if held is not None
-        else _timed(iter_frames(spec.path, indices, chunk_size=options.chunk_size), times)
-    )
+    frames = held if held is not None else _timed(decoded_again(spec, plan.indices), times)
     start = time.perf_counter()
-    jpegs = crop_jpegs(frames, box, options)
+    jpegs = crop_jpegs(frames, _on_decoded_frames(box, plan.scale), options)
     times.crop += time.perf_counter() - start
     return jpegs
 
@@ -644,6 +695,7 @@ class SamplePlan:
     indices: np.ndarray  # the frames to decode
     max_persons: int
     hold: bool  # keep the decoded frames for the crops (`_holds_frames`)
+    scale: tuple[float, float] = (1.0, 1.0)  # x, y: video pixels -> decoded pixels
 
 
 def plan_sample(spec: VideoSpec, times: StageTimes) -> SamplePlan:
@@ -653,14 +705,15 @@ def plan_sample(spec: VideoSpec, times: StageTimes) -> SamplePlan:
     indices = _frame_indices(spec, info.num_frames)
     max_persons = default_max_persons(spec.sample, spec.options.max_persons)
     hold = _holds_frames(spec.options, len(indices), info.frame_hw)
-    return SamplePlan(info, indices, max_persons, hold)
+    scale = _decode_scale(info.frame_hw, spec.options.decode_height)
+    return SamplePlan(info, indices, max_persons, hold, scale)
 
 
 def start_tracking(backend: Any, spec: VideoSpec, plan: SamplePlan) -> None:
     """Ready a reset backend for the sample: a track started on the annotated person where the
     dataset gives boxes (`_start_from_label_box`)."""
     first = int(plan.indices[0]) if len(plan.indices) else 0
-    _start_from_label_box(backend, spec.person_boxes, first)
+    _start_from_label_box(backend, spec.person_boxes, first, plan.scale)
 
 
 def prepare_video(spec: VideoSpec, *, times: StageTimes | None = None) -> PreparedSample:
@@ -686,11 +739,11 @@ def finish_sample(
     """The sample from its per-frame poses: the best M persons, the crop box, the RGB crops (from
     the `held` chunks, else decoded again) and the heatmaps."""
     options, sample = spec.options, spec.sample
-    tracks = select_persons(poses, plan.max_persons)
+    tracks = select_persons(_in_video_pixels(poses, plan.scale), plan.max_persons)
     scores = tracks.scores.astype(np.float16)
     box, seen = sample_box(tracks.keypoints, scores, plan.info.frame_hw)
     status = "ok" if seen and tracks.present.any() else "no_person"
-    jpegs = _rgb_jpegs(spec, plan.indices, held, box, times)
+    jpegs = _rgb_jpegs(spec, plan, held, box, times)
     if held is not None:
         held.clear()
     volumes = timed_volumes(tracks.keypoints, scores, box, options, times)

@@ -45,7 +45,14 @@ import numpy as np
 
 from epam_data.errors import VideoDecodeError
 
-__all__ = ["VideoInfo", "iter_frames", "probe_video", "read_frame_range", "read_frames"]
+__all__ = [
+    "VideoInfo",
+    "decoded_hw",
+    "iter_frames",
+    "probe_video",
+    "read_frame_range",
+    "read_frames",
+]
 
 TEXT_SNIFF_BYTES = 1024  # how much of a file is read to tell text (playlists) from a video
 REENCODE_HINT = "re-encode it (ffmpeg -i IN -c:v libx264 -pix_fmt yuv420p OUT.mp4) or remove it"
@@ -226,9 +233,11 @@ def _narrow_frames_message(path: Path, frame_hw: tuple[int, int], asked: str) ->
     )
 
 
-def _open(path: str | Path, asked: str) -> tuple[Any, VideoInfo]:
-    """A decord VideoReader (CPU, one thread) and what it found; every failure is a
-    VideoDecodeError."""
+def _open(
+    path: str | Path, asked: str, scale_to: tuple[int, int] | None = None
+) -> tuple[Any, VideoInfo]:
+    """A decord VideoReader (CPU, one thread; frames scaled to `scale_to`, height and width, if
+    given) and what it found; every failure is a VideoDecodeError."""
     # imported here so that `import epam_data.video` works where decord is not installed
     import decord
 
@@ -236,7 +245,10 @@ def _open(path: str | Path, asked: str) -> tuple[Any, VideoInfo]:
     size = _check_file(path, asked)
     no_frames = f"{path}: the video stream has no frames (asked for {asked}); {REENCODE_HINT}"
     try:
-        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+        rows, columns = scale_to or (-1, -1)  # decord's -1: the video's own
+        reader = decord.VideoReader(
+            str(path), ctx=decord.cpu(0), num_threads=1, width=columns, height=rows
+        )
     except (
         AssertionError
     ) as err:  # decord asserts a positive frame count (an assert: gone under -O, see below)
@@ -454,24 +466,59 @@ def read_frame_range(path: str | Path, start: int, end: int, *, stride: int = 1)
     return _get_batch(reader, info, np.arange(start, end + 1, stride, dtype=np.int64), asked)
 
 
+def decoded_hw(frame_hw: tuple[int, int], max_height: int | None) -> tuple[int, int]:
+    """The (height, width) frames are decoded at under `max_height`: the video's own where it is
+    no taller, else `max_height` rows and the width in proportion, rounded to an even number (what
+    video scalers and encoders want)."""
+    height, width = frame_hw
+    if max_height is None or height <= max_height:
+        return frame_hw
+    return max_height, max(2, 2 * round(width * max_height / height / 2))
+
+
 def iter_frames(
-    path: str | Path, indices: Sequence[int] | np.ndarray | None = None, *, chunk_size: int = 64
+    path: str | Path,
+    indices: Sequence[int] | np.ndarray | None = None,
+    *,
+    chunk_size: int = 64,
+    max_height: int | None = None,
 ) -> Iterator[np.ndarray]:
-    """The frames of `read_frames`, in chunks of up to `chunk_size` (uint8 [t, H, W, 3] each).
+    """The frames of `read_frames`, in chunks of up to `chunk_size` (uint8 [t, H, W, 3] each),
+    scaled down to `decoded_hw(size, max_height)` where the video is taller than `max_height`.
 
     For long videos (Toyota clips run minutes, PKU-MMD videos are untrimmed): memory holds one
-    chunk, the decoder is opened once, and all indices are checked before the first chunk is
-    decoded.
+    chunk, the decoder is opened once (twice when scaling: once to learn the size), and all
+    indices are checked before the first chunk is decoded. Scaling happens inside FFmpeg (decord's
+    `width` / `height`), which costs less than decoding at full size: a 1080p frame took 14.0 ms
+    of a core, 8.4 ms at 540 rows (BENCHMARKS.md); frame folders are scaled with Pillow.
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
     if _is_frame_folder(path):
         from epam_data.frame_folder import iter_frame_images
 
-        yield from iter_frame_images(path, indices, chunk_size=chunk_size)
+        for chunk in iter_frame_images(path, indices, chunk_size=chunk_size):
+            yield _scaled(chunk, decoded_hw(chunk.shape[1:3], max_height))
         return
     asked = describe_request(None if indices is None else np.asarray(indices))
     reader, info = _open(path, asked)
     wanted = check_indices(info, indices, asked)
+    size = decoded_hw(info.frame_hw, max_height)
+    if size != info.frame_hw:
+        reader, info = _open(path, asked, size)
     for begin in range(0, len(wanted), chunk_size):
         yield _get_batch(reader, info, wanted[begin : begin + chunk_size], asked)
+
+
+def _scaled(chunk: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 [t, H, W, 3] frames resized to `size` (height, width) with Pillow's antialiased
+    bilinear; the chunk itself where it has that size."""
+    if chunk.shape[1:3] == size:
+        return chunk
+    from PIL import Image
+
+    resized = [
+        Image.fromarray(frame).resize(size[::-1], Image.Resampling.BILINEAR, reducing_gap=3.0)
+        for frame in chunk
+    ]
+    return np.stack([np.asarray(image) for image in resized])

@@ -10,6 +10,8 @@ Stages are timed on one clip in this process after a warm-up: decode (decord, ch
 sample into an HDF5 shard). End to end is `extract_dataset` on copies of the clip (3 for --jobs 1, 6
 for --jobs 2: the same work per process), wall time including worker start-up, frames/s over all
 frames; "no decode thread" turns off the chunk prefetch, so the one process uses one core.
+`--decode-height 540` runs every row with extract's `--decode-height` (frames decoded at 540 rows;
+the stages then pose and crop the smaller frames).
 
     python scripts/bench_extract.py --device cuda [--in-flight 1,4,8,16] [--jobs 1,2,4]
 
@@ -98,12 +100,18 @@ def upscale(source: Path, target: Path, frames: int, size: tuple[int, int] = (19
     return target
 
 
-def time_stages(clip: Path, persons: int) -> dict[str, float]:
-    """Frames/s of each stage on one clip, in this process."""
+def time_stages(clip: Path, persons: int, decode_height: int | None = None) -> dict[str, float]:
+    """Frames/s of each stage on one clip, in this process (frames decoded under
+    `decode_height`: pose and crops on the smaller frames, as extract does)."""
+    chunk_size = ExtractOptions().chunk_size
     # also warms up the decoder and the page cache
-    frames = np.concatenate(list(iter_frames(clip, chunk_size=ExtractOptions().chunk_size)))
+    frames = np.concatenate(
+        list(iter_frames(clip, chunk_size=chunk_size, max_height=decode_height))
+    )
     start = time.perf_counter()
-    count = sum(len(chunk) for chunk in iter_frames(clip, chunk_size=ExtractOptions().chunk_size))
+    count = sum(
+        len(chunk) for chunk in iter_frames(clip, chunk_size=chunk_size, max_height=decode_height)
+    )
     decode = count / (time.perf_counter() - start)
     backend = load_backend("blazepose", max_persons=persons)
     backend.estimate(frames[:8])  # warm-up
@@ -121,9 +129,8 @@ def time_stages(clip: Path, persons: int) -> dict[str, float]:
         encode_jpeg(crop_frame(frame, box, 256), 90)
     crop = len(frames) / (time.perf_counter() - start)
     sample = parse_sample_id("ntu60", SAMPLE_ID)
-    prepared = prepare_video(
-        VideoSpec(sample, str(clip), clip.name, ExtractOptions(max_persons=persons))
-    )
+    options = ExtractOptions(max_persons=persons, decode_height=decode_height)
+    prepared = prepare_video(VideoSpec(sample, str(clip), clip.name, options))
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         with ShardWriter(out) as writer:
@@ -152,10 +159,11 @@ def time_end_to_end(
     prefetch: bool = True,
     in_flight: int = 1,
     backend_options: tuple[tuple[str, str], ...] = (),
+    decode_height: int | None = None,
 ) -> float:
     """Frames/s of `extract_dataset` on `copies` copies of the clip with `jobs` workers, worker
     start-up included."""
-    name = f"{persons}_{jobs}_{prefetch}_{in_flight}_{len(backend_options)}"
+    name = f"{persons}_{jobs}_{prefetch}_{in_flight}_{len(backend_options)}_{decode_height}"
     videos = work / f"in_{name}"
     videos.mkdir()
     for copy in range(copies):
@@ -165,6 +173,7 @@ def time_end_to_end(
         prefetch=prefetch,
         in_flight=in_flight,
         backend_options=backend_options,
+        decode_height=decode_height,
     )
     start = time.perf_counter()
     report = extract_dataset(videos, work / f"out_{name}", "ntu60", options=options, jobs=jobs)
@@ -183,16 +192,26 @@ def extract_rows(args: argparse.Namespace, clip: Path, work: Path) -> dict[str, 
         for count in args.in_flight:
             copies = 2 * count * jobs
             rows[f"torch, {args.device}, {count} in flight, jobs {jobs}"] = time_end_to_end(
-                clip, 2, jobs, copies, work, in_flight=count, backend_options=device
+                clip,
+                2,
+                jobs,
+                copies,
+                work,
+                in_flight=count,
+                backend_options=device,
+                decode_height=args.decode_height,
             )
     return rows
 
 
-def _decoded_frames(clip: Path, waited: list[float]) -> Iterator[np.ndarray]:
+def _decoded_frames(
+    clip: Path, waited: list[float], max_height: int | None = None
+) -> Iterator[np.ndarray]:
     """The clip's frames one by one, decoded ahead in a thread (extract's `_prefetch`): one decode
     thread per video in flight, so `--in-flight K` is also K decoders. The seconds spent waiting
     for a chunk add up into waited[0]."""
-    chunks = _prefetch(iter_frames(clip, chunk_size=ExtractOptions().chunk_size))
+    chunk_size = ExtractOptions().chunk_size
+    chunks = _prefetch(iter_frames(clip, chunk_size=chunk_size, max_height=max_height))
     while True:
         start = time.perf_counter()
         chunk = next(chunks, None)
@@ -202,7 +221,9 @@ def _decoded_frames(clip: Path, waited: list[float]) -> Iterator[np.ndarray]:
         yield from chunk
 
 
-def time_in_flight(clip: Path, device: str, in_flight: int, runtime: str) -> dict[str, float]:
+def time_in_flight(
+    clip: Path, device: str, in_flight: int, runtime: str, decode_height: int | None = None
+) -> dict[str, float]:
     """Decode + pose of 2 x `in_flight` copies of the clip with `track_videos` keeping `in_flight`
     videos in flight (their detector regions and landmark crops batched, the crops cut by torch on
     the device, as on a GPU): frames/s end to end, the share of the wall time in the networks, the
@@ -216,7 +237,7 @@ def time_in_flight(clip: Path, device: str, in_flight: int, runtime: str) -> dic
     backend.reset()
     before = dict(vars(backend.timings))
     in_networks, waited = _time_network_calls(backend), [0.0]
-    videos = [_decoded_frames(clip, waited) for _ in range(2 * in_flight)]
+    videos = [_decoded_frames(clip, waited, decode_height) for _ in range(2 * in_flight)]
     start = time.perf_counter()
     with GpuBusy(device) as busy:
         results = dict(track_videos(backend, videos, in_flight=in_flight))  # numpy out: synced
@@ -265,7 +286,7 @@ def main_device(args: argparse.Namespace, clip: Path, work: Path) -> None:
     rows = {"tflite, cpu, 1 video at a time": time_in_flight(clip, "cpu", 1, "tflite")}
     for count in args.in_flight:
         rows[f"torch, {args.device}, {count} in flight"] = time_in_flight(
-            clip, args.device, count, "torch"
+            clip, args.device, count, "torch", args.decode_height
         )
     columns = list(next(iter(rows.values())))
     import torch
@@ -508,6 +529,9 @@ def _parse_args() -> argparse.Namespace:
         default=[1],
         help="--device: extract worker processes, e.g. 1,2,4",
     )
+    parser.add_argument(
+        "--decode-height", type=int, default=None, help="blazepose: extract --decode-height"
+    )
     return parser.parse_args()
 
 
@@ -532,11 +556,12 @@ def main() -> None:
             return
         rows: dict[str, dict[int, float]] = {}
         for persons in (1, 2):
-            for stage, value in time_stages(clip, persons).items():
+            for stage, value in time_stages(clip, persons, args.decode_height).items():
                 rows.setdefault(stage, {})[persons] = value
-            single = time_end_to_end(clip, persons, jobs=1, copies=3, work=work, prefetch=False)
-            one = time_end_to_end(clip, persons, jobs=1, copies=3, work=work)
-            two = time_end_to_end(clip, persons, jobs=2, copies=6, work=work)
+            end_to_end = partial(time_end_to_end, clip, persons, decode_height=args.decode_height)
+            single = end_to_end(jobs=1, copies=3, work=work, prefetch=False)
+            one = end_to_end(jobs=1, copies=3, work=work)
+            two = end_to_end(jobs=2, copies=6, work=work)
             rows.setdefault("end to end, --jobs 1, no decode thread", {})[persons] = single
             rows.setdefault("end to end, --jobs 1", {})[persons] = one
             rows.setdefault("end to end, --jobs 2 (all processes)", {})[persons] = two
