@@ -515,6 +515,8 @@ def _scaled(chunk: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     bilinear; the chunk itself where it has that size."""
     if chunk.shape[1:3] == size:
         return chunk
+    if not len(chunk):
+        return np.zeros((0, *size, 3), np.uint8)
     from PIL import Image
 
     resized = [
