@@ -65,6 +65,8 @@ def decode_until(clip: Path, frames: int, stop: threading.Event) -> None:
 
 
 def _on_cores(work: Callable[[threading.Event], None], cores: set[int]) -> Callable[..., None]:
+    """`work`, run by a thread that first pins itself to `cores`."""
+
     def pinned(stop: threading.Event) -> None:
         os.sched_setaffinity(threading.get_native_id(), cores)  # FFmpeg's threads inherit it
         work(stop)
