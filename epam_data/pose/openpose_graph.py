@@ -9,7 +9,6 @@ into persons another (`epam_data.pose.openpose`). Where the graph comes from: `f
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import sys
 import tarfile
@@ -28,6 +27,7 @@ from torch import nn
 
 from epam_data.atomic import write_atomic
 from epam_data.errors import PoseBackendError, one_line
+from epam_data.pose.tf_padding import same_padding
 
 GRAPH_ENV = "EPAM_OPENPOSE_GRAPH"
 CACHE_ENV = "EPAM_OPENPOSE_CACHE"
@@ -449,14 +449,6 @@ def convert_graph(
 
 
 # --- the network ---------------------------------------------------------------------------------
-
-
-def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
-    """TensorFlow's 'SAME' padding (before, after) for one axis: the output has ceil(size /
-    stride) positions and the odd pixel of padding goes after (bottom / right), which matters for
-    stride 2, where PyTorch's symmetric `padding=` would shift every output by one input pixel."""
-    total = max((math.ceil(size / stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
-    return total // 2, total - total // 2
 
 
 class _Conv(nn.Module):

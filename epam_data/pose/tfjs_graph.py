@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from epam_data.pose.base import PoseBackendError
-from epam_data.pose.openpose_graph import same_padding
+from epam_data.pose.tf_padding import same_padding
 
 __all__ = ["TfjsGraph", "load_graph_json", "read_weights"]
 

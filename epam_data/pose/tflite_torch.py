@@ -59,6 +59,7 @@ from torch import nn
 
 from epam_data.atomic import write_atomic
 from epam_data.errors import PoseBackendError, one_line
+from epam_data.pose.tf_padding import same_padding
 
 __all__ = [
     "CACHE_ENV",
@@ -317,12 +318,9 @@ def _activation(reader: _Reader, options: Any) -> str:
 
 def _same_or_valid(padding: int, size: int, kernel: int, stride: int, dilation: int) -> list[int]:
     """[before, after] padding and output size along one axis, as TFLite's padding.h computes."""
-    effective = (kernel - 1) * dilation + 1
     if padding == _SAME:
-        out = (size + stride - 1) // stride
-        total = max((out - 1) * stride + effective - size, 0)
-        return [total // 2, total - total // 2, out]
-    return [0, 0, (size + stride - effective) // stride]
+        return [*same_padding(size, kernel, stride, dilation), (size + stride - 1) // stride]
+    return [0, 0, (size + stride - ((kernel - 1) * dilation + 1)) // stride]
 
 
 def _window_padding(reader: _Reader, op: Any, kernel: Sequence[int], options: Any) -> list[int]:
