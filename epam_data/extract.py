@@ -609,7 +609,7 @@ def decoded_chunks(spec: VideoSpec, indices: np.ndarray, times: StageTimes) -> I
     return _timed(_prefetch(decoded) if options.prefetch else decoded, times)
 
 
-def decoded_again(spec: VideoSpec, indices: np.ndarray) -> Iterator[np.ndarray]:
+def _decoded_again(spec: VideoSpec, indices: np.ndarray) -> Iterator[np.ndarray]:
     """The sample's frames decoded a second time, as the first time, without a prefetch thread."""
     options = spec.options
     return iter_frames(
@@ -653,7 +653,7 @@ def _rgb_jpegs(
     options = spec.options
     if options.rgb_size is None:
         return None
-    frames = held if held is not None else _timed(decoded_again(spec, plan.indices), times)
+    frames = held if held is not None else _timed(_decoded_again(spec, plan.indices), times)
     start = time.perf_counter()
     jpegs = crop_jpegs(frames, _on_decoded_frames(box, plan.scale), options)
     times.crop += time.perf_counter() - start
