@@ -602,15 +602,12 @@ def _holds_frames(options: ExtractOptions, num_frames: int, frame_hw: tuple[int,
 def decoded_chunks(spec: VideoSpec, indices: np.ndarray, times: StageTimes) -> Iterator[np.ndarray]:
     """The sample's frames `indices`, chunk by chunk (decoded a chunk ahead in a thread with
     `prefetch`), the time waited for them added to `times.decode`."""
-    options = spec.options
-    decoded = iter_frames(
-        spec.path, indices, chunk_size=options.chunk_size, max_height=options.decode_height
-    )
-    return _timed(_prefetch(decoded) if options.prefetch else decoded, times)
+    decoded = _decode(spec, indices)
+    return _timed(_prefetch(decoded) if spec.options.prefetch else decoded, times)
 
 
-def _decoded_again(spec: VideoSpec, indices: np.ndarray) -> Iterator[np.ndarray]:
-    """The sample's frames decoded a second time, as the first time, without a prefetch thread."""
+def _decode(spec: VideoSpec, indices: np.ndarray) -> Iterator[np.ndarray]:
+    """The sample's frames `indices` in chunks, at the size its options ask for."""
     options = spec.options
     return iter_frames(
         spec.path, indices, chunk_size=options.chunk_size, max_height=options.decode_height
@@ -653,7 +650,7 @@ def _rgb_jpegs(
     options = spec.options
     if options.rgb_size is None:
         return None
-    frames = held if held is not None else _timed(_decoded_again(spec, plan.indices), times)
+    frames = held if held is not None else _timed(_decode(spec, plan.indices), times)
     start = time.perf_counter()
     jpegs = crop_jpegs(frames, _on_decoded_frames(box, plan.scale), options)
     times.crop += time.perf_counter() - start
